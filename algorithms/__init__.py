@@ -1,0 +1,1 @@
+"""Search algorithms, one per module; each is a ``pg.DNAGenerator``."""

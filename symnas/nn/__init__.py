@@ -1,0 +1,4 @@
+"""Symbolic torch building blocks and backbones; each object's ``build()`` returns an ``nn.Module``."""
+from symnas.nn.layers import *  # noqa: F401,F403
+from symnas.nn.backbones import *  # noqa: F401,F403
+from symnas.nn.nasbench201 import *  # noqa: F401,F403

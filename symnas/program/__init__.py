@@ -1,0 +1,1 @@
+"""symnas.program (under construction)."""

@@ -1,0 +1,1 @@
+"""symnas.proxies (under construction)."""

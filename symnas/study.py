@@ -1,0 +1,5 @@
+"""Study: the recorded trials of one search (under construction)."""
+
+
+class Study:
+    pass

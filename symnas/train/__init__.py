@@ -1,0 +1,1 @@
+"""symnas.train (under construction)."""
