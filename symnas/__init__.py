@@ -19,9 +19,11 @@ __version__ = "0.1.0"
 
 from symnas import algorithms
 from symnas import spaces
-from symnas.objectives import Objective  # noqa: F401
+from symnas.errors import TrialRejected
+from symnas.objectives import Objective
 from symnas.search import search
 from symnas.study import Study
+from symnas import pg_backend  # noqa: F401  (registers the "symnas" backend for pg.sample)
 
 # Heavy subpackages (torch, TVM) load on first use so `import symnas` stays fast.
 _LAZY_SUBPACKAGES = ("nn", "train", "data", "program", "proxies", "cli")
@@ -38,5 +40,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnas' has no attribute {name!r}")
 
 
-__all__ = ["algorithms", "spaces", "search", "Study", "Objective",
+__all__ = ["algorithms", "spaces", "search", "Study", "Objective", "TrialRejected",
            "nn", "train", "data", "program", "proxies", "symbolize"]
