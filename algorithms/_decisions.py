@@ -1,0 +1,470 @@
+"""Decision points of a ``pg.DNASpec`` as a flat, fast structure shared by all algorithms.
+
+A DNASpec is compiled once into a tree of :class:`ChoiceSlot` (one categorical decision: a ``oneof``
+or one slot of a ``manyof``), :class:`ChoiceGroup` (the slots of a ``manyof``) and
+:class:`FloatDecision` nodes. Every slot and float gets an ``index`` into a flat list, so an
+assignment of the whole DNA is a plain Python list ``values`` (``None`` where a conditional
+decision is inactive). Algorithms work on these lists; :meth:`DecisionSpace.sample` walks the
+tree with the algorithm's callbacks and returns both the list and the ``pg.DNA``.
+
+Building a ``pg.DNA`` through its symbolic constructor costs milliseconds per DNA, which would
+dominate a search on a tabular benchmark, so :func:`make_dna` assembles the same object directly
+(checked against ``pg.DNA`` at first use; it falls back to the constructor if they differ).
+
+Example::
+
+    import random, pyglove as pg
+    from symnas.algorithms._decisions import DecisionSpace
+    space = DecisionSpace(pg.dna_spec(pg.Dict(x=pg.oneof([1, 2]), lr=pg.floatv(1e-4, 1e-1, scale='log'))))
+    rng = random.Random(0)
+    values, dna = space.sample(lambda slot, banned: space.uniform_choice(slot, banned, rng),
+                               lambda dec: dec.from_unit(rng.random()))
+    assert space.decode(dna) == values
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import pyglove as pg
+
+__all__ = ["ChoiceSlot", "ChoiceGroup", "FloatDecision", "DecisionSpace", "DecisionAlgorithm",
+           "make_dna", "check_reward"]
+
+
+class FloatDecision:
+    """A ``floatv`` decision; ``to_unit``/``from_unit`` map it to [0, 1] in its scale."""
+
+    __slots__ = ("index", "spec", "name", "low", "high", "scale", "_log_low", "_log_span")
+
+    def __init__(self, index: int, spec: pg.geno.Float, name: str):
+        self.index, self.spec, self.name = index, spec, name
+        self.low, self.high = float(spec.min_value), float(spec.max_value)
+        self.scale = spec.scale or "linear"
+        if not self.low < self.high:
+            raise ValueError(f"floatv {name!r}: min_value ({self.low}) must be smaller than "
+                             f"max_value ({self.high}).")
+        if self.scale in ("log", "rlog"):
+            if self.low <= 0:
+                raise ValueError(f"floatv {name!r}: scale={self.scale!r} needs a positive "
+                                 f"min_value, got {self.low}.")
+            self._log_low = math.log(self.low)
+            self._log_span = math.log(self.high) - self._log_low
+        else:
+            self._log_low = self._log_span = 0.0
+
+    def from_unit(self, u: float) -> float:
+        u = 0.0 if u < 0.0 else (1.0 if u > 1.0 else u)
+        if self.scale == "log":
+            x = math.exp(self._log_low + u * self._log_span)
+        elif self.scale == "rlog":
+            # PyGlove's definition: u = 1 - log((max + min - x) / min) / log(max / min).
+            x = self.high + self.low - math.exp(self._log_low + (1.0 - u) * self._log_span)
+        else:
+            x = self.low + u * (self.high - self.low)
+        return min(max(x, self.low), self.high)
+
+    def to_unit(self, x: float) -> float:
+        if self.scale == "log":
+            u = (math.log(x) - self._log_low) / self._log_span
+        elif self.scale == "rlog":
+            u = 1.0 - (math.log(self.high + self.low - x) - self._log_low) / self._log_span
+        else:
+            u = (x - self.low) / (self.high - self.low)
+        return min(max(u, 0.0), 1.0)
+
+
+class ChoiceSlot:
+    """One categorical decision; ``children[c]`` are the decisions that exist when candidate c is chosen."""
+
+    __slots__ = ("index", "spec", "name", "num_candidates", "children", "literals", "distinct_from")
+
+    def __init__(self, index: int, spec: pg.geno.Choices, name: str):
+        self.index, self.spec, self.name = index, spec, name
+        # Indices of the earlier slots of a distinct manyof: their picks are banned for this slot.
+        self.distinct_from: List[int] = []
+        self.num_candidates = len(spec.candidates)
+        if self.num_candidates == 0:
+            raise ValueError(f"oneof/manyof {name!r} has no candidates.")
+        self.children: List[list] = []
+        self.literals = list(spec.literal_values) if spec.literal_values else \
+            [str(i) for i in range(self.num_candidates)]
+
+
+class ChoiceGroup:
+    """The slots of a ``manyof`` (num_choices > 1)."""
+
+    __slots__ = ("spec", "name", "slots", "distinct", "sorted")
+
+    def __init__(self, spec: pg.geno.Choices, name: str, slots: List[ChoiceSlot]):
+        self.spec, self.name, self.slots = spec, name, slots
+        self.distinct, self.sorted = bool(spec.distinct), bool(spec.sorted)
+        if self.distinct and len(slots) > slots[0].num_candidates:
+            raise ValueError(f"manyof {name!r}: {len(slots)} distinct choices from only "
+                             f"{slots[0].num_candidates} candidates.")
+
+
+class _Node:
+    """A DNA node in normal form (what ``pg.DNA(...)`` would hold) before it becomes a ``pg.DNA``."""
+
+    __slots__ = ("value", "children")
+
+    def __init__(self, value, children):
+        self.value, self.children = value, children
+
+
+def _space_node(nodes: List[_Node]) -> Optional[_Node]:
+    if not nodes:
+        return None
+    if len(nodes) == 1:
+        return nodes[0]
+    return _Node(None, nodes)
+
+
+class DecisionSpace:
+    """A compiled DNASpec: flat decisions plus the conditional tree that links them."""
+
+    def __init__(self, dna_spec: pg.DNASpec):
+        if not isinstance(dna_spec, pg.DNASpec):
+            raise TypeError(f"expected a pg.DNASpec, got {type(dna_spec).__name__}.")
+        self.dna_spec = dna_spec
+        self.decisions: List[Any] = []     # ChoiceSlot | FloatDecision, by index
+        self.root = self._compile_space(dna_spec)
+        if not self.decisions:
+            raise ValueError("the search space has no decision points (no oneof/manyof/floatv).")
+        self.num_decisions = len(self.decisions)
+        self.slots = [d for d in self.decisions if isinstance(d, ChoiceSlot)]
+        self.floats = [d for d in self.decisions if isinstance(d, FloatDecision)]
+
+    # ---- compilation -------------------------------------------------------------------------
+    def _name(self, spec) -> str:
+        name = str(spec.id)
+        return name if name else f"decision{len(self.decisions)}"
+
+    def _compile_space(self, space_spec) -> list:
+        return [self._compile_element(e) for e in space_spec.elements]
+
+    def _compile_element(self, spec):
+        if isinstance(spec, pg.geno.Float):
+            dec = FloatDecision(len(self.decisions), spec, self._name(spec))
+            self.decisions.append(dec)
+            return dec
+        if isinstance(spec, pg.geno.Choices):
+            if spec.num_choices == 1:
+                return self._compile_slot(spec)
+            name = str(spec.id) or "manyof"
+            if not spec.candidates:
+                raise ValueError(f"manyof {name!r} has no candidates.")
+            slots = [self._compile_slot(spec.subchoice(i)) for i in range(spec.num_choices)]
+            group = ChoiceGroup(spec, name, slots)
+            if group.distinct:
+                for i, slot in enumerate(slots):
+                    slot.distinct_from = [s.index for s in slots[:i]]
+            return group
+        if isinstance(spec, pg.geno.Space):
+            raise TypeError(f"unexpected nested space {spec.id!r}")
+        raise TypeError(f"decision point {spec.id!r} of type {type(spec).__name__} is not supported "
+                        f"(symnas algorithms handle oneof, manyof and floatv).")
+
+    def _compile_slot(self, spec) -> ChoiceSlot:
+        slot = ChoiceSlot(len(self.decisions), spec, self._name(spec))
+        self.decisions.append(slot)
+        slot.children = [self._compile_space(c) for c in spec.candidates]
+        return slot
+
+    # ---- sampling ------------------------------------------------------------------------------
+    def sample(self, choose: Callable[[ChoiceSlot, Sequence[int]], int],
+               draw: Callable[[FloatDecision], float]) -> Tuple[list, pg.DNA]:
+        """Walks the active decisions in DNA order; returns (values, pg.DNA).
+
+        ``choose(slot, banned)`` returns a candidate index not in ``banned`` (earlier picks of a
+        distinct manyof); ``draw(decision)`` returns a float within the decision's range.
+        """
+        values = [None] * self.num_decisions
+        node = _space_node(self._sample_space(self.root, values, choose, draw))
+        return values, make_dna(node)
+
+    def assemble(self, values: list, fill_choose, fill_draw) -> Tuple[list, pg.DNA]:
+        """DNA from an assignment; inactive-turned-active decisions are filled by the callbacks."""
+        def choose(slot, banned):
+            v = values[slot.index]
+            if v is None or v in banned:
+                return fill_choose(slot, banned)
+            return v
+
+        def draw(dec):
+            v = values[dec.index]
+            return fill_draw(dec) if v is None else v
+        return self.sample(choose, draw)
+
+    def _sample_space(self, elements, values, choose, draw) -> List[_Node]:
+        return [self._sample_element(e, values, choose, draw) for e in elements]
+
+    def _sample_element(self, e, values, choose, draw) -> _Node:
+        if type(e) is ChoiceSlot:
+            c = choose(e, ())
+            values[e.index] = c
+            return self._slot_node(e, c, values, choose, draw)
+        if type(e) is FloatDecision:
+            x = float(draw(e))
+            values[e.index] = x
+            return _Node(x, [])
+        picks: List[int] = []
+        for slot in e.slots:
+            c = choose(slot, picks if e.distinct else ())
+            picks.append(c)
+        if e.sorted:
+            picks.sort()
+        nodes = []
+        for slot, c in zip(e.slots, picks):
+            values[slot.index] = c
+            nodes.append(self._slot_node(slot, c, values, choose, draw))
+        return _Node(None, nodes)
+
+    def _slot_node(self, slot, c, values, choose, draw) -> _Node:
+        sub = slot.children[c]
+        if not sub:
+            return _Node(c, [])
+        child = _space_node(self._sample_space(sub, values, choose, draw))
+        if child.value is None:
+            return _Node(c, child.children)
+        return _Node(c, [child])
+
+    @staticmethod
+    def uniform_choice(slot: ChoiceSlot, banned: Sequence[int], rng) -> int:
+        n = slot.num_candidates
+        if not banned:
+            return int(rng.random() * n) if n > 1 else 0
+        allowed = [i for i in range(n) if i not in banned]
+        return allowed[int(rng.random() * len(allowed))]
+
+    # ---- decoding ------------------------------------------------------------------------------
+    def decode(self, dna: pg.DNA) -> list:
+        """The flat assignment of a DNA (``None`` for inactive decisions)."""
+        values = [None] * self.num_decisions
+        try:
+            self._decode_space(self.root, _value(dna), _children(dna), values)
+        except (IndexError, TypeError, AttributeError) as e:
+            raise ValueError(f"DNA {dna!r} does not match the search space: {e}") from e
+        return values
+
+    def _decode_space(self, elements, value, children, values):
+        if not elements:
+            return
+        if len(elements) == 1:
+            e = elements[0]
+            if type(e) is ChoiceGroup:
+                self._decode_element(e, None, children, values)
+            else:
+                self._decode_element(e, value, children, values)
+            return
+        for e, child in zip(elements, children, strict=True):
+            self._decode_element(e, _value(child), _children(child), values)
+
+    def _decode_element(self, e, value, children, values):
+        if type(e) is FloatDecision:
+            values[e.index] = float(value)
+        elif type(e) is ChoiceSlot:
+            if not isinstance(value, int) or not 0 <= value < e.num_candidates:
+                raise ValueError(f"choice {e.name!r} has value {value!r}, expected an index in "
+                                 f"[0, {e.num_candidates}).")
+            values[e.index] = value
+            sub = e.children[value]
+            if len(sub) == 1 and type(sub[0]) is not ChoiceGroup:
+                self._decode_element(sub[0], _value(children[0]), _children(children[0]), values)
+            else:
+                self._decode_space(sub, None, children, values)
+        else:
+            for slot, child in zip(e.slots, children, strict=True):
+                self._decode_element(slot, _value(child), _children(child), values)
+
+    def active(self, values: list) -> List[Any]:
+        """The decisions that are set in ``values``."""
+        return [d for d, v in zip(self.decisions, values) if v is not None]
+
+
+def _value(dna):
+    return dict.__getitem__(vars(dna)["_sym_attributes"], "value")
+
+
+def _children(dna):
+    return dict.__getitem__(vars(dna)["_sym_attributes"], "children")
+
+
+# ---- fast pg.DNA assembly ------------------------------------------------------------------------
+_PROTO = None
+
+
+def _prototypes():
+    global _PROTO
+    if _PROTO is None:
+        dna = pg.DNA([0, 1])
+        child = dna.children[0]
+        _PROTO = (
+            {k: v for k, v in vars(child).items()},
+            {k: v for k, v in vars(vars(child)["_sym_attributes"]).items()},
+            {k: v for k, v in vars(vars(dna)["_sym_attributes"]["children"]).items()},
+            {k: v for k, v in vars(vars(child)["_sym_attributes"]["metadata"]).items()},
+        )
+        ok = True
+        try:
+            for compact in ([0, (1, [2, 0.5]), [1, 2]], (2, 1, 0.25), 3):
+                fast = _build(_from_compact(compact), pg.KeyPath())
+                slow = pg.DNA(compact)
+                ok = ok and fast == slow and fast.to_json() == slow.to_json() and \
+                    repr(fast) == repr(slow) and _same_paths(fast, slow)
+        except Exception:  # pylint: disable=broad-except
+            ok = False
+        if not ok:
+            _PROTO = False
+    return _PROTO
+
+
+def _same_paths(a, b) -> bool:
+    if a.sym_path != b.sym_path or len(a.children) != len(b.children):
+        return False
+    return all(_same_paths(x, y) for x, y in zip(a.children, b.children))
+
+
+def _from_compact(value) -> _Node:
+    d = pg.DNA(value)
+    return _node_of(d)
+
+
+def _node_of(d) -> _Node:
+    return _Node(d.value, [_node_of(c) for c in d.children])
+
+
+_new = object.__new__
+
+
+def _build(node: _Node, path) -> pg.DNA:
+    dna_vars, attr_vars, list_vars, meta_vars = _PROTO
+    dna = _new(pg.DNA)
+    dv = vars(dna)
+    dv.update(dna_vars)
+    dv["_sym_path"] = path
+    dv["_userdata"] = type(dna_vars["_userdata"])()
+    dv["_cloneable_metadata_keys"] = set()
+    dv["_cloneable_userdata_keys"] = set()
+
+    attrs = dict.__new__(pg.Dict)
+    av = vars(attrs)
+    av.update(attr_vars)
+    av["_sym_parent"] = dna
+    av["_sym_path"] = path
+
+    kids_path = pg.KeyPath("children", path)
+    kids = list.__new__(pg.List)
+    kv = vars(kids)
+    kv.update(list_vars)
+    kv["_sym_parent"] = dna
+    kv["_sym_path"] = kids_path
+    if node.children:
+        built = [_build(c, pg.KeyPath(i, kids_path)) for i, c in enumerate(node.children)]
+        for b in built:
+            vars(b)["_sym_parent"] = kids
+        list.extend(kids, built)
+
+    meta = dict.__new__(pg.Dict)
+    mv = vars(meta)
+    mv.update(meta_vars)
+    mv["_sym_parent"] = dna
+    mv["_sym_path"] = pg.KeyPath("metadata", path)
+
+    dict.update(attrs, value=node.value, children=kids, metadata=meta)
+    dv["_sym_attributes"] = attrs
+    return dna
+
+
+def _compact_of(node: _Node):
+    if node.value is None:
+        return [_compact_of(c) for c in node.children]
+    if not node.children:
+        return node.value
+    if len(node.children) == 1 and node.children[0].value is not None:
+        inner = _compact_of(node.children[0])
+        return (node.value,) + (inner if isinstance(inner, tuple) else (inner,))
+    return (node.value, [_compact_of(c) for c in node.children])
+
+
+def make_dna(node: Optional[_Node]) -> pg.DNA:
+    """A ``pg.DNA`` equal to ``pg.DNA(<compact form of node>)``, built without its slow constructor."""
+    if node is None:
+        return pg.DNA(None)
+    if _prototypes():
+        return _build(node, pg.KeyPath())
+    return pg.DNA(_compact_of(node))
+
+
+# ---- input checks shared by the algorithms -------------------------------------------------------
+def check_reward(reward, num_objectives: Optional[int] = None):
+    """Returns the reward as float (or tuple of floats); raises ValueError on NaN/inf or bad arity."""
+    if num_objectives is None:
+        if isinstance(reward, (tuple, list)):
+            if len(reward) != 1:
+                raise ValueError(f"expected a single reward, got {len(reward)} objectives: {reward!r}.")
+            reward = reward[0]
+        try:
+            r = float(reward)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"reward must be a number, got {reward!r}.") from e
+        if not math.isfinite(r):
+            raise ValueError(f"reward must be finite, got {r}.")
+        return r
+    rs = tuple(reward) if isinstance(reward, (tuple, list)) else (reward,)
+    if len(rs) != num_objectives:
+        raise ValueError(f"expected {num_objectives} objective value(s), got {len(rs)}: {reward!r}.")
+    out = []
+    for r in rs:
+        r = float(r)
+        if not math.isfinite(r):
+            raise ValueError(f"objective values must be finite, got {reward!r}.")
+        out.append(r)
+    return tuple(out)
+
+
+class DecisionAlgorithm(pg.DNAGenerator):
+    """Base of the symnas algorithms that work on :class:`DecisionSpace` assignments.
+
+    Subclasses implement ``_init_state()`` (after the space is compiled), ``_propose_values()``
+    returning ``(values, dna)`` and ``_learn(values, reward)``. The base keeps the proposed
+    assignments so feedback needs no decoding, validates rewards, and recovers state by replaying
+    each historical trial as propose-then-feedback: for a seeded algorithm fed back in order, the
+    recovered instance proposes exactly what an uninterrupted one would.
+    """
+
+    num_objectives = None   # single objective unless a subclass says otherwise
+
+    def _setup(self):
+        self._space = DecisionSpace(self.dna_spec)
+        self._pending = {}
+        self._init_state()
+
+    def _init_state(self):
+        pass
+
+    def _propose(self) -> pg.DNA:
+        values, dna = self._propose_values()
+        self._pending[id(dna)] = (dna, values)
+        return dna
+
+    def _values_of(self, dna: pg.DNA) -> list:
+        entry = self._pending.pop(id(dna), None)
+        if entry is not None and entry[0] is dna:
+            return entry[1]
+        return self._space.decode(dna)
+
+    def _feedback(self, dna: pg.DNA, reward) -> None:
+        reward = check_reward(reward, self.num_objectives)
+        self._learn(self._values_of(dna), reward)
+
+    def _learn(self, values: list, reward) -> None:
+        pass
+
+    def _replay(self, trial_id: int, dna: pg.DNA, reward) -> None:
+        del trial_id
+        replayed = self._propose()
+        self._pending.pop(id(replayed), None)
+        if reward is not None:
+            self._feedback(dna, reward)
