@@ -1,1 +1,6 @@
-"""symnas.train (under construction)."""
+"""Training as symbolic objects: Trainer, optimizers, LR schedules, augmentation, early stopping."""
+from symnas.train.augmentation import *  # noqa: F401,F403
+from symnas.train.early_stopping import *  # noqa: F401,F403
+from symnas.train.optimizers import *  # noqa: F401,F403
+from symnas.train.schedules import *  # noqa: F401,F403
+from symnas.train.trainer import *  # noqa: F401,F403
