@@ -14,6 +14,7 @@ from typing import Dict, List, Type
 from symnas.proxies.base import NonFiniteScore, Proxy, ProxyError, ProxyScore
 from symnas.proxies.fisher import FisherHooks, FisherPotential
 from symnas.proxies.grad_norm import GradNorm
+from symnas.proxies.legality import IsolatedLayerScorer, LegalityCheck, LegalityResult, seeded_build
 from symnas.proxies.naswot import NASWOT
 from symnas.proxies.snip import SNIP
 from symnas.proxies.synflow import Synflow
@@ -45,4 +46,5 @@ def get(name: str, **kwargs) -> Proxy:
 
 
 __all__ = ["Proxy", "ProxyScore", "ProxyError", "NonFiniteScore", "FisherPotential", "FisherHooks", "SNIP",
-           "Synflow", "NASWOT", "GradNorm", "get", "available"]
+           "Synflow", "NASWOT", "GradNorm", "get", "available", "LegalityCheck", "LegalityResult",
+           "IsolatedLayerScorer", "seeded_build"]
