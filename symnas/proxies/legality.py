@@ -239,9 +239,13 @@ class IsolatedLayerScorer:
         Raises ``NonFiniteScore`` when the replacement makes activations or gradients non-finite.
         """
         from symnas.nn.backbones import TransformedConv  # pylint: disable=import-outside-toplevel
+        from symnas.nn.layers import Layer  # pylint: disable=import-outside-toplevel
         if path not in self.sites:
             raise KeyError(f"{path!r} is not a transformable layer of the network")
-        if not isinstance(replacement, pg.Object) or not hasattr(replacement, "build"):
+        if not isinstance(replacement, Layer):
+            if not hasattr(replacement, "to_torch"):
+                raise TypeError(f"a replacement is a sn.nn layer or a sn.program.Schedule, got "
+                                f"{type(replacement).__name__}")
             replacement = TransformedConv(replacement)
         key = (path, pg.format(replacement, compact=True))
         if key in self._cache:
