@@ -20,10 +20,6 @@ from typing import Any, Dict, List
 import pyglove as pg
 
 
-class _Unsupported(Exception):
-    """A construct the fast path does not handle; PyGlove's decoder takes over."""
-
-
 class Materializer:
     """Decodes DNAs of one search space into concrete symbolic objects."""
 
@@ -37,97 +33,125 @@ class Materializer:
         self.space = space
         self.template = pg.hyper.template(space)
         self.dna_spec = self.template.dna_spec()
-        self._sub_templates: Dict[int, Any] = {}
-        self._fast = True
+        try:
+            self._plan = _Plan(space)
+        except _Unsupported:
+            self._plan = None
 
     def materialize(self, dna: pg.DNA) -> Any:
         """The concrete object that ``dna`` selects."""
-        if self._fast:
+        if self._plan is not None:
             try:
-                return self._decode_value(self.space, self.template, self._element_dnas(self.template, dna, True))
+                return self._plan.run(self._plan.element_dnas(dna, True))
             except _Unsupported:
-                self._fast = False
+                self._plan = None
         return self.template.decode(dna)
 
-    # -- DNA walking -------------------------------------------------------------------------
-    @staticmethod
-    def _element_dnas(template, dna: pg.DNA, is_root: bool) -> List[pg.DNA]:
-        """The DNAs of the decision points of ``template`` in order (PyGlove's layout)."""
-        n = len(template.hyper_primitives)
-        if n == 0:
+
+class _Unsupported(Exception):
+    """A construct the fast path does not handle; PyGlove's decoder takes over."""
+
+
+class _Plan:
+    """How to decode one (sub-)space: a decoder per decision point and how to rebuild the value."""
+
+    __slots__ = ("leaves", "root_leaf", "rebuild")
+
+    def __init__(self, value: Any):
+        template = pg.hyper.template(value)
+        tree: Dict[Any, Any] = {}
+        self.leaves: List[tuple] = []
+        self.root_leaf = None
+        for index, (path, primitive) in enumerate(template.hyper_primitives):
+            self.leaves.append(_compile_primitive(primitive))
+            keys = path.keys
+            if not keys:
+                self.root_leaf = index
+                continue
+            node = tree
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+            node[keys[-1]] = index
+        self.rebuild = None if self.root_leaf is not None else _compile_node(value, tree)
+
+    def run(self, element_dnas: List[pg.DNA]) -> Any:
+        if len(element_dnas) != len(self.leaves):
+            raise ValueError(f"The DNA has {len(element_dnas)} decisions where the space has {len(self.leaves)}.")
+        values = [_decode_leaf(leaf, dna) for leaf, dna in zip(self.leaves, element_dnas)]
+        if self.root_leaf is not None:
+            return values[0]
+        return _build(self.rebuild, values)
+
+    def element_dnas(self, dna: pg.DNA, is_root: bool) -> List[pg.DNA]:
+        """The DNAs of this space's decision points in order (PyGlove's layout)."""
+        if not self.leaves:
             return []
         if is_root:
-            return [dna] if n == 1 else list(dna.children)
-        return list(dna)  # within a choice: the children are the sub-space's element DNAs
-
-    def _decode_value(self, value: Any, template, element_dnas: List[pg.DNA]) -> Any:
-        primitives = template.hyper_primitives
-        if len(primitives) != len(element_dnas):
-            raise _Unsupported()
-        decisions = {}
-        for (path, primitive), dna in zip(primitives, element_dnas):
-            decisions[str(path)] = self._decode_primitive(primitive, dna)
-        if "" in decisions:  # the whole value is one decision point
-            return decisions[""]
-        return _rebuild(value, pg.KeyPath(), decisions, _prefixes(decisions))
-
-    def _decode_primitive(self, primitive: Any, dna: pg.DNA) -> Any:
-        if isinstance(primitive, pg.hyper.Float):
-            return dna.value
-        if isinstance(primitive, pg.hyper.ManyOf):
-            if primitive.where is not None:
-                raise _Unsupported()
-            return [self._decode_choice(primitive, child) for child in dna.children]
-        if isinstance(primitive, pg.hyper.OneOf):
-            if primitive.where is not None:
-                raise _Unsupported()
-            return self._decode_choice(primitive, dna)
-        raise _Unsupported()
-
-    def _decode_choice(self, primitive: Any, dna: pg.DNA) -> Any:
-        index = dna.value
-        if not isinstance(index, int) or not 0 <= index < len(primitive.candidates):
-            raise ValueError(f"DNA {dna!r} chooses candidate {index!r} of a choice with "
-                             f"{len(primitive.candidates)} candidates.")
-        candidate = primitive.candidates[index]
-        if not isinstance(candidate, pg.Symbolic) or pg.is_deterministic(candidate):
-            return candidate
-        key = id(candidate)
-        sub_template = self._sub_templates.get(key)
-        if sub_template is None:
-            sub_template = pg.hyper.template(candidate)
-            self._sub_templates[key] = sub_template
-        return self._decode_value(candidate, sub_template, self._element_dnas(sub_template, dna.children, False))
+            return [dna] if len(self.leaves) == 1 else list(dna.children)
+        return list(dna.children)  # within a choice, the children are the sub-space's element DNAs
 
 
-def _prefixes(decisions: Dict[str, Any]) -> set:
-    prefixes = set()
-    for path in decisions:
-        key_path = pg.KeyPath.parse(path)
-        while key_path.depth > 0:
-            key_path = key_path.parent
-            prefixes.add(str(key_path))
-    return prefixes
-
-
-def _rebuild(node: Any, path: pg.KeyPath, decisions: Dict[str, Any], prefixes: set) -> Any:
-    """A copy of ``node`` with the decision points replaced; untouched subtrees are shared."""
-    key = str(path)
-    if key in decisions:
-        return decisions[key]
-    if key not in prefixes:
-        return node
-    if isinstance(node, pg.Dict):
-        items = {k: _rebuild(v, pg.KeyPath(k, path), decisions, prefixes) for k, v in node.sym_items()}
-        return pg.Dict(items, value_spec=node.value_spec)
-    if isinstance(node, pg.List):
-        items = [_rebuild(v, pg.KeyPath(i, path), decisions, prefixes) for i, v in node.sym_items()]
-        return pg.List(items, value_spec=node.value_spec)
-    if isinstance(node, pg.Object):
-        kwargs = {k: _rebuild(v, pg.KeyPath(k, path), decisions, prefixes)
-                  for k, v in node.sym_init_args.sym_items()}
-        try:
-            return type(node)(**kwargs)
-        except TypeError as error:  # a class whose __init__ does not take its fields by name
-            raise _Unsupported() from error
+def _compile_primitive(primitive: Any) -> tuple:
+    if isinstance(primitive, pg.hyper.Float):
+        return ("float",)
+    if isinstance(primitive, (pg.hyper.OneOf, pg.hyper.ManyOf)) and primitive.where is None:
+        candidates = []
+        for candidate in primitive.candidates:
+            if isinstance(candidate, pg.Symbolic) and not pg.is_deterministic(candidate):
+                candidates.append((True, _Plan(candidate)))
+            else:
+                candidates.append((False, candidate))
+        return ("many" if isinstance(primitive, pg.hyper.ManyOf) else "one", candidates)
     raise _Unsupported()
+
+
+def _decode_choice(candidates: List[tuple], dna: pg.DNA) -> Any:
+    index = dna.value
+    if not isinstance(index, int) or not 0 <= index < len(candidates):
+        raise ValueError(f"DNA {dna!r} chooses candidate {index!r} of a choice with {len(candidates)} candidates.")
+    has_plan, candidate = candidates[index]
+    if has_plan:
+        return candidate.run(candidate.element_dnas(dna, False))
+    return candidate
+
+
+def _decode_leaf(leaf: tuple, dna: pg.DNA) -> Any:
+    kind = leaf[0]
+    if kind == "float":
+        return dna.value
+    if kind == "one":
+        return _decode_choice(leaf[1], dna)
+    return [_decode_choice(leaf[1], child) for child in dna.children]
+
+
+def _compile_node(node: Any, tree: Dict[Any, Any]) -> tuple:
+    """A rebuild recipe: ("leaf", i) | (kind, factory, [(key, recipe or None, original child)])."""
+    if isinstance(tree, int):
+        return ("leaf", tree)
+    if isinstance(node, pg.Dict):
+        items = [(k, _compile_node(v, tree[k]) if k in tree else None, v) for k, v in node.sym_items()]
+        return ("dict", lambda kwargs, spec=node.value_spec: pg.Dict(kwargs, value_spec=spec), items)
+    if isinstance(node, pg.List):
+        items = [(i, _compile_node(v, tree[i]) if i in tree else None, v) for i, v in node.sym_items()]
+        return ("list", lambda values, spec=node.value_spec: pg.List(values, value_spec=spec), items)
+    if isinstance(node, pg.Object):
+        items = [(k, _compile_node(v, tree[k]) if k in tree else None, v)
+                 for k, v in node.sym_init_args.sym_items()]
+        return ("object", type(node), items)
+    raise _Unsupported()
+
+
+def _build(recipe: tuple, values: List[Any]) -> Any:
+    kind = recipe[0]
+    if kind == "leaf":
+        return values[recipe[1]]
+    factory, items = recipe[1], recipe[2]
+    if kind == "list":
+        return factory([child if sub is None else _build(sub, values) for _, sub, child in items])
+    kwargs = {key: child if sub is None else _build(sub, values) for key, sub, child in items}
+    if kind == "dict":
+        return factory(kwargs)
+    try:
+        return factory(**kwargs)
+    except TypeError as error:  # a class whose __init__ does not take its fields by name
+        raise _Unsupported() from error

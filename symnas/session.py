@@ -88,7 +88,7 @@ class SearchSession:
                  storage: Union[None, str, os.PathLike, Storage] = None, name: Optional[str] = None,
                  objectives: objectives_lib.ObjectivesSpec = None,
                  early_stopping: Optional[pg.tuning.EarlyStoppingPolicy] = None,
-                 record_objects: bool = True):
+                 record_objects: bool = True, extra_info: Optional[Dict[str, Any]] = None):
         if not isinstance(algorithm, pg.DNAGenerator):
             raise TypeError(f"algorithm must be a pg.DNAGenerator (e.g. sn.algorithms.Random()), "
                             f"got {type(algorithm).__name__}.")
@@ -119,6 +119,7 @@ class SearchSession:
             "algorithm": pg.to_json_str(algorithm),
             "objectives": [dataclasses.asdict(o) for o in self.objectives],
             "symnas_version": symnas.__version__,
+            **(extra_info or {}),  # e.g. where the command line finds the evaluator again
         })
         self.worker = _worker_id()
         self._pending: List[TrialRecord] = []
@@ -175,6 +176,7 @@ class SearchSession:
         fed = 0
         for record in self.storage.trials(self.name, since_id=self._seen_id):
             if record.worker == self.worker:
+                self._seen_id = record.id  # fed by complete(); skip it on the next sync too
                 continue
             if not record.finished:
                 break

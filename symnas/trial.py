@@ -60,5 +60,28 @@ class TrialRecord:
         return tuple(self.reward) if isinstance(self.reward, list) else self.reward
 
 
+_DNA_TYPE = pg.DNA.__serialization_key__
+
+
+def _compact_value(dna: pg.DNA) -> Any:
+    """PyGlove's compact DNA value (``DNA.to_json(compact=True)['value']``), ~10x faster."""
+    value, children = dna.value, dna.children
+    if not children:
+        return value
+    nodes = [_compact_value(child) for child in children]
+    if value is None:
+        return nodes
+    if len(nodes) == 1:
+        single = nodes[0]
+        return ["__tuple__", value, *single[1:]] if _is_tuple(single) else ["__tuple__", value, single]
+    return ["__tuple__", value, nodes]
+
+
+def _is_tuple(node: Any) -> bool:
+    return isinstance(node, list) and bool(node) and node[0] == "__tuple__"
+
+
 def dna_to_json(dna: pg.DNA) -> str:
-    return json.dumps(dna.to_json(compact=True), separators=(",", ":"))
+    """The DNA as PyGlove's compact JSON text (without metadata), readable by ``pg.DNA.from_json``."""
+    return json.dumps({"_type": _DNA_TYPE, "format": "compact", "value": _compact_value(dna)},
+                      separators=(",", ":"))

@@ -247,3 +247,17 @@ def test_fast_materializer_equals_pyglove_decode(space):
     for _ in range(30):
         dna = algorithm.propose()
         assert pg.eq(materializer.materialize(dna), materializer.template.decode(dna))
+
+
+def test_dna_json_round_trips_like_pyglove():
+    import json
+    from symnas.trial import dna_to_json
+    space = pg.Dict(a=pg.oneof([pg.Dict(x=pg.floatv(0.1, 1.0), y=pg.oneof([1, 2])), 3]),
+                    b=pg.manyof(2, [1, pg.Dict(z=pg.oneof([5, pg.Dict(w=pg.oneof([7, 8]))])), 3]))
+    spec = pg.hyper.template(space).dna_spec()
+    algorithm = pg.geno.Random(seed=0)
+    algorithm.setup(spec)
+    for _ in range(40):
+        dna = algorithm.propose()
+        assert json.loads(dna_to_json(dna))["value"] == dna.to_json(compact=True)["value"]
+        assert pg.DNA.from_json(json.loads(dna_to_json(dna))) == dna
