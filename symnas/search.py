@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import pyglove as pg
 
@@ -34,7 +34,12 @@ def search(space: Any,
            objectives: objectives_lib.ObjectivesSpec = None,
            early_stopping: Optional[pg.tuning.EarlyStoppingPolicy] = None,
            progress: bool = True,
-           record_objects: bool = True) -> Study:
+           record_objects: bool = True,
+           workers: int = 1,
+           trial_timeout: Optional[float] = None,
+           backend: Optional[str] = None,
+           address: Optional[str] = None,
+           resources: Optional[Dict[str, float]] = None) -> Study:
     """Searches ``space`` with ``algorithm``, evaluating each trial, and returns the ``Study``.
 
     Args:
@@ -56,6 +61,17 @@ def search(space: Any,
       early_stopping: a ``pg.tuning.EarlyStoppingPolicy`` consulted by ``symnas.reporting.report``.
       progress: show a progress bar (tqdm; notebook-aware) with trials done, best so far and rate.
       record_objects: store each trial's concrete object as JSON (turn off for huge objects).
+      workers: how many trials are evaluated at once. 1 (default, local backend) evaluates in this
+        process; N > 1 evaluates in N isolated worker processes (``symnas.execution``): a trial
+        that raises, times out, or crashes its process is recorded as failed and the search goes on.
+      trial_timeout: seconds after which a trial running in a worker process (or on Ray) is
+        killed and recorded as failed; ``None`` means no limit. With workers=1 on the local
+        backend it applies too: the trial then runs in one worker process.
+      backend: ``"local"`` (default) or ``"ray"``: trials run as Ray tasks on the cluster at
+        ``address`` (``symnas.ray_execution``); the algorithm and storage stay in this process.
+      address: the Ray cluster address (``"127.0.0.1:6379"``, ``"ray://host:10001"``, ``"auto"``);
+        ``None`` starts a local Ray instance.
+      resources: what one trial needs on Ray, e.g. ``{"num_cpus": 2, "num_gpus": 1}``.
 
     Example::
 
@@ -69,13 +85,42 @@ def search(space: Any,
         raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}.")
     if num_trials is not None and (not isinstance(num_trials, int) or num_trials < 0):
         raise ValueError(f"num_trials must be a non-negative integer or None, got {num_trials!r}.")
+    from symnas import execution  # pylint: disable=import-outside-toplevel
+    execution.check_workers(workers)
+    execution.check_trial_timeout(trial_timeout)
+    if backend not in (None, "local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}.")
     if algorithm is None:
         from symnas.algorithms import Random  # pylint: disable=import-outside-toplevel
         algorithm = Random()
     session = SearchSession(space, algorithm, storage=storage, name=name, objectives=objectives,
                             early_stopping=early_stopping, record_objects=record_objects)
-    run_sequential(session, evaluate or _evaluate_method, num_trials, progress)
+    run_trials(session, evaluate or _evaluate_method, num_trials, progress, workers=workers,
+               trial_timeout=trial_timeout, backend=backend, address=address, resources=resources)
     return Study(session.storage, session.name)
+
+
+def run_trials(session: SearchSession, evaluate: Callable[[Any], Any], num_trials: Optional[int],
+               progress: bool, *, workers: int = 1, trial_timeout: Optional[float] = None,
+               backend: Optional[str] = None, address: Optional[str] = None,
+               resources: Optional[Dict[str, float]] = None) -> None:
+    """Runs ``session`` with the loop the arguments ask for (sequential, worker processes or Ray)."""
+    from symnas import execution  # pylint: disable=import-outside-toplevel
+    execution.check_workers(workers)
+    trial_timeout = execution.check_trial_timeout(trial_timeout)
+    backend = backend or "local"
+    if backend == "ray":
+        from symnas import ray_execution  # pylint: disable=import-outside-toplevel
+        ray_execution.run_on_ray(session, evaluate, num_trials, progress, workers=workers,
+                                 trial_timeout=trial_timeout, address=address, resources=resources)
+    elif backend != "local":
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}.")
+    elif address is not None or resources is not None:
+        raise ValueError("address= and resources= apply to backend='ray' only.")
+    elif workers == 1 and trial_timeout is None:
+        run_sequential(session, evaluate, num_trials, progress)
+    else:
+        execution.run_parallel(session, evaluate, num_trials, progress, workers, trial_timeout)
 
 
 def run_sequential(session: SearchSession, evaluate: Callable[[Any], Any], num_trials: Optional[int],
@@ -83,7 +128,10 @@ def run_sequential(session: SearchSession, evaluate: Callable[[Any], Any], num_t
     """Evaluates trials one after another in this process until ``num_trials`` have finished."""
     bar = _progress_bar(session, num_trials) if progress else None
     try:
-        while num_trials is None or session.num_finished < num_trials:
+        while True:
+            session.sync()  # trials finished by other processes on the same study count too
+            if num_trials is not None and session.num_finished >= num_trials:
+                break
             try:
                 trial = session.next_trial()
             except StopIteration:

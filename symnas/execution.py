@@ -1,0 +1,360 @@
+"""Parallel trials in isolated worker processes: crashes, time-outs and OOM fail one trial, not the search.
+
+The driver process keeps the algorithm, the ``SearchSession`` and the storage; each worker process
+only evaluates. A worker receives the evaluator once (pickled with cloudpickle, so lambdas and
+closures work) and then one concrete object per trial (PyGlove JSON for symbolic values), and
+sends back the result or the error text. ``symnas.reporting.report`` inside a worker travels to
+the driver over the same pipe and returns the early-stopping decision.
+
+A trial whose evaluator raises is failed with its traceback; one that runs past ``trial_timeout``
+seconds is failed with "timed out after T s" and its worker killed; one whose process dies
+(segfault in a compiler, ``os._exit``, the kernel's OOM killer) is failed with "worker process died
+with signal SIGSEGV" (or its exit code). The dead worker is replaced and the search goes on.
+
+Workers are fresh interpreters, never forks of a driver that may already run TVM or torch threads.
+
+Proposals: the loop keeps every idle worker busy while the algorithm proposes. An algorithm may
+bound how many of its proposals are in flight with an integer attribute ``max_pending`` (e.g. 1 for
+one that needs each feedback before the next proposal); one whose ``propose`` raises
+``StopIteration`` while trials are in flight is asked again after the next result arrives.
+
+Example::
+
+    import pyglove as pg, symnas as sn
+    space = pg.Dict(x=pg.floatv(-1.0, 1.0), n=pg.oneof([1, 2, 3]))
+    study = sn.search(space, lambda v: v.n - v.x ** 2, sn.algorithms.Random(seed=1), num_trials=20,
+                      storage=None, workers=2, trial_timeout=30, progress=False)
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle  # only for the driver <-> worker pipe of this machine, never for storage
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+import pyglove as pg
+
+from symnas.session import ActiveTrial, SearchSession, _MaterializeFailed
+
+
+def check_workers(workers: Any) -> int:
+    """Validates the ``workers`` argument of ``sn.search``."""
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise TypeError(f"workers must be a positive integer, got {workers!r}.")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1 (the number of trials evaluated at once), got {workers}.")
+    return workers
+
+
+def check_trial_timeout(trial_timeout: Any) -> Optional[float]:
+    if trial_timeout is None:
+        return None
+    if isinstance(trial_timeout, bool) or not isinstance(trial_timeout, (int, float)) or not trial_timeout > 0:
+        raise ValueError(f"trial_timeout must be a positive number of seconds or None, got {trial_timeout!r}.")
+    return float(trial_timeout)
+
+
+def describe_exit(exitcode: Optional[int]) -> str:
+    """Why a worker process ended, in words ("worker process died with signal SIGSEGV")."""
+    if exitcode is None:
+        return "worker process died"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (killed: out of memory, or by another process)" if name == "SIGKILL" else ""
+        return f"worker process died with signal {name}{hint}"
+    return f"worker process exited with code {exitcode} during the trial"
+
+
+# -- what travels between driver and worker ------------------------------------------------------
+def encode_value(value: Any) -> tuple:
+    """A trial's concrete object for another process: PyGlove JSON when symbolic, else pickle."""
+    if isinstance(value, pg.Symbolic):
+        return ("json", pg.to_json_str(value))
+    return ("pickle", pickle.dumps(value))
+
+
+def decode_value(payload: tuple) -> Any:
+    kind, data = payload
+    return pg.from_json_str(data) if kind == "json" else pickle.loads(data)
+
+
+def evaluate_payload(evaluate: Callable[[Any], Any], payload: tuple) -> tuple:
+    """Runs one evaluation; returns ``("ok", result)`` or ``("error", text, rejection)`` (picklable)."""
+    from symnas.errors import TrialRejected  # pylint: disable=import-outside-toplevel
+    try:
+        result = evaluate(decode_value(payload))
+        pickle.dumps(result)  # fail here, with a clear text, rather than in the pipe
+        return ("ok", result)
+    except TrialRejected as rejection:
+        return ("error", rejection.reason, dict(rejection.metrics))
+    except Exception as error:  # pylint: disable=broad-except
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        return ("error", text[-4000:], None)
+
+
+def finish_from_outcome(session: SearchSession, trial: ActiveTrial, outcome: tuple) -> None:
+    """Records an outcome of ``evaluate_payload`` in the session."""
+    from symnas.errors import TrialRejected  # pylint: disable=import-outside-toplevel
+    if outcome[0] == "ok":
+        session.complete(trial, outcome[1])
+    elif outcome[2] is not None:
+        session.reject(trial, TrialRejected(outcome[1], metrics=outcome[2]))
+    else:
+        session.fail(trial, outcome[1])
+
+
+def _worker_main(connection: multiprocessing.connection.Connection) -> None:
+    """A worker process: receives the evaluator, then evaluates trials until told to stop."""
+    import cloudpickle  # pylint: disable=import-outside-toplevel
+    from symnas.reporting import reporting_to  # pylint: disable=import-outside-toplevel
+    try:
+        evaluate = cloudpickle.loads(connection.recv_bytes())
+    except Exception as error:  # pylint: disable=broad-except
+        connection.send(("init_error", f"The evaluator could not be loaded in a worker process: {error!r}"))
+        return
+    connection.send(("ready",))
+
+    def reporter(step: int, metrics: Dict[str, Any]) -> bool:
+        connection.send(("report", step, metrics))
+        return bool(connection.recv())
+
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        with reporting_to(reporter):
+            outcome = evaluate_payload(evaluate, message)
+        connection.send(("done", outcome))
+
+
+def worker_entry(fd: int) -> None:
+    """Entry point of ``python -c`` worker processes: talks to the driver over socket ``fd``."""
+    connection = multiprocessing.connection.Connection(fd)
+    try:
+        _worker_main(connection)
+    finally:
+        connection.close()
+
+
+# A worker that has not even started its interpreter after this long counts as timed out too.
+_STARTUP_LIMIT_S = 120.0
+
+
+@dataclasses.dataclass
+class _Worker:
+    process: subprocess.Popen
+    connection: multiprocessing.connection.Connection
+    trial: Optional[ActiveTrial] = None
+    deadline: float = float("inf")
+    timeout: Optional[float] = None
+    ready: bool = False  # its interpreter has started: time limits count from then
+
+
+class WorkerPool:
+    """Worker processes that evaluate one trial each at a time; dead ones are replaced.
+
+    Workers are fresh interpreters (``python -c``), not forks: a driver that already runs TVM or
+    torch threads cannot be forked safely, and unlike multiprocessing's spawn this never re-runs
+    the user's ``__main__`` script. The evaluator is sent with cloudpickle (lambdas and closures
+    work); the worker gets the driver's ``sys.path`` so evaluators defined in importable modules load.
+
+    Example::
+
+        with WorkerPool(lambda v: v * 2, size=2) as pool:
+            ...
+    """
+
+    def __init__(self, evaluate: Callable[[Any], Any], size: int):
+        import cloudpickle  # pylint: disable=import-outside-toplevel
+        try:
+            self._evaluate_bytes = cloudpickle.dumps(evaluate)
+        except Exception as error:  # pylint: disable=broad-except
+            raise TypeError(f"The evaluator cannot be sent to worker processes (cloudpickle failed: "
+                            f"{error!r}); use workers=1 or a picklable evaluator.") from error
+        self.size = size
+        self.workers: List[_Worker] = []
+        # After a first crash or time-out a started spare hides the next replacement's start-up (~1 s).
+        self._spare: Optional[_Worker] = None
+        try:
+            for _ in range(size):
+                self.workers.append(self._start())
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> _Worker:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] +
+                                            ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        fd = theirs.fileno()
+        process = subprocess.Popen(
+            [sys.executable, "-c", f"from symnas.execution import worker_entry; worker_entry({fd})"],
+            pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
+        theirs.close()
+        connection = multiprocessing.connection.Connection(ours.detach())
+        connection.send_bytes(self._evaluate_bytes)
+        return _Worker(process, connection)
+
+    def replace(self, worker: _Worker) -> _Worker:
+        """Kills ``worker`` (if alive) and starts a fresh one in its place."""
+        self._kill(worker)
+        fresh = self._spare if self._spare is not None and self._spare.process.poll() is None else None
+        if fresh is None:
+            fresh = self._start()
+        self._spare = self._start()
+        self.workers[self.workers.index(worker)] = fresh
+        return fresh
+
+    @staticmethod
+    def _kill(worker: _Worker) -> None:
+        if worker.process.poll() is None:
+            worker.process.kill()
+        worker.process.wait()
+        worker.connection.close()
+
+    def idle(self) -> List[_Worker]:
+        return [w for w in self.workers if w.trial is None]
+
+    def busy(self) -> List[_Worker]:
+        return [w for w in self.workers if w.trial is not None]
+
+    def submit(self, worker: _Worker, trial: ActiveTrial, timeout: Optional[float]) -> None:
+        value = trial.value if trial.value is not None else trial.dna
+        payload = encode_value(value)
+        try:
+            worker.connection.send(payload)
+        except OSError:  # the idle worker died since its last trial: use a fresh one
+            worker = self.replace(worker)
+            worker.connection.send(payload)
+        worker.trial, worker.timeout = trial, timeout
+        worker.deadline = float("inf")
+        if timeout:
+            worker.deadline = time.monotonic() + (timeout if worker.ready else timeout + _STARTUP_LIMIT_S)
+
+    def close(self) -> None:
+        if self._spare is not None:
+            self.workers.append(self._spare)
+            self._spare = None
+        for worker in self.workers:
+            try:
+                if worker.trial is None:
+                    worker.connection.send(None)
+            except OSError:
+                pass
+        end = time.monotonic() + 2.0
+        for worker in self.workers:
+            if worker.trial is None:
+                try:
+                    worker.process.wait(max(0.0, end - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+            self._kill(worker)
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_parallel(session: SearchSession, evaluate: Callable[[Any], Any], num_trials: Optional[int],
+                 progress: bool, workers: int, trial_timeout: Optional[float] = None) -> None:
+    """Evaluates trials in ``workers`` processes until ``num_trials`` have finished (see module doc)."""
+    from symnas.search import _progress_bar, _update  # pylint: disable=import-outside-toplevel
+    bar = _progress_bar(session, num_trials) if progress else None
+    max_pending = getattr(session.algorithm, "max_pending", None)
+    exhausted = False
+    try:
+        with WorkerPool(evaluate, workers) as pool:
+            while True:
+                session.sync()
+                in_flight = len(pool.busy())
+                # Propose for every idle worker, as far as the algorithm and num_trials allow.
+                for worker in pool.idle():
+                    if num_trials is not None and session.num_finished + len(pool.busy()) >= num_trials:
+                        break
+                    if max_pending is not None and len(pool.busy()) >= max_pending:
+                        break
+                    try:
+                        trial = session.next_trial()
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    except _MaterializeFailed:
+                        _update(bar, session)
+                        continue
+                    exhausted = False
+                    pool.submit(worker, trial, trial_timeout)
+                in_flight = len(pool.busy())
+                if in_flight == 0:
+                    if exhausted or (num_trials is not None and session.num_finished >= num_trials):
+                        break
+                    continue  # e.g. every proposal failed to materialise: propose again
+                _wait_and_collect(pool, session, trial_timeout)
+                _update(bar, session)
+    finally:
+        if bar is not None:
+            _update(bar, session, force=True)
+            bar.close()
+
+
+def _wait_and_collect(pool: WorkerPool, session: SearchSession, trial_timeout: Optional[float]) -> None:
+    """Blocks until at least one worker message, death or time-out, and handles all that are ready."""
+    busy = pool.busy()
+    deadline = min(w.deadline for w in busy)
+    timeout = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
+    handles = {worker.connection: worker for worker in busy}
+    for connection in multiprocessing.connection.wait(list(handles), timeout=timeout):
+        worker = handles[connection]
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):  # the process died: its socket closed
+            trial = worker.trial
+            worker.trial = None
+            try:
+                worker.process.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            session.fail(trial, describe_exit(worker.process.returncode))
+            pool.replace(worker)
+            continue
+        _handle(worker, message, session)
+    now = time.monotonic()
+    for worker in pool.busy():
+        if worker.deadline <= now:
+            trial = worker.trial
+            worker.trial = None
+            pool.replace(worker)
+            session.fail(trial, f"timed out after {trial_timeout:g} s (its worker process was killed)")
+
+
+def _handle(worker: _Worker, message: tuple, session: SearchSession) -> None:
+    kind = message[0]
+    if kind == "init_error":
+        raise RuntimeError(message[1])
+    if kind == "ready":
+        worker.ready = True
+        if worker.timeout:
+            worker.deadline = time.monotonic() + worker.timeout
+    if kind == "report":
+        stop = session.report(worker.trial, message[1], message[2])
+        worker.connection.send(bool(stop))
+    elif kind == "done":
+        trial = worker.trial
+        worker.trial, worker.deadline = None, float("inf")
+        finish_from_outcome(session, trial, message[1])
