@@ -49,10 +49,11 @@ class TrialRecord:
         return dna
 
     def to_object(self) -> Any:
-        """The materialised object of this trial, rebuilt from its JSON (no pickle)."""
+        """The materialised object of this trial, rebuilt from its JSON (no pickle, no imports)."""
+        from symnas.safe_json import from_json_str  # pylint: disable=import-outside-toplevel
         if self.object is None:
             raise ValueError(f"Trial {self.id} has no recorded object (status {self.status!r}).")
-        return pg.from_json_str(self.object)
+        return from_json_str(self.object)
 
     def reward_for_feedback(self) -> Union[None, float, tuple]:
         if self.status != COMPLETED or self.reward is None:

@@ -1,0 +1,172 @@
+"""Trials as Ray tasks: ``sn.search(..., backend="ray", address=...)``.
+
+The driver (this process) keeps the algorithm, the ``SearchSession`` and the storage; each
+trial's concrete object (PyGlove JSON) goes to a Ray task that runs the evaluator and returns
+the result or the error text. So a cluster of many machines needs only Ray and symnas installed:
+no shared database, no scheduler of our own. ``resources`` (e.g. ``{"num_cpus": 2, "num_gpus": 1}``)
+is what one trial needs; Ray places the tasks.
+
+How many trials run at once: ``workers`` when > 1, else as many as the cluster's CPUs (or GPUs,
+for GPU trials) fit. A trial whose Ray worker process dies (killed, segfault, its node lost) is
+recorded as failed with Ray's reason (``max_retries=0``: a crash is not retried silently); one that
+runs past ``trial_timeout`` is cancelled (its worker killed) and failed. ``symnas.reporting.report``
+inside a Ray task is a no-op returning False (intermediate results stay on the worker).
+
+Example::
+
+    study = sn.search(space, evaluate, sn.algorithms.Random(seed=0), num_trials=100,
+                      backend="ray", address="127.0.0.1:6379", resources={"num_cpus": 1})
+"""
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any, Callable, Dict, Optional
+
+from symnas.execution import encode_value, evaluate_payload, finish_from_outcome
+from symnas.session import SearchSession, _MaterializeFailed
+
+_RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources")
+
+
+def check_address(address: Optional[str], connect_timeout: float = 3.0) -> None:
+    """Raises ConnectionError naming ``address`` when no Ray cluster answers there."""
+    if address is None or address == "auto" or address == "local":
+        return
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Ray address must look like 'host:port' or 'ray://host:port', got {address!r}.")
+    try:
+        with socket.create_connection((host, int(port)), timeout=connect_timeout):
+            pass
+    except OSError as error:
+        raise ConnectionError(
+            f"Cannot reach a Ray cluster at {address!r} ({error.strerror or error}): start one with "
+            f"'ray start --head' or pass the address it printed.") from error
+
+
+def check_resources(resources: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    resources = dict(resources or {})
+    unknown = set(resources) - set(_RESOURCE_KEYS)
+    if unknown:
+        raise ValueError(f"Unknown per-trial resources {sorted(unknown)}; use {list(_RESOURCE_KEYS)}.")
+    for key in ("num_cpus", "num_gpus", "memory"):
+        if key in resources and not (isinstance(resources[key], (int, float)) and resources[key] >= 0):
+            raise ValueError(f"resources[{key!r}] must be a non-negative number, got {resources[key]!r}.")
+    resources.setdefault("num_cpus", 1)
+    return resources
+
+
+def _evaluate_task(evaluate: Callable[[Any], Any], payload: tuple) -> tuple:
+    return evaluate_payload(evaluate, payload)
+
+
+def _fits_some_node(ray, resources: Dict[str, Any]) -> bool:
+    wanted = {"CPU": resources.get("num_cpus", 0), "GPU": resources.get("num_gpus", 0),
+              "memory": resources.get("memory", 0), **resources.get("resources", {})}
+    for node in ray.nodes():
+        if node.get("Alive") and all(node["Resources"].get(k, 0) >= v for k, v in wanted.items() if v):
+            return True
+    return False
+
+
+def _capacity(ray, resources: Dict[str, Any]) -> int:
+    total = ray.cluster_resources()
+    fits = []
+    if resources.get("num_cpus"):
+        fits.append(total.get("CPU", 0) // resources["num_cpus"])
+    if resources.get("num_gpus"):
+        fits.append(total.get("GPU", 0) // resources["num_gpus"])
+    return max(1, int(min(fits))) if fits else max(1, int(total.get("CPU", 1)))
+
+
+def _describe_ray_error(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    head = next((line for line in text if line.strip()), "")
+    return f"Ray task failed: {type(error).__name__}: {head[:300]}" + (
+        "\n" + "\n".join(text[-20:]) if len(text) > 1 else "")
+
+
+def run_on_ray(session: SearchSession, evaluate: Callable[[Any], Any], num_trials: Optional[int],
+               progress: bool, *, workers: int = 1, trial_timeout: Optional[float] = None,
+               address: Optional[str] = None, resources: Optional[Dict[str, Any]] = None,
+               max_retries: int = 0) -> None:
+    """Evaluates the session's trials as Ray tasks until ``num_trials`` have finished (module doc)."""
+    try:
+        import ray  # pylint: disable=import-outside-toplevel
+    except ImportError as error:
+        raise ImportError("backend='ray' needs Ray: pip install 'ray[default]'.") from error
+    from symnas.search import _progress_bar, _update  # pylint: disable=import-outside-toplevel
+    resources = check_resources(resources)
+    check_address(address)
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level="warning",
+                     log_to_driver=True)
+        except ConnectionError as error:
+            raise ConnectionError(f"Cannot connect to the Ray cluster at {address!r}: {error}") from error
+    bar = None
+    in_flight: Dict[Any, tuple] = {}  # ref -> (trial, deadline)
+    try:
+        if not _fits_some_node(ray, resources):
+            raise ValueError(f"No node of the Ray cluster offers the per-trial resources {resources}; "
+                             f"cluster resources: {ray.cluster_resources()}.")
+        capacity = workers if workers > 1 else _capacity(ray, resources)
+        max_pending = getattr(session.algorithm, "max_pending", None)
+        if max_pending is not None:
+            capacity = min(capacity, max_pending)
+        options = {k: v for k, v in resources.items()}
+        task = ray.remote(_evaluate_task).options(max_retries=max_retries, **options)
+        evaluate_ref = ray.put(evaluate)
+        bar = _progress_bar(session, num_trials) if progress else None
+        exhausted = False
+        while True:
+            session.sync()
+            while len(in_flight) < capacity:
+                if num_trials is not None and session.num_finished + len(in_flight) >= num_trials:
+                    break
+                try:
+                    trial = session.next_trial()
+                except StopIteration:
+                    exhausted = True
+                    break
+                except _MaterializeFailed:
+                    _update(bar, session)
+                    continue
+                exhausted = False
+                value = trial.value if trial.value is not None else trial.dna
+                ref = task.remote(evaluate_ref, encode_value(value))
+                deadline = time.monotonic() + trial_timeout if trial_timeout else float("inf")
+                in_flight[ref] = (trial, deadline)
+            if not in_flight:
+                if exhausted or (num_trials is not None and session.num_finished >= num_trials):
+                    break
+                continue
+            nearest = min(deadline for _, deadline in in_flight.values())
+            wait_s = None if nearest == float("inf") else max(0.0, nearest - time.monotonic())
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait_s)
+            for ref in ready:
+                trial, _ = in_flight.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayError as error:
+                    session.fail(trial, _describe_ray_error(error))
+                else:
+                    finish_from_outcome(session, trial, outcome)
+            now = time.monotonic()
+            for ref, (trial, deadline) in list(in_flight.items()):
+                if deadline <= now:
+                    in_flight.pop(ref)
+                    ray.cancel(ref, force=True)
+                    session.fail(trial, f"timed out after {trial_timeout:g} s (its Ray task was cancelled)")
+            _update(bar, session)
+    finally:
+        for ref in in_flight:
+            ray.cancel(ref, force=True)
+        if bar is not None:
+            _update(bar, session, force=True)
+            bar.close()
+        if started_here:
+            ray.shutdown()
