@@ -11,5 +11,7 @@ Example::
 from symnas.algorithms.random import Random
 from symnas.algorithms.evolution import RegularizedEvolution
 from symnas.algorithms.reinforce import Reinforce
+from symnas.algorithms.bayesian import Bayesian
+from symnas.algorithms.nsga2 import NSGA2
 
-__all__ = ["Random", "RegularizedEvolution", "Reinforce"]
+__all__ = ["Random", "RegularizedEvolution", "Reinforce", "Bayesian", "NSGA2"]

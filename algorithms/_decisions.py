@@ -434,8 +434,6 @@ class DecisionAlgorithm(pg.DNAGenerator):
     recovered instance proposes exactly what an uninterrupted one would.
     """
 
-    num_objectives = None   # single objective unless a subclass says otherwise
-
     def _setup(self):
         self._space = DecisionSpace(self.dna_spec)
         self._pending = {}
@@ -456,8 +454,10 @@ class DecisionAlgorithm(pg.DNAGenerator):
         return self._space.decode(dna)
 
     def _feedback(self, dna: pg.DNA, reward) -> None:
-        reward = check_reward(reward, self.num_objectives)
-        self._learn(self._values_of(dna), reward)
+        self._learn(self._values_of(dna), self._check_reward(reward))
+
+    def _check_reward(self, reward):
+        return check_reward(reward)
 
     def _learn(self, values: list, reward) -> None:
         pass

@@ -1,0 +1,139 @@
+"""Bayesian optimisation with Optuna (TPE or GP), driven define-by-run from the DNASpec."""
+import random
+import warnings
+
+import pyglove as pg
+
+from symnas.algorithms._decisions import ChoiceSlot, DecisionAlgorithm, FloatDecision
+
+__all__ = ["Bayesian"]
+
+
+def _optuna():
+    import optuna  # pylint: disable=import-outside-toplevel
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+class OptunaAlgorithm(DecisionAlgorithm):
+    """Base of the algorithms that delegate to an Optuna sampler.
+
+    Each proposal is ``study.ask()`` followed by a walk over the DNASpec: only the decisions active
+    on the chosen conditional path are suggested (``suggest_categorical`` per choice or manyof slot,
+    ``suggest_float(log=True)`` for log floats); feedback is ``study.tell``. A DNA that was not
+    proposed by this instance (history given to ``recover``) is added with ``study.add_trial``.
+    Recovery therefore rebuilds the sampler's knowledge but not its random state: a recovered
+    instance proposes as well as, not identically to, an uninterrupted one.
+    """
+
+    def _make_sampler(self):
+        raise NotImplementedError
+
+    def _directions(self):
+        return ["maximize"]
+
+    def _init_state(self):
+        self._optuna = _optuna()
+        self._asked = {}
+        self._study = None
+        self._rng = random.Random(self.seed)
+        if self._directions() is not None:
+            self._create_study()
+
+    def _create_study(self):
+        with warnings.catch_warnings():
+            # Optuna flags `group` (and GP) as experimental; that is no news to the user.
+            warnings.simplefilter("ignore", self._optuna.exceptions.ExperimentalWarning)
+            self._study = self._optuna.create_study(directions=self._directions(),
+                                                    sampler=self._make_sampler())
+
+    def _distribution(self, dec):
+        dists = self._optuna.distributions
+        if isinstance(dec, ChoiceSlot):
+            return dists.CategoricalDistribution(list(range(dec.num_candidates)))
+        return dists.FloatDistribution(dec.low, dec.high, log=dec.scale == "log")
+
+    def _propose_values(self):
+        if self._study is None:   # objectives unknown until the first feedback: start at random
+            rng, space = self._rng, self._space
+            return space.sample(lambda slot, banned: space.uniform_choice(slot, banned, rng),
+                                lambda dec: dec.from_unit(rng.random()))
+        trial = self._study.ask()
+
+        def choose(slot, banned):
+            if slot.num_candidates == 1:
+                return 0
+            c = trial.suggest_categorical(slot.name, list(range(slot.num_candidates)))
+            while c in banned:   # a distinct manyof slot: take the next free candidate
+                c = (c + 1) % slot.num_candidates
+            return c
+
+        def draw(dec: FloatDecision):
+            return trial.suggest_float(dec.name, dec.low, dec.high, log=dec.scale == "log")
+
+        values, dna = self._space.sample(choose, draw)
+        self._asked[id(dna)] = (dna, trial)
+        return values, dna
+
+    def _feedback(self, dna, reward):
+        reward = self._check_reward(reward)
+        values = self._values_of(dna)
+        entry = self._asked.pop(id(dna), None)
+        if self._study is None:
+            self._create_study_for(reward)
+        if entry is not None and entry[0] is dna:
+            self._study.tell(entry[1], reward)
+        else:
+            self._add_trial(values, reward)
+
+    def _create_study_for(self, reward):
+        self._create_study()
+
+    def _add_trial(self, values, reward):
+        params, dists = {}, {}
+        for dec in self._space.decisions:
+            v = values[dec.index]
+            if v is None or (isinstance(dec, ChoiceSlot) and dec.num_candidates == 1):
+                continue
+            params[dec.name] = v
+            dists[dec.name] = self._distribution(dec)
+        rewards = reward if isinstance(reward, tuple) else (reward,)
+        self._study.add_trial(self._optuna.trial.create_trial(
+            values=list(rewards), params=params, distributions=dists))
+
+    def _replay(self, trial_id, dna, reward):
+        del trial_id
+        if reward is not None:
+            self._feedback(dna, reward)
+
+
+@pg.members([
+    ("sampler", pg.typing.Enum("tpe", ["tpe", "gp"]), "Optuna sampler: TPE or Gaussian process."),
+    ("n_startup_trials", pg.typing.Int(min_value=0, default=10),
+     "Random trials before the model is used."),
+    ("multivariate", pg.typing.Bool(default=True),
+     "TPE: model decisions jointly (grouped by conditional path) instead of independently."),
+    ("n_ei_candidates", pg.typing.Int(min_value=1, default=24),
+     "TPE: candidates drawn per decision to maximise expected improvement."),
+    ("seed", pg.typing.Int().noneable(), "Random seed of the sampler."),
+])
+class Bayesian(OptunaAlgorithm):
+    """Bayesian optimisation: Optuna's TPE (default) or GP sampler over the DNASpec's decisions.
+
+    Example::
+
+        import pyglove as pg, symnas as sn
+        space = pg.Dict(op=pg.oneof(['conv', 'pool']), lr=pg.floatv(1e-5, 1e-1, scale='log'))
+        for value, feedback in pg.sample(space, sn.algorithms.Bayesian(seed=0), num_examples=20):
+            feedback(-abs(value.lr - 1e-3) + (value.op == 'conv'))
+    """
+
+    def _make_sampler(self):
+        samplers = self._optuna.samplers
+        if self.sampler == "gp":
+            return samplers.GPSampler(seed=self.seed, n_startup_trials=self.n_startup_trials,
+                                      deterministic_objective=False,
+                                      warn_independent_sampling=False)
+        return samplers.TPESampler(seed=self.seed, n_startup_trials=self.n_startup_trials,
+                                   multivariate=self.multivariate, group=self.multivariate,
+                                   n_ei_candidates=self.n_ei_candidates, constant_liar=False)
