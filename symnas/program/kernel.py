@@ -1,0 +1,246 @@
+"""The neural state of a kernel: which sub-convolutions it computes.
+
+Program transformations keep the values a kernel computes; neural transformations
+change them. Their combined effect is held in a :class:`Kernel`: a list of
+:class:`KernelPart` rectangles over (output channels x output rows), each with its
+own grouping and bottleneck factors, so e.g. the two halves of the output channels
+can be grouped differently (seed 001 §7.3, sequence 3). The TE compute and the
+torch module are both generated from this one description, so they agree.
+
+Example::
+
+    kernel = Conv2d(c_in=64, c_out=64, h=32, w=32).kernel()
+    kernel.output_shape(), kernel.flops()
+"""
+import dataclasses
+from typing import Dict, List, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelPart:
+    """One sub-convolution: original output-channel and output-row ranges it covers,
+    the input-channel span it reads, its groups and bottleneck factors."""
+
+    co_start: int
+    co_stop: int
+    oh_start: int
+    oh_stop: int
+    in_start: int
+    in_stop: int
+    groups: int = 1
+    co_factor: int = 1
+    ci_factor: int = 1
+
+    @property
+    def c_out(self) -> int:
+        return (self.co_stop - self.co_start) // self.co_factor
+
+    @property
+    def span(self) -> int:
+        return self.in_stop - self.in_start
+
+    @property
+    def ci_per_group(self) -> int:
+        return self.span // self.groups // self.ci_factor
+
+    def check(self) -> None:
+        """Raises ValueError when a factor does not divide the domain it slices."""
+        out_count = self.co_stop - self.co_start
+        if out_count % self.co_factor:
+            raise ValueError(f"bottleneck {self.co_factor} does not divide the {out_count} "
+                             "output channels")
+        if self.c_out % self.groups:
+            raise ValueError(f"groups={self.groups} does not divide the {self.c_out} output "
+                             "channels")
+        if self.span % self.groups:
+            raise ValueError(f"groups={self.groups} does not divide the {self.span} input "
+                             "channels")
+        if (self.span // self.groups) % self.ci_factor:
+            raise ValueError(f"input bottleneck {self.ci_factor} does not divide the "
+                             f"{self.span // self.groups} input channels per group")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """A (possibly neural-transformed) convolution or dense kernel."""
+
+    kind: str            # "conv2d" or "dense"
+    batch: int
+    c_in: int
+    c_out: int
+    h: int
+    w: int
+    k: int
+    stride: int
+    pad: int
+    oh: int              # untransformed output rows / columns
+    ow: int
+    parts: Tuple[KernelPart, ...]
+    bh: int = 1          # spatial bottleneck factors (strided output rows / columns)
+    bw: int = 1
+
+    # ---- shape bookkeeping -------------------------------------------------
+    def rows(self, part: KernelPart) -> int:
+        return (part.oh_stop - part.oh_start) // self.bh
+
+    @property
+    def cols(self) -> int:
+        return self.ow // self.bw
+
+    def has_row_partitions(self) -> bool:
+        return any(p.oh_start != 0 or p.oh_stop != self.oh for p in self.parts)
+
+    def check(self) -> None:
+        for part in self.parts:
+            part.check()
+        if self.oh % self.bh or self.ow % self.bw:
+            raise ValueError(f"spatial bottleneck ({self.bh}, {self.bw}) does not divide the "
+                             f"{self.oh}x{self.ow} output")
+        if self.has_row_partitions():
+            if self.bh != 1:
+                raise ValueError("a spatial bottleneck on rows cannot follow a row partition")
+            factors = {p.co_factor for p in self.parts}
+            if len(factors) > 1:
+                raise ValueError("with row partitions, output-channel bottlenecks must be the "
+                                 "same in every part")
+            factor = factors.pop()
+            if any(p.co_start % factor for p in self.parts):
+                raise ValueError(f"bottleneck {factor} does not divide the partition offsets")
+        self.placements()
+
+    def placements(self) -> List[Tuple[int, int]]:
+        """(channel offset, row offset) of each part in the output tensor."""
+        result = []
+        for part in self.parts:
+            if self.has_row_partitions():
+                channel = part.co_start // part.co_factor
+            else:
+                channel = sum(q.c_out for q in self.parts if q.co_start < part.co_start)
+            result.append((channel, part.oh_start))
+        return result
+
+    def output_shape(self) -> Tuple[int, ...]:
+        channels = max(c + p.c_out for (c, _), p in zip(self.placements(), self.parts))
+        if self.kind == "dense":
+            return (self.batch, channels)
+        return (self.batch, channels, self.oh // self.bh, self.cols)
+
+    def input_shape(self) -> Tuple[int, ...]:
+        if self.kind == "dense":
+            return (self.batch, self.c_in)
+        return (self.batch, self.c_in, self.h, self.w)
+
+    def weight_shapes(self) -> List[Tuple[int, ...]]:
+        if self.kind == "dense":
+            return [(p.c_out, p.ci_per_group) for p in self.parts]
+        return [(p.c_out, p.ci_per_group, self.k, self.k) for p in self.parts]
+
+    def params(self) -> int:
+        total = 0
+        for shape in self.weight_shapes():
+            size = 1
+            for dim in shape:
+                size *= dim
+            total += size
+        return total
+
+    def flops(self) -> int:
+        """Multiply-adds x 2 of the whole kernel."""
+        total = 0
+        for part in self.parts:
+            total += (2 * self.batch * part.c_out * self.rows(part) * self.cols
+                      * part.ci_per_group * self.k * self.k)
+        return total
+
+    def loop_extents(self, part_index: int = 0) -> Dict[str, int]:
+        part = self.parts[part_index]
+        if self.kind == "dense":
+            return {"n": self.batch, "co": part.c_out, "ci": part.ci_per_group}
+        return {"n": self.batch, "co": part.c_out, "oh": self.rows(part), "ow": self.cols,
+                "ci": part.ci_per_group, "kh": self.k, "kw": self.k}
+
+    def input_channels(self, part: KernelPart) -> List[int]:
+        """Input channel read by each (group, ci) pair, in weight order."""
+        span_g = part.span // part.groups
+        return [part.in_start + g * span_g + r for g in range(part.groups)
+                for r in range(part.ci_per_group)]
+
+    def block_names(self) -> List[str]:
+        return ["conv"] if len(self.parts) == 1 else [f"conv{i}" for i in range(len(self.parts))]
+
+    # ---- TVM TE ------------------------------------------------------------
+    def te_tensors(self):
+        """(input, weights..., output) TE tensors of the kernel's compute."""
+        from tvm import te  # pylint: disable=import-outside-toplevel
+
+        data = te.placeholder(self.input_shape(), name="data")
+        weights = [te.placeholder(s, name=f"weight{i}")
+                   for i, s in enumerate(self.weight_shapes())]
+        if self.kind == "conv2d" and self.pad:
+            p = self.pad
+            padded = te.compute(
+                (self.batch, self.c_in, self.h + 2 * p, self.w + 2 * p),
+                lambda n, c, y, x: te.if_then_else(
+                    te.all(y >= p, y < self.h + p, x >= p, x < self.w + p),
+                    data[n, c, y - p, x - p], te.const(0.0, "float32")),
+                name="pad")
+        else:
+            padded = data
+        outputs = [self._te_part(part, padded, weight, name)
+                   for part, weight, name in zip(self.parts, weights, self.block_names())]
+        if len(outputs) == 1:
+            return [data] + weights + outputs
+        return [data] + weights + [self._te_concat(outputs)]
+
+    def _te_part(self, part: KernelPart, padded, weight, name):
+        from tvm import te  # pylint: disable=import-outside-toplevel
+
+        ext = self.loop_extents(self.parts.index(part))
+        ci = te.reduce_axis((0, ext["ci"]), name="ci")
+        out_per_group = part.c_out // part.groups
+        span_g = part.span // part.groups
+
+        def channel(co):
+            if part.groups == 1:
+                return part.in_start + ci
+            return part.in_start + (co // out_per_group) * span_g + ci
+
+        if self.kind == "dense":
+            return te.compute((self.batch, part.c_out),
+                              lambda n, co: te.sum(padded[n, channel(co)] * weight[co, ci],
+                                                   axis=[ci]), name=name)
+        kh = te.reduce_axis((0, self.k), name="kh")
+        kw = te.reduce_axis((0, self.k), name="kw")
+        s, bh, bw = self.stride, self.bh, self.bw
+        return te.compute(
+            (self.batch, part.c_out, self.rows(part), self.cols),
+            lambda n, co, oh, ow: te.sum(
+                padded[n, channel(co), (part.oh_start + oh * bh) * s + kh, ow * bw * s + kw]
+                * weight[co, ci, kh, kw], axis=[ci, kh, kw]),
+            name=name)
+
+    def _te_concat(self, outputs):
+        from tvm import te  # pylint: disable=import-outside-toplevel
+
+        places = self.placements()
+        shape = self.output_shape()
+
+        def select(*index):
+            n, c = index[0], index[1]
+            value = te.const(0.0, "float32")
+            for (c0, r0), part, out in reversed(list(zip(places, self.parts, outputs))):
+                cond = [c >= c0, c < c0 + part.c_out]
+                local = [n, c - c0]
+                if self.kind == "conv2d":
+                    h = index[2]
+                    cond += [h >= r0, h < r0 + self.rows(part)]
+                    local += [h - r0, index[3]]
+                value = te.if_then_else(te.all(*cond), out[tuple(local)], value)
+            return value
+
+        return te.compute(shape, select, name="out")
+
+    def prim_func(self):
+        from tvm import te  # pylint: disable=import-outside-toplevel
+
+        return te.create_prim_func(self.te_tensors())

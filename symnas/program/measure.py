@@ -1,0 +1,175 @@
+"""Timing kernels on this machine, and the baselines they are compared with.
+
+All figures come from one process with the same thread count: TVM's runtime reads
+``TVM_NUM_THREADS`` (set to the core count when ``symnas.program`` is imported,
+before TVM starts) and torch gets ``torch.set_num_threads`` of the same number.
+
+Example::
+
+    m = Schedule(conv, steps).measure()         # Measurement(latency_ms=..., flops=..., ...)
+    torch_ms = time_torch_conv(conv)            # oneDNN baseline
+    tuned = tune_metaschedule(conv, trials=32)  # TVM's auto-scheduler baseline
+"""
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+from typing import List, Optional
+
+import numpy as np
+
+from symnas.program.lower_tvm import TargetLike, resolve_target
+
+
+@dataclasses.dataclass
+class Measurement:
+    """Median latency of a compiled kernel with its cost counts."""
+
+    latency_ms: float
+    flops: int
+    params: int
+    target: str = "llvm"
+    latency_std_ms: float = 0.0
+    repeats: List[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def gflops_per_s(self) -> float:
+        return self.flops / (self.latency_ms * 1e6) if self.latency_ms > 0 else float("inf")
+
+
+def num_threads() -> int:
+    return int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
+
+
+def time_module(executable, args, number: int = 0, repeat: int = 5,
+                min_repeat_ms: float = 20.0, device=None) -> List[float]:
+    """Per-call milliseconds of `executable['main']`, one value per repeat."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    device = device or tvm.cpu()
+    runtime = executable.jit() if hasattr(executable, "jit") else executable
+    if number <= 0:
+        # Calibrate so one repeat lasts about min_repeat_ms.
+        func = runtime["main"]
+        func(*args)
+        start = time.perf_counter()
+        func(*args)
+        once = max(time.perf_counter() - start, 1e-6)
+        number = max(1, int(min_repeat_ms / 1e3 / once))
+    evaluator = runtime.time_evaluator("main", device, number=number, repeat=repeat)
+    return [r * 1e3 for r in evaluator(*args).results]
+
+
+def time_schedule(schedule, target: TargetLike = None, number: int = 0, repeat: int = 5,
+                  min_repeat_ms: float = 20.0) -> Measurement:
+    """Builds `schedule` for the CPU target and times it with TVM's time evaluator."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    resolved = resolve_target(target)
+    if resolved.kind.name != "llvm":
+        raise ValueError("measure() times on this machine's CPU; CUDA kernels are timed "
+                         "by benchmarks/gpu_conv.py on the GPU machine")
+    executable = schedule.build(resolved)
+    x, weights = schedule.random_inputs()
+    device = tvm.cpu()
+    args = [tvm.runtime.tensor(a, device) for a in [x] + weights]
+    args.append(tvm.runtime.tensor(np.zeros(schedule.output_shape, "float32"), device))
+    results = time_module(executable, args, number, repeat, min_repeat_ms, device)
+    return Measurement(latency_ms=statistics.median(results), flops=schedule.flops,
+                       params=schedule.params, target=str(resolved),
+                       latency_std_ms=statistics.pstdev(results), repeats=results)
+
+
+def time_torch(module, x, repeat: int = 5, min_repeat_ms: float = 20.0) -> List[float]:
+    """Per-call milliseconds of a torch module under no_grad, at TVM's thread count."""
+    import torch  # pylint: disable=import-outside-toplevel
+
+    torch.set_num_threads(num_threads())
+    with torch.no_grad():
+        for _ in range(3):
+            module(x)
+        start = time.perf_counter()
+        module(x)
+        once = max(time.perf_counter() - start, 1e-6)
+        number = max(1, int(min_repeat_ms / 1e3 / once))
+        results = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in range(number):
+                module(x)
+            results.append((time.perf_counter() - start) / number * 1e3)
+    return results
+
+
+def time_torch_conv(op, repeat: int = 5) -> float:
+    """Median ms of the untransformed operator as a plain torch layer (oneDNN on CPU)."""
+    import torch  # pylint: disable=import-outside-toplevel
+
+    kernel = op.kernel()
+    if kernel.kind == "dense":
+        module = torch.nn.Linear(kernel.c_in, kernel.c_out, bias=False)
+    else:
+        module = torch.nn.Conv2d(kernel.c_in, kernel.c_out, kernel.k, kernel.stride,
+                                 kernel.pad, groups=kernel.parts[0].groups, bias=False)
+    module.eval()
+    x = torch.randn(kernel.input_shape())
+    return statistics.median(time_torch(module, x, repeat))
+
+
+def _metaschedule_build(mod, target, _params):
+    """MetaSchedule's build without importing every tensor intrinsic (~40 s per worker)."""
+    # pylint: disable=import-outside-toplevel
+    import tvm.s_tir.tensor_intrin.x86  # noqa: F401  pylint: disable=unused-import
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+@dataclasses.dataclass
+class TuningResult:
+    latency_ms: float
+    trials: int
+    seconds: float
+    error: Optional[str] = None
+
+
+def tune_metaschedule(op, trials: int = 32, target: TargetLike = None,
+                      work_dir: Optional[str] = None, seed: int = 0) -> TuningResult:
+    """TVM MetaSchedule on the untransformed operator, bounded to `trials` measured candidates.
+
+    Returns the tuned kernel's latency timed like every other kernel here; on failure the
+    error is recorded and latency is ``nan`` (a baseline that did not run is not reported).
+    """
+    # pylint: disable=import-outside-toplevel
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from symnas.program.schedule import Schedule
+
+    start = time.time()
+    resolved = resolve_target(target)
+    schedule = Schedule(op, [])
+    mod = tvm.IRModule({"main": schedule.kernel().prim_func()})
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            database = ms.tune_tir(
+                mod, resolved, work_dir or tmp, max_trials_global=trials,
+                num_trials_per_iter=min(trials, 16),
+                builder=ms.builder.LocalBuilder(f_build=_metaschedule_build, timeout_sec=120),
+                num_tuning_cores=num_threads(), seed=seed)
+            sch = ms.tir_integration.compile_tir(database, mod, resolved)
+        if sch is None:
+            return TuningResult(float("nan"), trials, time.time() - start, "no valid schedule")
+        executable = tvm.compile(sch.mod, target=resolved)
+        x, weights = schedule.random_inputs()
+        device = tvm.cpu()
+        args = [tvm.runtime.tensor(a, device) for a in [x] + weights]
+        args.append(tvm.runtime.tensor(np.zeros(schedule.output_shape, "float32"), device))
+        latency = statistics.median(time_module(executable, args))
+        return TuningResult(latency, trials, time.time() - start)
+    except Exception as error:  # pylint: disable=broad-except
+        return TuningResult(float("nan"), trials, time.time() - start,
+                            f"{type(error).__name__}: {str(error)[:300]}")

@@ -1,0 +1,124 @@
+"""Schedule templates and searchable transformation spaces.
+
+``cpu_conv_template`` is the step sequence of a fast NCHW direct convolution on x86
+(register-blocked output channels and rows, width vectorized, accumulator in a local
+buffer, unrolled inner loops, parallel over fused outer loops). ``transformation_space``
+puts search points on a variable-length prefix of neural steps and on the template's
+factors, so a search explores neural architecture and program together.
+
+Example::
+
+    space = transformation_space(Conv2d(c_in=64, c_out=64, h=32, w=32))
+    for sched, feedback in pg.sample(space, pg.geno.Random(seed=1), num_examples=5):
+        ...
+"""
+from typing import List, Optional, Sequence
+
+import pyglove as pg
+
+from symnas.program.neural import Bottleneck, Depthwise, Group, Partition
+from symnas.program.operators import Operator
+from symnas.program.schedule import Schedule
+from symnas.program.transformations import (Bind, CacheWrite, DecomposeReduction, Fuse,
+                                            Parallel, Reorder, Split, Step, Unroll, Vectorize)
+
+
+def cpu_conv_template(co_block=4, oh_block=2, ow_block=None, unroll=True) -> List[Step]:
+    """Program steps of a fast direct NCHW convolution on a CPU.
+
+    `co_block` x `oh_block` x (`ow_block` or the whole row) outputs stay in registers
+    while the reduction ``ci, kh, kw`` runs; the innermost width loop is vectorized.
+    """
+    ow = "ow.1" if ow_block else "ow"
+    steps: List[Step] = [Split("co", co_block), Split("oh", oh_block)]
+    if ow_block:
+        steps.append(Split("ow", ow_block))
+    outer = ["n", "co.0", "oh.0"] + (["ow.0"] if ow_block else [])
+    steps += [Reorder(outer + ["ci", "kh", "kw", "co.1", "oh.1", ow]),
+              CacheWrite(at=outer[-1]),
+              Fuse(outer), Parallel("*".join(outer))]
+    if unroll:
+        steps += [Unroll("co.1"), Unroll("oh.1")]
+    steps += [Vectorize(ow), DecomposeReduction("ci")]
+    return steps
+
+
+def gpu_conv_template(co_block=4, oh_block=2, threads_co=8, threads_oh=4) -> List[Step]:
+    """Program steps that map a convolution onto CUDA blocks and threads.
+
+    Blocks over (co, oh) tiles, threads over (co, oh, ow) inside a tile, each thread
+    keeps `co_block` x `oh_block` accumulators in registers.
+    """
+    return [Split("co", co_block * threads_co), Split("co.1", co_block),
+            Split("oh", oh_block * threads_oh), Split("oh.1", oh_block),
+            Reorder(["n", "co.0", "oh.0", "co.1.0", "oh.1.0", "ow", "ci", "kh", "kw",
+                     "co.1.1", "oh.1.1"]),
+            Fuse(["n", "co.0", "oh.0"]), Bind("n*co.0*oh.0", "blockIdx.x"),
+            Fuse(["co.1.0", "oh.1.0", "ow"]), Bind("co.1.0*oh.1.0*ow", "threadIdx.x"),
+            CacheWrite(at="co.1.0*oh.1.0*ow"),
+            Unroll("co.1.1"), Unroll("oh.1.1")]
+
+
+def dense_template(co_block=16) -> List[Step]:
+    """Program steps for a dense layer: parallel over blocks of output features."""
+    return [Split("co", co_block), Reorder(["n", "co.0", "ci", "co.1"]), Parallel("co.0"),
+            Unroll("co.1")]
+
+
+def _divisors(n: int, candidates: Sequence[int]) -> List[int]:
+    found = [c for c in candidates if c <= n and n % c == 0]
+    return found or [1]
+
+
+def neural_choices(op: Operator, groups: Sequence[int] = (2, 4),
+                   bottlenecks: Sequence[int] = (2, 4), spatial: bool = True,
+                   partition: bool = True) -> List[Optional[Step]]:
+    """Candidates of one position of a neural-step sequence (``None`` = no step)."""
+    kernel = op.kernel()
+    part = kernel.parts[0]
+    choices: List[Optional[Step]] = [None]
+    group_options = [g for g in groups if part.c_out % g == 0 and part.span % g == 0]
+    if group_options:
+        choices.append(Group(pg.oneof(group_options)))
+    if part.c_out == part.span and part.c_out > 1:
+        choices.append(Depthwise())
+    bottleneck_options = [b for b in bottlenecks if part.c_out % b == 0]
+    if bottleneck_options:
+        choices.append(Bottleneck(pg.oneof(bottleneck_options), axis=pg.oneof(["co", "ci"])))
+    if spatial and kernel.kind == "conv2d" and kernel.oh % 2 == 0 and kernel.ow % 2 == 0:
+        choices.append(Bottleneck(2, axis="oh"))
+    if partition and part.c_out % 2 == 0 and group_options:
+        # Sequence 3 of seed 001 §7.3: different grouping on the two halves of co.
+        choices.append(Partition("co", 2))
+        choices.append(Group(pg.oneof(group_options), part=pg.oneof([0, 1])))
+    return choices
+
+
+def transformation_space(op: Operator, max_steps: int = 3, neural: bool = True,
+                         program: bool = True, target: str = "llvm",
+                         groups: Sequence[int] = (2, 4), bottlenecks: Sequence[int] = (2, 4),
+                         spatial: bool = True, partition: bool = True) -> Schedule:
+    """A Schedule with search points: `max_steps` optional neural steps, then a searchable
+    program template (CPU or GPU). Illegal combinations raise IllegalTransformation when
+    lowered; a search skips them."""
+    steps: List[Optional[Step]] = []
+    if neural and max_steps > 0:
+        choices = neural_choices(op, groups, bottlenecks, spatial, partition)
+        steps += [pg.oneof(choices) for _ in range(max_steps)]
+    kernel = op.kernel()
+    if program:
+        if kernel.kind == "dense":
+            steps += dense_template(pg.oneof(_divisors(kernel.c_out, (4, 8, 16, 32))))
+        elif target == "cuda":
+            steps += gpu_conv_template(co_block=pg.oneof([1, 2, 4]),
+                                       oh_block=pg.oneof([1, 2]),
+                                       threads_co=pg.oneof([4, 8, 16]),
+                                       threads_oh=pg.oneof([1, 2, 4]))
+        else:
+            wide = kernel.ow > 16
+            steps += cpu_conv_template(
+                co_block=pg.oneof([2, 4, 8, 16]),
+                oh_block=pg.oneof([1, 2, 4]),
+                ow_block=pg.oneof([None, 16]) if wide else None,
+                unroll=pg.oneof([True, False]))
+    return Schedule(op, steps)

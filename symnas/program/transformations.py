@@ -1,0 +1,211 @@
+"""Program transformations: semantics-preserving steps applied through ``tvm.s_tir``.
+
+Each step is a small symbolic object; a list of them is a schedule (seed 001
+Table 1). Steps name loops; see :mod:`symnas.program.loop_nest` for how names
+follow splits and fusions.
+
+Example::
+
+    steps = [Split("co", 4), Split("oh", 2),
+             Reorder(["co.0", "oh.0", "ci", "kh", "kw", "co.1", "oh.1", "ow"]),
+             Fuse(["n", "co.0", "oh.0"]), Parallel("n*co.0*oh.0"), Vectorize("ow")]
+"""
+from typing import List
+
+import pyglove as pg
+
+from symnas.program.loop_nest import LoopNest, StepError
+
+THREAD_AXES = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadIdx.y",
+               "threadIdx.z", "vthread.x", "vthread.y", "vthread.z")
+
+
+class Step(pg.Object):
+    """One transformation of a loop nest."""
+
+    is_neural = False
+
+    def apply(self, nest: LoopNest) -> None:
+        """Applies the step to one block's loops (names only when not scheduling)."""
+        raise NotImplementedError
+
+
+class ProgramStep(Step):
+    """A transformation that keeps the computed values (legal iff TVM accepts it)."""
+
+
+class Split(ProgramStep):
+    """Strip-mines ``loop`` into ``loop.0`` (outer) and ``loop.1`` (inner, extent ``factor``)."""
+
+    loop: str
+    factor: int
+
+    def apply(self, nest: LoopNest) -> None:
+        nest.check(self.loop)
+        if not isinstance(self.factor, int) or self.factor < 1:
+            raise StepError(f"split factor must be a positive int, got {self.factor!r}")
+        names = [f"{self.loop}.0", f"{self.loop}.1"]
+        if not nest.scheduling:
+            nest.replace(self.loop, names)
+            return
+        extent = nest.extent(self.loop)
+        if self.factor > extent:
+            raise StepError(f"split factor {self.factor} is larger than loop {self.loop!r} "
+                            f"(extent {extent})")
+        if extent % self.factor:
+            raise StepError(f"split factor {self.factor} does not divide loop {self.loop!r} "
+                            f"(extent {extent})")
+        outer, inner = nest.sch.split(nest.rv(self.loop), [None, self.factor])
+        nest.replace(self.loop, names, [outer, inner])
+
+
+class Reorder(ProgramStep):
+    """Permutes ``loops`` into the given order, within the positions they occupy."""
+
+    loops: List[str]
+
+    def apply(self, nest: LoopNest) -> None:
+        loops = list(self.loops)
+        for name in loops:
+            nest.check(name)
+        if len(set(loops)) != len(loops):
+            raise StepError(f"reorder names a loop twice: {loops}")
+        if nest.scheduling and len(loops) > 1:
+            nest.sch.reorder(*[nest.rv(name) for name in loops])
+        nest.permute(loops)
+
+
+class Interchange(ProgramStep):
+    """Swaps two loops (seed 001 §2.2: ``.interchange(CI, CO)``)."""
+
+    first: str
+    second: str
+
+    def apply(self, nest: LoopNest) -> None:
+        a, b = nest.check(self.first), nest.check(self.second)
+        if a == b:
+            raise StepError(f"interchange of {a!r} with itself")
+        if nest.order.index(a) > nest.order.index(b):
+            a, b = b, a
+        Reorder([b, a]).apply(nest)
+
+
+class Tile(ProgramStep):
+    """Split each loop by its factor, then put all outer parts before all inner parts."""
+
+    loops: List[str]
+    factors: List[int]
+
+    def apply(self, nest: LoopNest) -> None:
+        if len(self.loops) != len(self.factors) or not self.loops:
+            raise StepError(f"tile needs one factor per loop, got {list(self.loops)} and "
+                            f"{list(self.factors)}")
+        for loop, factor in zip(self.loops, self.factors):
+            Split(loop, factor).apply(nest)
+        Reorder([f"{l}.0" for l in self.loops] + [f"{l}.1" for l in self.loops]).apply(nest)
+
+
+class Fuse(ProgramStep):
+    """Fuses adjacent ``loops`` (outer to inner) into one loop named ``a*b*...``."""
+
+    loops: List[str]
+
+    def apply(self, nest: LoopNest) -> None:
+        loops = list(self.loops)
+        for name in loops:
+            nest.check(name)
+        if len(loops) < 2:
+            raise StepError("fuse needs at least two loops")
+        first = nest.order.index(loops[0])
+        if nest.order[first:first + len(loops)] != loops:
+            raise StepError(f"fuse needs adjacent loops in nest order; the nest is {nest.order}")
+        name = "*".join(loops)
+        fused = nest.sch.fuse(*[nest.rv(n) for n in loops]) if nest.scheduling else None
+        nest.order[first:first + len(loops)] = [name]
+        if nest.scheduling:
+            for n in loops:
+                del nest.rvs[n]
+            nest.rvs[name] = fused
+
+
+class _Annotate(ProgramStep):
+    loop: str
+
+    def apply(self, nest: LoopNest) -> None:
+        nest.check(self.loop)
+        if nest.scheduling:
+            self._primitive(nest)
+
+    def _primitive(self, nest: LoopNest) -> None:
+        raise NotImplementedError
+
+
+class Unroll(_Annotate):
+    """Fully unrolls ``loop``."""
+
+    def _primitive(self, nest):
+        nest.sch.unroll(nest.rv(self.loop))
+
+
+class Vectorize(_Annotate):
+    """Vectorizes ``loop`` (a spatial loop, usually the innermost)."""
+
+    def _primitive(self, nest):
+        nest.sch.vectorize(nest.rv(self.loop))
+
+
+class Parallel(_Annotate):
+    """Runs the iterations of ``loop`` on CPU threads."""
+
+    def _primitive(self, nest):
+        if nest.target_kind == "cuda":
+            raise StepError("parallel is a CPU step; bind loops to GPU threads instead")
+        nest.sch.parallel(nest.rv(self.loop))
+
+
+class Bind(_Annotate):
+    """Maps ``loop`` onto a GPU thread axis (``blockIdx.x``, ``threadIdx.x``, ``vthread.x``, ...)."""
+
+    thread: str = "threadIdx.x"
+
+    def _primitive(self, nest):
+        if self.thread not in THREAD_AXES:
+            raise StepError(f"unknown thread axis {self.thread!r}; use one of {THREAD_AXES}")
+        if nest.target_kind != "cuda":
+            raise StepError(f"bind to {self.thread} needs a GPU target, not {nest.target_kind!r}")
+        nest.sch.bind(nest.rv(self.loop), self.thread)
+
+
+class CacheWrite(ProgramStep):
+    """Accumulates into a ``scope`` buffer and writes it back under loop ``at``.
+
+    The write-back's innermost loop is vectorized on CPU targets.
+    """
+
+    at: str
+    scope: str = "local"
+
+    def apply(self, nest: LoopNest) -> None:
+        nest.check(self.at)
+        if not nest.scheduling:
+            return
+        write_back = nest.sch.cache_write(nest.block, 0, self.scope)
+        nest.sch.reverse_compute_at(write_back, nest.rv(self.at))
+        if nest.target_kind == "llvm":
+            inner = nest.sch.get_loops(write_back)[-1]
+            if int(nest.sch.get(inner).extent) > 1:
+                nest.sch.vectorize(inner)
+
+
+class DecomposeReduction(ProgramStep):
+    """Hoists the accumulator initialisation out of the reduction, before ``loop``.
+
+    Put it after Vectorize/Parallel steps: TVM refuses those after decomposition.
+    """
+
+    loop: str
+
+    def apply(self, nest: LoopNest) -> None:
+        nest.check(self.loop)
+        if nest.scheduling:
+            nest.sch.decompose_reduction(nest.block, nest.rv(self.loop))

@@ -1,0 +1,223 @@
+"""Loop-nest schedules: program and neural steps, lowering to TVM and to torch."""
+import shutil
+
+import numpy as np
+import pyglove as pg
+import pytest
+import torch
+
+import symnas as sn
+
+P = sn.program
+CONV = P.Conv2d(c_in=16, c_out=16, h=8, w=8, k=3)
+
+
+def tvm_and_torch_outputs(schedule):
+    module = schedule.to_torch()
+    x = torch.rand(schedule.input_shape)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    actual = schedule.run(x, [w.detach() for w in module.weights])
+    return actual, expected
+
+
+def assert_tvm_matches_torch(schedule):
+    actual, expected = tvm_and_torch_outputs(schedule)
+    assert actual.shape == tuple(schedule.output_shape)
+    np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_conv_loop_nest_has_named_iterators():
+    assert CONV.loop_extents() == {"n": 1, "co": 16, "oh": 8, "ow": 8, "ci": 16, "kh": 3,
+                                   "kw": 3}
+    assert P.Dense(c_in=8, c_out=4).loop_extents() == {"n": 1, "co": 4, "ci": 8}
+
+
+def test_untransformed_conv_matches_torch_conv2d_with_stride_padding_groups():
+    op = P.Conv2d(c_in=8, c_out=16, h=9, w=7, k=3, stride=2, groups=2)
+    schedule = P.Schedule(op)
+    module = schedule.to_torch()
+    x = torch.rand(1, 8, 9, 7)
+    reference = torch.nn.functional.conv2d(x, module.weights[0], stride=2, padding=1, groups=2)
+    np.testing.assert_allclose(module(x).detach().numpy(), reference.detach().numpy(),
+                               atol=1e-5)
+    assert_tvm_matches_torch(schedule)
+    assert schedule.flops == 2 * 16 * 5 * 4 * 4 * 9
+
+
+def test_fast_cpu_template_computes_the_same_conv():
+    op = P.Conv2d(c_in=16, c_out=32, h=16, w=16, k=3)
+    assert_tvm_matches_torch(P.Schedule(op, P.cpu_conv_template(co_block=4, oh_block=2)))
+    assert_tvm_matches_torch(P.Schedule(op, P.cpu_conv_template(8, 4, ow_block=8,
+                                                                unroll=False)))
+
+
+def test_split_names_outer_and_inner_loops_and_fuse_joins_names():
+    schedule = P.Schedule(CONV, [P.Split("co", 4), P.Fuse(["co.1", "oh"]), P.Split("ow", 2)])
+    text = schedule.lower().script()
+    for name in ("co_0", "co_1", "ow_0", "ow_1"):
+        assert name in text
+    loops = [sch_loop for sch_loop in ("co.0", "co.1*oh", "ow.0", "ow.1")]
+    nest = P.Schedule(CONV, schedule.steps)
+    from symnas.program.loop_nest import LoopNest
+    tracker = LoopNest(list(CONV.loop_extents()))
+    for step in nest.steps:
+        step.apply(tracker)
+    assert tracker.order == ["n", "co.0", "co.1*oh", "ow.0", "ow.1", "ci", "kh", "kw"]
+    assert all(name in tracker.order for name in loops)
+
+
+def test_step_list_round_trips_through_json():
+    schedule = P.Schedule(CONV, [P.Group(2), P.Tile(["co", "oh"], [4, 2]),
+                                 P.Bottleneck(2, axis="ci"), P.Vectorize("ow")])
+    restored = pg.from_json_str(pg.to_json_str(schedule))
+    assert restored == schedule
+    assert restored.flops == schedule.flops
+
+
+def test_group_conv_matches_torch_grouped_conv():
+    schedule = P.Schedule(CONV, [P.Group(4)])
+    module = schedule.to_torch()
+    x = torch.rand(1, 16, 8, 8)
+    reference = torch.nn.functional.conv2d(x, module.weights[0], padding=1, groups=4)
+    np.testing.assert_allclose(module(x).detach().numpy(), reference.detach().numpy(),
+                               atol=1e-5)
+    assert schedule.weight_shapes == [(16, 4, 3, 3)]
+    assert_tvm_matches_torch(schedule)
+
+
+def test_bottlenecks_shrink_output_and_input_channel_domains():
+    out_bottleneck = P.Schedule(CONV, [P.Bottleneck(4)])
+    assert out_bottleneck.output_shape == (1, 4, 8, 8)
+    # Seed §2.3: after an interchange the outermost loop is ci: input-channel bottleneck.
+    in_bottleneck = P.Schedule(CONV, [P.Interchange("co", "ci"), P.Bottleneck(4, axis=None)])
+    assert in_bottleneck.output_shape == (1, 16, 8, 8)
+    assert in_bottleneck.weight_shapes == [(16, 4, 3, 3)]
+    assert in_bottleneck.flops == CONV.kernel().flops() // 4
+    assert_tvm_matches_torch(in_bottleneck)
+
+
+def test_spatial_bottleneck_is_interchange_bottleneck_interchange_bottleneck_interchange():
+    seed_form = P.Schedule(CONV, [P.Reorder(["oh", "ow", "co"]), P.Bottleneck(2, axis=None),
+                                  P.Interchange("ow", "oh"), P.Bottleneck(2, axis=None),
+                                  P.Reorder(["co", "oh", "ow"])])
+    explicit = P.Schedule(CONV, [P.Bottleneck(2, axis="oh"), P.Bottleneck(2, axis="ow")])
+    assert seed_form.kernel() == explicit.kernel()
+    assert seed_form.output_shape == (1, 16, 4, 4)
+    assert seed_form.flops == CONV.kernel().flops() // 4
+    assert_tvm_matches_torch(seed_form)
+
+
+def test_seed_sequence_1_split_interchange_group_interchange_fuse():
+    schedule = P.Schedule(CONV, [P.Split("oh", 4), P.Interchange("co", "oh.0"), P.Group(2),
+                                 P.Interchange("co", "oh.0"), P.Fuse(["oh.1", "ow"])])
+    assert schedule.kernel().parts[0].groups == 2
+    assert_tvm_matches_torch(schedule)
+
+
+def test_seed_sequence_2_unroll_group_interchange():
+    schedule = P.Schedule(CONV, [P.Split("co", 8), P.Unroll("co.1"), P.Group(2),
+                                 P.Interchange("co.0", "oh")])
+    assert schedule.flops == CONV.kernel().flops() // 2
+    assert_tvm_matches_torch(schedule)
+
+
+def test_seed_sequence_3_groups_the_two_halves_of_output_channels_differently():
+    schedule = P.Schedule(CONV, [P.Partition("co", 2), P.Group(2, part=0),
+                                 P.Interchange("co", "ci"), P.Group(4, part=1)])
+    kernel = schedule.kernel()
+    assert [p.groups for p in kernel.parts] == [2, 4]
+    module = schedule.to_torch()
+    x = torch.rand(1, 16, 8, 8)
+    out = module(x).detach()
+    first = torch.nn.functional.conv2d(x, module.weights[0], padding=1, groups=2)
+    second = torch.nn.functional.conv2d(x, module.weights[1], padding=1, groups=4)
+    np.testing.assert_allclose(out[:, :8].numpy(), first.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(out[:, 8:].numpy(), second.detach().numpy(), atol=1e-5)
+    assert_tvm_matches_torch(schedule)
+
+
+def test_row_partition_with_different_grouping_per_band():
+    schedule = P.Schedule(CONV, [P.Partition("oh", 2), P.Group(2, part=0),
+                                 P.Depthwise(part=1)] + P.cpu_conv_template(4, 2))
+    assert schedule.output_shape == (1, 16, 8, 8)
+    assert_tvm_matches_torch(schedule)
+
+
+def test_dense_group_and_partition_match_torch():
+    dense = P.Dense(c_in=32, c_out=16, batch=3)
+    assert_tvm_matches_torch(P.Schedule(dense, [P.Partition("co", 2), P.Group(4, part=1)]
+                                        + P.dense_template(4)))
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 16, 3, 1), (8, 16, 12, 3, 2), (16, 32, 8, 1, 1)])
+def test_random_transformation_sequences_agree_between_tvm_and_torch(shape):
+    c_in, c_out, size, k, stride = shape
+    op = P.Conv2d(c_in=c_in, c_out=c_out, h=size, w=size, k=k, stride=stride)
+    space = P.transformation_space(op, max_steps=3)
+    checked = 0
+    for schedule in pg.random_sample(space, 12, seed=sum(shape)):
+        try:
+            actual, expected = tvm_and_torch_outputs(schedule)
+        except P.IllegalTransformation:
+            continue
+        np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4,
+                                   err_msg=schedule.describe())
+        checked += 1
+        if checked == 4:
+            break
+    assert checked >= 2
+
+
+@pytest.mark.parametrize("steps, message", [
+    ([P.Group(3)], "groups=3 does not divide"),
+    ([P.Bottleneck(5)], "bottleneck 5 does not divide"),
+    ([P.Split("co", 4), P.Split("co", 2)], "no loop named 'co'"),
+    ([P.Vectorize("ci")], "not a data parallel"),
+    ([P.Tile(["co", "oh"], [32, 2])], "larger than loop 'co'"),
+    ([P.Split("co", 3)], "does not divide loop 'co'"),
+    ([P.Fuse(["co", "ow"])], "adjacent"),
+    ([P.Bind("co", "blockIdx.x")], "needs a GPU target"),
+    ([P.Group(2), P.Partition("co", 2), P.Group(2, part=5)], "part 5 does not exist"),
+])
+def test_bad_steps_raise_illegal_transformation_naming_step_and_reason(steps, message):
+    with pytest.raises(P.IllegalTransformation, match=message) as info:
+        P.Schedule(CONV, steps).lower()
+    assert info.value.position == len(steps) - 1
+    assert info.value.step == steps[-1]
+
+
+def test_depthwise_needs_equal_channel_counts():
+    with pytest.raises(P.IllegalTransformation, match="depthwise"):
+        P.Schedule(P.Conv2d(c_in=8, c_out=16, h=8, w=8), [P.Depthwise()]).kernel()
+
+
+def test_transformation_space_samples_with_pyglove():
+    space = P.transformation_space(CONV, max_steps=2)
+    spec = pg.dna_spec(space)
+    assert len(spec.decision_points) > 4
+    schedules = []
+    for schedule, feedback in pg.sample(space, pg.geno.Random(seed=0), num_examples=5):
+        schedules.append(schedule)
+        feedback(0.0)
+    assert all(isinstance(s, P.Schedule) and pg.is_deterministic(s) for s in schedules)
+
+
+def test_measure_reports_latency_flops_params_and_caches_builds():
+    schedule = P.Schedule(P.Conv2d(c_in=16, c_out=16, h=16, w=16),
+                          [P.Group(2)] + P.cpu_conv_template(4, 2))
+    measurement = schedule.measure(repeat=3, min_repeat_ms=5)
+    assert measurement.latency_ms > 0
+    assert measurement.flops == schedule.flops
+    assert measurement.params == 16 * 8 * 9
+    assert schedule.build() is schedule.build()
+    assert P.host_target()["kind"] == "llvm"
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_cuda_lowering_with_bind_steps_builds_cuda_source():
+    op = P.Conv2d(c_in=16, c_out=32, h=16, w=16)
+    schedule = P.Schedule(op, [P.Group(2)] + P.gpu_conv_template(co_block=2, oh_block=2,
+                                                                   threads_co=8, threads_oh=4))
+    source = schedule.cuda_source()
+    assert "__global__" in source and "blockIdx.x" in source
