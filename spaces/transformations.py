@@ -1,1 +1,131 @@
-__all__ = []
+"""Whole-network transformation spaces: one transformation sequence per transformable conv (seed 001 §6).
+
+``network_transformations(backbone)`` returns a symbolic ``NetworkTransformation`` whose
+layers each choose a neural step sequence (grouping, input bottleneck, the seed's
+split-and-group sequences, ...) and a program template (register blocking,
+vectorisation, parallelisation) for their kernel. ``.network()`` materialises the
+transformed backbone (a ``sn.nn`` layer tree whose convs are ``sn.program.Schedule``
+kernels); the same object gives the torch model for training and the TVM kernels
+for inference. Only shape-preserving neural sequences are offered, so every choice of
+one layer fits every choice of the others.
+
+Example::
+
+    import pyglove as pg, symnas as sn
+    space = sn.spaces.network_transformations("resnet34")
+    candidate = pg.random_sample(space, seed=1)         # or sn.search(space, evaluate, algorithm)
+    net = candidate.network()                           # sn.nn tree with transformed kernels
+    model = net.build((3, 32, 32))
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pyglove as pg
+
+__all__ = ["LayerTransformation", "NetworkTransformation", "network_transformations", "neural_menu",
+           "program_templates"]
+
+
+class LayerTransformation(pg.Object):
+    """The transformation sequence of one conv: neural steps then program steps."""
+    path: str                 # key path of the conv in the backbone
+    neural: list = []         # neural steps (empty: the original operator)
+    program: list = []        # program steps (a CPU template)
+
+    def schedule(self, op):
+        from symnas import program  # pylint: disable=import-outside-toplevel
+        return program.Schedule(op, list(self.neural) + list(self.program))
+
+    @property
+    def is_transformed(self) -> bool:
+        return bool(self.neural)
+
+
+class NetworkTransformation(pg.Object):
+    """A backbone with one ``LayerTransformation`` per transformable conv."""
+    backbone: str = "resnet34"
+    num_classes: int = 10
+    in_shape: Tuple[int, int, int] = (3, 32, 32)
+    layers: list = []
+
+    def original(self):
+        from symnas import nn as snn  # pylint: disable=import-outside-toplevel
+        return snn.backbone(self.backbone, self.num_classes)
+
+    def schedules(self) -> Dict[str, Any]:
+        """Key path -> ``sn.program.Schedule`` for every layer (untransformed ones included)."""
+        from symnas import nn as snn  # pylint: disable=import-outside-toplevel
+        sites = {s.path: s for s in snn.transformable_convs(self.original(), self.in_shape)}
+        return {t.path: t.schedule(sites[t.path].operator()) for t in self.layers}
+
+    def replacements(self) -> Dict[str, Any]:
+        """Key path -> Schedule for the layers whose values change (neural steps)."""
+        scheds = self.schedules()
+        return {t.path: scheds[t.path] for t in self.layers if t.is_transformed}
+
+    def network(self):
+        """The transformed backbone (convs with neural steps replaced by their kernels)."""
+        from symnas import nn as snn  # pylint: disable=import-outside-toplevel
+        return snn.replace_convs(self.original(), self.replacements())
+
+
+def neural_menu(op) -> List[list]:
+    """Shape-preserving neural sequences that fit ``op`` (the first is the original operator)."""
+    from symnas import program as p  # pylint: disable=import-outside-toplevel
+    candidates = [
+        [],
+        [p.Group(2)],
+        [p.Group(4)],
+        [p.Group(8)],
+        [p.Bottleneck(2, axis="ci")],
+        [p.Group(2), p.Bottleneck(2, axis="ci")],
+        [p.Group(4), p.Bottleneck(2, axis="ci")],
+        [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)],   # seed §7.3 sequence 3
+        [p.Partition("oh", 2), p.Group(2)],                               # grouping per spatial half
+    ]
+    menu = []
+    for steps in candidates:
+        try:
+            sched = p.Schedule(op, steps)
+            if tuple(sched.output_shape) == tuple(p.Schedule(op, []).output_shape):
+                menu.append(steps)
+        except (ValueError, p.IllegalTransformation):
+            continue
+    return menu
+
+
+def program_templates(op) -> List[list]:
+    """A few CPU program templates (register blocking, vectorisation, parallel loops) for ``op``."""
+    from symnas.program.search_space import cpu_conv_template  # pylint: disable=import-outside-toplevel
+    kernel = op.kernel()
+    wide = kernel.ow > 16
+    settings = [(4, 2, None), (8, 2, None), (16, 1, 16 if wide else None), (8, 1, 16 if wide else None)]
+    seen, result = set(), []
+    for co_block, oh_block, ow_block in settings:
+        if kernel.c_out % co_block or kernel.oh % oh_block or (co_block, oh_block, ow_block) in seen:
+            continue
+        seen.add((co_block, oh_block, ow_block))
+        result.append(cpu_conv_template(co_block, oh_block, ow_block))
+    return result
+
+
+def network_transformations(backbone: str = "resnet34", num_classes: int = 10,
+                            in_shape: Sequence[int] = (3, 32, 32), templates: Optional[Dict] = None,
+                            menu: Optional[Dict] = None) -> NetworkTransformation:
+    """The search space: per transformable conv, ``pg.oneof`` over neural sequences and over templates.
+
+    ``templates`` / ``menu`` may map a site key (``ConvSite.key``) to the lists to offer
+    (e.g. only the best-measured template per neural sequence), to keep a search small.
+    """
+    from symnas import nn as snn  # pylint: disable=import-outside-toplevel
+    net = snn.backbone(backbone, num_classes)
+    layers = []
+    for site in snn.transformable_convs(net, tuple(in_shape)):
+        op = site.operator()
+        neural = (menu or {}).get(site.key) or neural_menu(op)
+        program = (templates or {}).get(site.key) or program_templates(op)
+        layers.append(LayerTransformation(site.path,
+                                          pg.oneof(neural) if len(neural) > 1 else neural[0],
+                                          pg.oneof(program) if len(program) > 1 else program[0]))
+    return NetworkTransformation(backbone, num_classes, tuple(in_shape), layers)

@@ -1,0 +1,389 @@
+"""NAS as program transformation exploration (seed 001 §6-7) on CIFAR backbones, on this CPU.
+
+For each backbone:
+  1. kernel table: every distinct transformable conv shape x neural sequence x program
+     template is compiled with TVM and timed (batch 1); the original convs too, and the
+     same convs in torch (oneDNN). Cached: a layer shape is measured once.
+  2. network search: ``--trials`` candidate networks from ``sn.spaces.network_transformations``
+     (one transformation sequence per transformable conv) proposed by a ``sn.algorithms``
+     algorithm through ``sn.search``. Each candidate is first checked for legality by Fisher
+     Potential (per layer, one CIFAR minibatch at initialisation, cached per distinct
+     layer transformation); illegal ones are rejected before any compilation, with both
+     scores recorded; legal ones get the sum of their kernels' latencies from the table.
+  3. tables: per-layer latencies (original torch / TVM, NAS-only = group G=2 then compile,
+     ours), end-to-end batch-1 latency (original in torch eager; original, NAS-only and ours
+     as the per-layer sum of compiled TVM conv kernels), rejection rate, search time,
+     parameters; exact joint legality check of the chosen network.
+
+Usage::
+
+    python benchmarks/nas_pte.py --backbone resnet34 --trials 1000
+    python benchmarks/nas_pte.py --quick            # resnet18, 100 trials, small Fisher batch
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+import pyglove as pg
+import torch
+
+import symnas as sn
+from symnas.program.measure import time_torch, time_torch_conv
+
+MEAN = np.array([125.3, 123.0, 113.9], dtype=np.float32) / 255
+STD = np.array([63.0, 62.1, 66.7], dtype=np.float32) / 255
+
+
+def cifar_batch(n: int, seed: int):
+    """``n`` random CIFAR-10 training images (normalised NCHW) and labels from $SYMNAS_DATA."""
+    from PIL import Image
+    root = os.environ.get("SYMNAS_DATA", "/work/shared/data")
+    path = os.path.join(root, "cifar10", "cifar10_jpeg.npz")
+    data = np.load(path)
+    raw, off, labels = data["train_jpeg"].tobytes(), data["train_offsets"], data["y_train"]
+    idx = np.random.default_rng(seed).choice(len(labels), n, replace=False)
+    images = np.stack([np.asarray(Image.open(io.BytesIO(raw[off[i]:off[i + 1]])).convert("RGB"))
+                       for i in idx]).astype(np.float32) / 255
+    images = (images - MEAN) / STD
+    return torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.from_numpy(labels[idx].astype(np.int64))
+
+
+def fmt(steps) -> str:
+    return " -> ".join(pg.format(s, compact=True) for s in steps) if steps else "original"
+
+
+def short(steps) -> str:
+    names = []
+    for s in steps:
+        d = s.sym_init_args
+        if type(s).__name__ == "Group":
+            names.append(f"G{d.groups}" + (f"[p{d.part}]" if d.part is not None else ""))
+        elif type(s).__name__ == "Bottleneck":
+            names.append(f"B{d.factor}({d.axis})")
+        elif type(s).__name__ == "Partition":
+            names.append(f"split({d.axis},{d.parts})")
+        else:
+            names.append(type(s).__name__)
+    return ">".join(names) or "original"
+
+
+def template_name(steps) -> str:
+    splits = [f"{s.loop}/{s.factor}" for s in steps if type(s).__name__ == "Split"]
+    return "tile(" + ",".join(splits) + ")"
+
+
+class KernelTable:
+    """TVM latency of (layer shape, neural sequence, template), measured once each."""
+
+    def __init__(self, repeat: int):
+        self.repeat = repeat
+        self.latency: Dict[Any, float] = {}
+        self.compiles = 0
+        self.seconds = 0.0
+
+    def measure(self, op, neural, program) -> float:
+        key = (pg.format(op, compact=True), fmt(neural), fmt(program))
+        if key not in self.latency:
+            start = time.perf_counter()
+            try:
+                # best of the repeats: other processes share this CPU, and contention only adds time
+                m = sn.program.Schedule(op, list(neural) + list(program)).measure(repeat=self.repeat)
+                value = min(m.repeats) if m.repeats else m.latency_ms
+            except (sn.program.IllegalTransformation, ValueError) as e:
+                print(f"    illegal schedule {fmt(neural)} + {template_name(program)}: {str(e)[:100]}")
+                value = math.inf
+            self.compiles += 1
+            self.seconds += time.perf_counter() - start
+            self.latency[key] = value
+        return self.latency[key]
+
+
+def _torch_timings(model_bytes: List[bytes], ops_json: List[str], threads: int, rounds: int):
+    """Runs in a fresh process: TVM's spinning worker threads would slow torch in the TVM process."""
+    torch.set_num_threads(threads)
+    models = [torch.load(io.BytesIO(b), weights_only=False).eval() for b in model_bytes]
+    ops = [pg.from_json_str(j) for j in ops_json]
+    x = torch.randn(1, 3, 32, 32)
+    e2e = [[] for _ in models]
+    for _ in range(rounds):          # interleaved, so load changes hit every model alike
+        for i, m in enumerate(models):
+            e2e[i].append(min(time_torch(m, x, repeat=3, min_repeat_ms=100.0)))
+    convs = []
+    for op in ops:
+        conv = torch.nn.Conv2d(op.c_in, op.c_out, op.k, stride=op.stride, padding=op.pad, groups=op.groups,
+                               bias=False).eval()
+        convs.append(min(time_torch(conv, torch.randn(1, op.c_in, op.h, op.w), repeat=5, min_repeat_ms=20.0)))
+    return [min(v) for v in e2e], e2e, convs
+
+
+def torch_timings(models: List[torch.nn.Module], ops: List[Any], rounds: int = 3):
+    import concurrent.futures
+    import multiprocessing
+    blobs = []
+    for m in models:
+        buf = io.BytesIO()
+        torch.save(m, buf)
+        blobs.append(buf.getvalue())
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_torch_timings, blobs, [pg.to_json_str(op) for op in ops],
+                           torch.get_num_threads(), rounds).result()
+
+
+def run_backbone(name: str, args) -> Dict[str, Any]:
+    print(f"\n=== {name} ===", flush=True)
+    original = sn.nn.backbone(name)
+    sites = sn.nn.transformable_convs(original)
+    all_convs = sn.nn.transformable_convs(original, include_all=True)
+    fixed_convs = [s for s in all_convs if s.path not in {t.path for t in sites}]
+    ops = {}
+    for s in all_convs:
+        ops.setdefault(s.key, s.operator())
+
+    # 1. kernel table ------------------------------------------------------------------
+    table = KernelTable(args.repeat)
+    menus = {k: sn.spaces.neural_menu(op) for k, op in ops.items() if k in {s.key for s in sites}}
+    templates = {k: sn.spaces.program_templates(op) for k, op in ops.items()}
+    best: Dict[Any, List] = {}          # key -> per neural option (latency, template)
+    torch_conv: Dict[Any, float] = {}
+    t0 = time.perf_counter()
+    for key, op in ops.items():
+        options = menus.get(key, [[]])
+        best[key] = []
+        for neural in options:
+            lat = [(table.measure(op, neural, prog), prog) for prog in templates[key]]
+            best[key].append(min(lat, key=lambda t: t[0]))
+        print(f"  {op.c_in:4d}->{op.c_out:4d} {op.h}x{op.w} k{op.k} s{op.stride}: TVM ms "
+              + ", ".join(f"{short(n)} {b[0]:.3f}" for n, b in zip(options, best[key])), flush=True)
+    table_seconds = time.perf_counter() - t0
+
+    # 2. search ---------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    x, y = cifar_batch(args.fisher_batch, args.seed)
+    legality = sn.proxies.LegalityCheck(seed=args.seed, mode=args.mode)
+    scorer = legality.isolated_scorer(original, x, y, context=args.context)
+    init_seconds = time.perf_counter() - t0
+    print(f"  Fisher of the original ({args.fisher_batch} images): {init_seconds:.1f} s", flush=True)
+
+    site_by_path = {s.path: s for s in sites}
+    fixed_tvm = sum(best[s.key][0][0] for s in fixed_convs)
+    orig_tvm_total = fixed_tvm + sum(best[s.key][0][0] for s in sites)
+    neural_index = {k: {fmt(n): i for i, n in enumerate(m)} for k, m in menus.items()}
+    layer_legal: Dict[Any, Any] = {}    # (path, neural idx) -> (legal, cand score)
+
+    def layer_check(path: str, idx: int):
+        if (path, idx) not in layer_legal:
+            site = site_by_path[path]
+            sched = sn.program.Schedule(site.operator(), list(menus[site.key][idx]))
+            orig = scorer.original_scores[site.torch_name]
+            try:
+                cand = scorer.score(path, sched)
+                layer_legal[(path, idx)] = (cand >= orig, cand, orig, "")
+            except sn.proxies.NonFiniteScore as e:
+                layer_legal[(path, idx)] = (False, float("nan"), orig, e.reason)
+        return layer_legal[(path, idx)]
+
+    fisher_original = sum(scorer.original_scores.values())
+
+    def evaluate(candidate) -> Dict[str, Any]:
+        failing, cand_total, latency, params = [], fisher_original, fixed_tvm, 0
+        for layer in candidate.layers:
+            site = site_by_path[layer.path]
+            idx = neural_index[site.key][fmt(layer.neural)]
+            if idx:
+                ok, cand, orig, reason = layer_check(layer.path, idx)
+                cand_total += cand - orig
+                if not ok:
+                    failing.append(site.torch_name)
+            latency += table.measure(ops[site.key], layer.neural, layer.program)
+        if args.mode == "network":
+            failing = [] if cand_total >= fisher_original else ["network"] * max(1, len(failing))
+        metrics = {"fisher_original": fisher_original, "fisher_candidate": cand_total,
+                   "legal": not failing, "failing_layers": len(failing)}
+        if failing:
+            # rejected before compilation; the reward ranks it below every legal network and
+            # fewer failing layers above more, so an algorithm can learn its way to legality
+            metrics.update(reward=-(orig_tvm_total * (1 + len(failing)) + latency), latency_ms=None,
+                           reason=(f"Fisher Potential below the original in {len(failing)} layers "
+                                   f"(first {failing[0]})" if args.mode == "per_layer" else
+                                   f"network Fisher Potential {cand_total:.4g} < original {fisher_original:.4g}"))
+        else:
+            metrics.update(reward=-latency, latency_ms=latency, reason="legal")
+        return metrics
+
+    space = sn.spaces.network_transformations(name, menu=menus, templates=templates)
+    algorithm = {"evolution": lambda: sn.algorithms.RegularizedEvolution(population_size=20, tournament_size=5,
+                                                                          seed=args.seed),
+                 "random": lambda: sn.algorithms.Random(seed=args.seed),
+                 "reinforce": lambda: sn.algorithms.Reinforce(seed=args.seed)}[args.algorithm]()
+    t1 = time.perf_counter()
+    study = sn.search(space, evaluate, algorithm, num_trials=args.trials, storage=None, progress=False,
+                      name=f"nas_pte_{name}")
+    search_seconds = init_seconds + time.perf_counter() - t1
+    trials = study.trials
+    legal_col = trials["legal"] if "legal" in trials else trials["metrics"].map(lambda m: m.get("legal"))
+    rejected = int((~legal_col.astype(bool)).sum())
+    layer_candidates = len(layer_legal)
+    layer_rejected = sum(1 for v in layer_legal.values() if not v[0])
+    best_candidate = study.best
+    print(f"  search: {args.trials} candidates ({args.algorithm}), {rejected} rejected by Fisher "
+          f"({100 * rejected / len(trials):.1f}%); {layer_candidates} distinct layer transformations scored, "
+          f"{layer_rejected} illegal ({100 * layer_rejected / max(layer_candidates, 1):.1f}%); "
+          f"{search_seconds:.1f} s (Fisher init {init_seconds:.1f} s, {scorer.evaluations} layer scorings)",
+          flush=True)
+
+    # per-layer optimum (per-layer legality and summed latency decompose over layers)
+    greedy = {}
+    for s in sites:
+        choices = []
+        for idx in range(len(menus[s.key])):
+            if idx == 0 or layer_check(s.path, idx)[0]:
+                choices.append((best[s.key][idx][0], idx))
+        greedy[s.path] = min(choices)
+    greedy_tvm = fixed_tvm + sum(v[0] for v in greedy.values())
+    if args.mode == "network":   # the per-layer optimum is only optimal for per-layer legality
+        greedy_tvm = math.inf
+    search_tvm = -evaluate(best_candidate)["reward"] if best_candidate is not None else math.inf
+    if greedy_tvm < search_tvm:
+        chosen_source = "per-layer optimum over all scored options"
+        chosen = {p: (menus[site_by_path[p].key][i], best[site_by_path[p].key][i][1]) for p, (_, i) in greedy.items()}
+    else:
+        chosen_source = f"best of the {args.algorithm} search"
+        chosen = {l.path: (list(l.neural), list(l.program)) for l in best_candidate.layers}
+    for p in site_by_path:   # the same layer transformation set, full per-layer scoring
+        pass
+    ours_tvm = fixed_tvm + sum(table.measure(ops[site_by_path[p].key], n, pr) for p, (n, pr) in chosen.items())
+
+    # NAS-only: group G=2 on every transformable conv, then compiled (BlockSwap-style, no legality)
+    nas_tvm = fixed_tvm + sum(best[s.key][neural_index[s.key][fmt([sn.program.Group(2)])]][0] for s in sites)
+
+    # 3. networks, exact legality of the chosen one, end-to-end latency -----------------
+    chosen_net = sn.nn.replace_convs(original, {p: sn.program.Schedule(site_by_path[p].operator(), n + pr)
+                                                for p, (n, pr) in chosen.items() if n})
+    t0 = time.perf_counter()
+    exact = {}
+    for mode in ("per_layer", "network"):
+        exact[mode] = sn.proxies.LegalityCheck(seed=args.seed, mode=mode).check(original, chosen_net, x, y)
+    exact_seconds = time.perf_counter() - t0
+    torch.manual_seed(args.seed)
+    orig_model = original.build((3, 32, 32))
+    torch.manual_seed(args.seed)
+    ours_model = chosen_net.build((3, 32, 32))
+    nas_net = sn.nn.replace_convs(original, {s.path: sn.nn.Conv(s.out_shape[0], s.layer.kernel, stride=s.layer.stride,
+                                                                 groups=2 * s.layer.groups, padding=s.layer.padding)
+                                             for s in sites})
+    nas_model = nas_net.build((3, 32, 32))
+    params = {k: sum(p.numel() for p in m.parameters()) for k, m in
+              (("original", orig_model), ("nas", nas_model), ("ours", ours_model))}
+    keys = list(ops)
+    (torch_orig, torch_ours, torch_nas), torch_runs, conv_ms = torch_timings(
+        [orig_model, ours_model, nas_model], [ops[k] for k in keys])
+    torch_conv.update(zip(keys, conv_ms))
+    torch_conv_sum = sum(torch_conv[s.key] for s in all_convs)
+    torch_orig_again = torch_orig
+    baseline = min(torch_orig, orig_tvm_total, torch_conv_sum)
+
+    print(f"  kernel table: {table.compiles} TVM kernels compiled and timed in {table_seconds:.0f} s")
+    print("\n  per-layer latency (ms, batch 1; TVM = best of the program templates; NAS = G2 then compile)")
+    print(f"  {'layer':28s} {'shape':22s} {'torch':>7s} {'TVM':>7s} {'NAS':>7s} {'ours':>7s} "
+          f"{'x':>5s}  ours sequence (+template)   fisher orig->ours")
+    rows = []
+    for s in sites:
+        n, pr = chosen[s.path]
+        ours_ms = table.measure(ops[s.key], n, pr)
+        idx = neural_index[s.key][fmt(n)]
+        _, cand, orig, _ = layer_check(s.path, idx) if idx else (True, scorer.original_scores[s.torch_name],
+                                                                  scorer.original_scores[s.torch_name], "")
+        g2 = best[s.key][neural_index[s.key][fmt([sn.program.Group(2)])]][0]
+        row = dict(layer=s.torch_name, shape=f"{s.in_shape[0]}->{s.out_shape[0]} {s.in_shape[1]}x{s.in_shape[2]} "
+                   f"s{s.layer.stride}", torch_ms=torch_conv[s.key], tvm_ms=best[s.key][0][0], nas_ms=g2,
+                   ours_ms=ours_ms, sequence=short(n), template=template_name(pr), fisher_original=orig,
+                   fisher_ours=cand, nas_legal=layer_check(s.path, neural_index[s.key][fmt([sn.program.Group(2)])])[0])
+        rows.append(row)
+        speed = min(row["torch_ms"], row["tvm_ms"]) / ours_ms
+        print(f"  {row['layer']:28s} {row['shape']:22s} {row['torch_ms']:7.3f} {row['tvm_ms']:7.3f} {g2:7.3f} "
+              f"{ours_ms:7.3f} {speed:5.2f}  {row['sequence'] + ' ' + row['template']:28s} {orig:.3g}->{cand:.3g}")
+
+    result = dict(
+        backbone=name, date=datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+        machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+                f"{torch.__version__}, threads {torch.get_num_threads()}",
+        trials=len(trials), algorithm=args.algorithm, legality_mode=args.mode, rejected=rejected, rejection_rate=rejected / len(trials),
+        layer_candidates=layer_candidates, layer_rejected=layer_rejected,
+        layer_rejection_rate=layer_rejected / max(layer_candidates, 1),
+        search_seconds=search_seconds, fisher_init_seconds=init_seconds, fisher_batch=args.fisher_batch,
+        fisher_context=args.context, layer_scorings=scorer.evaluations,
+        kernel_table_seconds=table_seconds, kernel_compiles=table.compiles,
+        latency_ms=dict(torch_original=min(torch_orig, torch_orig_again), torch_runs=dict(original=torch_runs[0], ours=torch_runs[1], nas=torch_runs[2]),
+                        torch_nas=torch_nas,
+                        torch_conv_sum_original=torch_conv_sum, tvm_original=orig_tvm_total, tvm_nas_g2=nas_tvm,
+                        tvm_ours=ours_tvm, tvm_ours_search_best=search_tvm, tvm_ours_per_layer_optimum=greedy_tvm,
+                        torch_ours=torch_ours),
+        speedup_vs_best_baseline=baseline / ours_tvm, nas_speedup=baseline / nas_tvm,
+        chosen_from=chosen_source, params=params,
+        exact_legality={m: r.as_metrics() | {"failing": r.failing_layers} for m, r in exact.items()},
+        exact_legality_seconds=exact_seconds, layers=rows,
+        chosen={p: dict(neural=fmt(n), program=fmt(pr)) for p, (n, pr) in chosen.items()})
+    print(f"\n  end-to-end batch 1 (ms): torch original {torch_orig:.2f} "
+          f"(runs {', '.join(f'{v:.2f}' for v in torch_runs[0])}); torch per-conv sum {torch_conv_sum:.2f}; "
+          f"TVM original (per-conv sum) {orig_tvm_total:.2f}; NAS-only G2 {nas_tvm:.2f}; ours {ours_tvm:.2f} "
+          f"[{chosen_source}; search best {search_tvm:.2f}, per-layer optimum {greedy_tvm:.2f}]; "
+          f"ours in torch eager {torch_ours:.2f}")
+    print(f"  speedup of ours over the best original baseline ({baseline:.2f} ms): {baseline / ours_tvm:.2f}x; "
+          f"NAS-only {baseline / nas_tvm:.2f}x")
+    print(f"  params: original {params['original'] / 1e6:.2f}M, NAS-only {params['nas'] / 1e6:.2f}M, "
+          f"ours {params['ours'] / 1e6:.2f}M")
+    print(f"  exact joint legality of the chosen network: per-layer {exact['per_layer'].legal} "
+          f"({exact['per_layer'].reason}); network {exact['network'].legal} "
+          f"({exact['network'].candidate_score:.4g} vs {exact['network'].original_score:.4g}); {exact_seconds:.1f} s")
+    if args.export:
+        os.makedirs(args.export, exist_ok=True)
+        for label, net in (("original", original), ("ours", chosen_net), ("nas_g2", nas_net)):
+            with open(os.path.join(args.export, f"{name}_{label}.json"), "w") as f:
+                f.write(pg.to_json_str(net))
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backbone", nargs="+", default=["resnet34"],
+                        choices=["resnet18", "resnet34", "resnext29_2x64d", "densenet161"])
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--algorithm", default="evolution", choices=["evolution", "random", "reinforce"])
+    parser.add_argument("--fisher-batch", type=int, default=128)
+    parser.add_argument("--context", default="block", choices=["block", "tail"],
+                        help="isolated Fisher scoring: the layer's block with the original's output gradient "
+                             "(fast) or the whole rest of the network (exact)")
+    parser.add_argument("--mode", default="per_layer", choices=["per_layer", "network"],
+                        help="legality: every transformed layer, or the network sum (seed §7.4 uses per layer)")
+    parser.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="resnet18, 100 trials, Fisher batch 32")
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--export", default=None, help="save the original and chosen torch models here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.backbone, args.trials, args.fisher_batch = ["resnet18"], 100, 32
+    torch.set_num_threads(sn.program.measure.num_threads())
+    print(f"nas_pte: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), TVM threads "
+          f"{os.environ.get('TVM_NUM_THREADS')}; other processes share this CPU", flush=True)
+    results = [run_backbone(b, args) for b in args.backbone]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    return results
+
+
+if __name__ == "__main__":
+    main()
