@@ -1,8 +1,7 @@
-"""REINFORCE policy gradient over the decision points (pure numpy)."""
+"""REINFORCE policy gradient over the decision points (plain Python: no torch, no numpy)."""
 import math
 import random
 
-import numpy as np
 import pyglove as pg
 
 from symnas.algorithms._decisions import ChoiceSlot, DecisionAlgorithm
@@ -46,25 +45,34 @@ class Reinforce(DecisionAlgorithm):
 
     def _init_state(self):
         self._rng = random.Random(self.seed)
-        self._logits = {s.index: np.zeros(s.num_candidates) for s in self._space.slots}
+        # Plain lists: the per-decision distributions are tiny, where numpy's call overhead dominates.
+        self._logits = {s.index: [0.0] * s.num_candidates for s in self._space.slots}
         self._mean = {f.index: 0.5 for f in self._space.floats}
         self._log_std = {f.index: math.log(self.initial_std) for f in self._space.floats}
         self._baseline = None
         self._scale = None
 
-    def _probs(self, slot: ChoiceSlot, banned) -> np.ndarray:
+    def _weights(self, slot: ChoiceSlot, banned) -> list:
         logits = self._logits[slot.index]
-        p = np.exp(logits - logits.max())
-        if banned:
-            p[list(banned)] = 0.0
-        return p / p.sum()
+        top = max(logits)
+        weights = [math.exp(x - top) for x in logits]
+        for b in banned:
+            weights[b] = 0.0
+        return weights
 
     def _choose(self, slot, banned):
         if slot.num_candidates == 1:
             return 0
-        cdf = np.cumsum(self._probs(slot, banned))
-        return min(int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right")),
-                   slot.num_candidates - 1)
+        weights = self._weights(slot, banned)
+        r = self._rng.random() * sum(weights)
+        last = 0
+        for i, w in enumerate(weights):
+            if w > 0.0:
+                last = i
+                r -= w
+                if r < 0.0:
+                    return i
+        return last
 
     def _draw(self, dec):
         u = self._rng.gauss(self._mean[dec.index], math.exp(self._log_std[dec.index]))
@@ -90,15 +98,19 @@ class Reinforce(DecisionAlgorithm):
             if isinstance(dec, ChoiceSlot):
                 if dec.num_candidates == 1:
                     continue
-                banned = [values[i] for i in dec.distinct_from]
-                p = self._probs(dec, banned)
-                grad = -advantage * p
-                grad[v] += advantage
+                weights = self._weights(dec, [values[i] for i in dec.distinct_from])
+                total = sum(weights)
+                p = [w / total for w in weights]
+                logits = self._logits[dec.index]
                 if ent:
-                    logp = np.log(np.where(p > 0, p, 1.0))
-                    entropy = -float(np.dot(p, logp))
-                    grad -= ent * p * (logp + entropy)
-                self._logits[dec.index] += lr * grad
+                    logp = [math.log(q) if q > 0.0 else 0.0 for q in p]
+                    entropy = -sum(q * lq for q, lq in zip(p, logp))
+                for k, q in enumerate(p):
+                    # d log p(v) / d logit_k = [k == v] - p_k;  d H / d logit_k = -p_k (log p_k + H)
+                    step = advantage * ((k == v) - q)
+                    if ent:
+                        step -= ent * q * (logp[k] + entropy)
+                    logits[k] += lr * step
             else:
                 mean, log_std = self._mean[dec.index], self._log_std[dec.index]
                 std = math.exp(log_std)
