@@ -48,8 +48,7 @@ def test_untransformed_conv_matches_torch_conv2d_with_stride_padding_groups():
 def test_fast_cpu_template_computes_the_same_conv():
     op = P.Conv2d(c_in=16, c_out=32, h=16, w=16, k=3)
     assert_tvm_matches_torch(P.Schedule(op, P.cpu_conv_template(co_block=4, oh_block=2)))
-    assert_tvm_matches_torch(P.Schedule(op, P.cpu_conv_template(8, 4, ow_block=8,
-                                                                unroll=False)))
+    assert_tvm_matches_torch(P.Schedule(op, P.cpu_conv_template(8, 4, ow_block=8)))
 
 
 def test_split_names_outer_and_inner_loops_and_fuse_joins_names():

@@ -23,11 +23,13 @@ from symnas.program.transformations import (Bind, CacheWrite, DecomposeReduction
                                             Parallel, Reorder, Split, Step, Unroll, Vectorize)
 
 
-def cpu_conv_template(co_block=4, oh_block=2, ow_block=None, unroll=True) -> List[Step]:
+def cpu_conv_template(co_block=4, oh_block=2, ow_block=None) -> List[Step]:
     """Program steps of a fast direct NCHW convolution on a CPU.
 
     `co_block` x `oh_block` x (`ow_block` or the whole row) outputs stay in registers
     while the reduction ``ci, kh, kw`` runs; the innermost width loop is vectorized.
+    The factors may be search points (``pg.oneof``); whether the width is split is
+    fixed by passing ``ow_block`` or not.
     """
     ow = "ow.1" if ow_block else "ow"
     steps: List[Step] = [Split("co", co_block), Split("oh", oh_block)]
@@ -37,9 +39,7 @@ def cpu_conv_template(co_block=4, oh_block=2, ow_block=None, unroll=True) -> Lis
     steps += [Reorder(outer + ["ci", "kh", "kw", "co.1", "oh.1", ow]),
               CacheWrite(at=outer[-1]),
               Fuse(outer), Parallel("*".join(outer))]
-    if unroll:
-        steps += [Unroll("co.1"), Unroll("oh.1")]
-    steps += [Vectorize(ow), DecomposeReduction("ci")]
+    steps += [Unroll("co.1"), Unroll("oh.1"), Vectorize(ow), DecomposeReduction("ci")]
     return steps
 
 
@@ -115,10 +115,10 @@ def transformation_space(op: Operator, max_steps: int = 3, neural: bool = True,
                                        threads_co=pg.oneof([4, 8, 16]),
                                        threads_oh=pg.oneof([1, 2, 4]))
         else:
-            wide = kernel.ow > 16
+            # Wide rows: split the width so a spatial bottleneck (half the width) still fits.
+            wide = kernel.ow >= 16
             steps += cpu_conv_template(
                 co_block=pg.oneof([2, 4, 8, 16]),
                 oh_block=pg.oneof([1, 2, 4]),
-                ow_block=pg.oneof([None, 16]) if wide else None,
-                unroll=pg.oneof([True, False]))
+                ow_block=pg.oneof([8, 16]) if wide else None)
     return Schedule(op, steps)
