@@ -22,6 +22,7 @@ import platform
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one CPU per trial, in the driver and in every worker
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, short-lived Ray: leave no token in ~/.ray
 
 import pyglove as pg  # noqa: E402
 

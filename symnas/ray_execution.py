@@ -9,7 +9,8 @@ is what one trial needs; Ray places the tasks.
 How many trials run at once: ``workers`` when > 1, else as many as the cluster's CPUs (or GPUs,
 for GPU trials) fit. A trial whose Ray worker process dies (killed, segfault, its node lost) is
 recorded as failed with Ray's reason (``max_retries=0``: a crash is not retried silently); one that
-runs past ``trial_timeout`` is cancelled (its worker killed) and failed. ``symnas.reporting.report``
+runs past ``trial_timeout`` seconds, counted from when its task starts on a worker (not from when it
+was queued), is cancelled (its worker killed) and failed. ``symnas.reporting.report``
 inside a Ray task is a no-op returning False (intermediate results stay on the worker).
 
 Example::
@@ -58,8 +59,29 @@ def check_resources(resources: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     return resources
 
 
-def _evaluate_task(evaluate: Callable[[Any], Any], payload: tuple) -> tuple:
+def _evaluate_task(evaluate: Callable[[Any], Any], payload: tuple, start_board=None, key: int = 0) -> tuple:
+    if start_board is not None:
+        start_board.mark.remote(key)  # the time limit counts from here, not from submission
     return evaluate_payload(evaluate, payload)
+
+
+class _StartBoard:
+    """A Ray actor that remembers when each timed trial started running (by its own clock, so the
+    driver needs no clock shared with the cluster)."""
+
+    def __init__(self):
+        self._started: Dict[int, float] = {}
+
+    def mark(self, key: int) -> None:
+        self._started[key] = time.monotonic()
+
+    def elapsed(self, keys) -> Dict[int, float]:
+        now = time.monotonic()
+        return {key: now - self._started[key] for key in keys if key in self._started}
+
+    def forget(self, keys) -> None:
+        for key in keys:
+            self._started.pop(key, None)
 
 
 def _fits_some_node(ray, resources: Dict[str, Any]) -> bool:
@@ -120,6 +142,7 @@ def run_on_ray(session: SearchSession, evaluate: Callable[[Any], Any], num_trial
         options = {k: v for k, v in resources.items()}
         task = ray.remote(_evaluate_task).options(max_retries=max_retries, **options)
         evaluate_ref = ray.put(evaluate)
+        board = ray.remote(_StartBoard).options(num_cpus=0).remote() if trial_timeout else None
         bar = _progress_bar(session, num_trials) if progress else None
         exhausted = False
         while True:
@@ -137,30 +160,37 @@ def run_on_ray(session: SearchSession, evaluate: Callable[[Any], Any], num_trial
                     continue
                 exhausted = False
                 value = trial.value if trial.value is not None else trial.dna
-                ref = task.remote(evaluate_ref, encode_value(value))
-                deadline = time.monotonic() + trial_timeout if trial_timeout else float("inf")
-                in_flight[ref] = (trial, deadline)
+                ref = task.remote(evaluate_ref, encode_value(value), board, trial.record.id)
+                in_flight[ref] = (trial, trial.record.id)
             if not in_flight:
                 if exhausted or (num_trials is not None and session.num_finished >= num_trials):
                     break
                 continue
-            nearest = min(deadline for _, deadline in in_flight.values())
-            wait_s = None if nearest == float("inf") else max(0.0, nearest - time.monotonic())
+            wait_s = None
+            if trial_timeout:
+                elapsed = ray.get(board.elapsed.remote([key for _, key in in_flight.values()]))
+                for ref, (trial, key) in list(in_flight.items()):
+                    if elapsed.get(key, 0.0) > trial_timeout:
+                        in_flight.pop(ref)
+                        ray.cancel(ref, force=True)
+                        session.fail(trial, f"timed out after {trial_timeout:g} s (its Ray task was cancelled)")
+                remaining = [trial_timeout - elapsed[key] for _, key in in_flight.values() if key in elapsed]
+                # Poll to see trials start; wake up at the nearest time limit.
+                wait_s = max(0.0, min([0.5] + remaining))
+                if not in_flight:
+                    _update(bar, session)
+                    continue
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait_s)
             for ref in ready:
-                trial, _ = in_flight.pop(ref)
+                trial, key = in_flight.pop(ref)
+                if board is not None:
+                    board.forget.remote([key])
                 try:
                     outcome = ray.get(ref)
                 except ray.exceptions.RayError as error:
                     session.fail(trial, _describe_ray_error(error))
                 else:
                     finish_from_outcome(session, trial, outcome)
-            now = time.monotonic()
-            for ref, (trial, deadline) in list(in_flight.items()):
-                if deadline <= now:
-                    in_flight.pop(ref)
-                    ray.cancel(ref, force=True)
-                    session.fail(trial, f"timed out after {trial_timeout:g} s (its Ray task was cancelled)")
             _update(bar, session)
     finally:
         for ref in in_flight:
