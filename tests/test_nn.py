@@ -128,3 +128,42 @@ def test_bad_hyperparameters_raise_clear_errors():
         sn.nn.Activation("nope").build(3)
     with pytest.raises(TypeError, match="shape"):
         sn.nn.Conv(4).build("3")
+
+
+def test_mobilenetv2_static_network_builds_with_the_paper_stages():
+    net = sn.nn.mobilenetv2(width_multiplier=0.25)
+    assert [s.out_channels for s in net.stages] == [8, 8, 8, 16, 24, 40, 80]
+    assert [len(s.kernels) for s in net.stages] == [1, 2, 3, 4, 3, 3, 1]
+    assert net.output_shape((3, 32, 32)) == (320, 4, 4)
+    assert _forward(net, (3, 32, 32)).shape == (2, 320, 4, 4)
+    with_head = sn.nn.mobilenetv2(0.25, num_classes=10)
+    assert with_head.output_shape((3, 32, 32)) == (10,)
+
+
+def test_mobilenetv2_search_spaces_s1_s2_s3_have_the_right_decisions():
+    base = sn.nn.mobilenetv2(width_multiplier=0.25)
+    s1, s2, s3 = (sn.spaces.mobilenetv2_s1(base), sn.spaces.mobilenetv2_s2(base),
+                  sn.spaces.mobilenetv2_s3(base))
+    blocks = sum(len(s.kernels) for s in base.stages)
+    assert len(pg.dna_spec(s1).decision_points) == 2 * blocks
+    assert len(pg.dna_spec(s2).decision_points) == len(base.stages)
+    assert len(pg.dna_spec(s3).decision_points) == 2 * blocks + len(base.stages)
+    for space in (s1, s2, s3):
+        net = next(pg.random_sample(space, 1, seed=3))
+        assert net.output_shape((3, 16, 16))[0] == base.last_channels
+    sample = next(pg.random_sample(s1, 1, seed=0))
+    assert {k for s in sample.stages for k in s.kernels} <= {3, 5, 7}
+    assert base.stages[0].kernels == [3]   # The base network is not modified.
+
+
+def test_hyperparameter_space_makes_lr_decay_and_mixup_searchable():
+    trainer = sn.train.Trainer(model=sn.nn.Conv(8), optimizer=sn.train.SGD(0.1),
+                               augmentation=[sn.train.Mixup(0.1), sn.train.HorizontalFlip()])
+    space = sn.spaces.hyperparameter_space(trainer)
+    spec = pg.dna_spec(space)
+    assert len(spec.decision_points) == 3
+    assert spec.decision_points[0].scale == "log"
+    sample = next(pg.random_sample(space, 1, seed=0))
+    assert 1e-4 <= sample.optimizer.lr <= 1e-1 and 1e-6 <= sample.weight_decay <= 1e-2
+    mixups = [a for a in sample.augmentation if isinstance(a, sn.train.Mixup)]
+    assert len(mixups) == 1 and mixups[0].alpha in (0.0, 0.2, 0.4)
