@@ -61,9 +61,9 @@ def _quickstart() -> SearchSource:
     ])
     space = train.Trainer(
         model=model,
-        optimizer=pg.oneof([train.Adam(lr=pg.floatv(1e-4, 3e-2, scale="log")),
-                            train.SGD(lr=pg.floatv(1e-3, 3e-1, scale="log"))]),
-        data=sn.data.Digits(), epochs=3, batch_size=pg.oneof([32, 64]), validation_size=300)
+        optimizer=pg.oneof([train.Adam(lr=pg.floatv(1e-3, 1e-1, scale="log")),
+                            train.SGD(lr=pg.floatv(1e-2, 5e-1, scale="log"))]),
+        data=sn.data.Digits(), epochs=5, batch_size=pg.oneof([32, 64]), validation_size=300)
     return SearchSource(space, train_trainer, objectives="accuracy")
 
 

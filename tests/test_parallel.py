@@ -154,3 +154,53 @@ def test_a_script_without_main_guard_runs_workers_without_rerunning_itself(tmp_p
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("script body ran") == 1
     assert "completed 4" in result.stdout
+
+
+RESUMABLE_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    import pyglove as pg, symnas as sn
+
+    PID_LOG = sys.argv[2]
+
+    def evaluate(v):
+        with open(PID_LOG, "a") as log:
+            log.write(f"{os.getpid()}\\n")
+        time.sleep(0.2)
+        return v.x
+
+    sn.search(pg.Dict(x=pg.floatv(0.0, 1.0)), evaluate, sn.algorithms.Random(seed=0), num_trials=16,
+              storage=sys.argv[1], name="resumable", workers=2, progress=False)
+""")
+
+
+def test_a_killed_parallel_search_resumes_without_losing_or_repeating_trials(tmp_path):
+    script = tmp_path / "resumable.py"
+    script.write_text(RESUMABLE_SCRIPT)
+    db, pids = tmp_path / "r.db", tmp_path / "pids.txt"
+    driver = subprocess.Popen([sys.executable, str(script), str(db), str(pids)])
+    def completed():
+        try:
+            return len(sn.Study.load(db, "resumable").completed)
+        except (FileNotFoundError, KeyError, ValueError, sn.storage.StorageError):
+            return 0
+
+    deadline = time.time() + 120
+    while time.time() < deadline and completed() < 4:
+        time.sleep(0.1)
+    driver.kill()
+    driver.wait()
+    before = {r.id: r for r in sn.Study.load(db, "resumable").records}
+    assert any(r.status == "running" for r in before.values())  # killed with trials in flight
+    time.sleep(0.5)
+    for pid in set(pids.read_text().split()):  # the workers died with their driver
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+
+    rerun = subprocess.run([sys.executable, str(script), str(db), str(pids)], timeout=120)
+    assert rerun.returncode == 0
+    after = sn.Study.load(db, "resumable").records
+    assert [r.id for r in after] == list(range(1, 17))
+    assert all(r.status == "completed" for r in after)
+    for trial_id, record in before.items():  # finished trials kept as they were; interrupted ones redone
+        if record.status == "completed":
+            assert after[trial_id - 1].finished_at == record.finished_at
+        assert after[trial_id - 1].dna == record.dna
