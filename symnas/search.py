@@ -90,6 +90,12 @@ def search(space: Any,
     execution.check_trial_timeout(trial_timeout)
     if backend not in (None, "local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}.")
+    if backend != "ray" and (address is not None or resources is not None):
+        raise ValueError("address= and resources= apply to backend='ray' only.")
+    if backend == "ray":
+        from symnas import ray_execution  # pylint: disable=import-outside-toplevel
+        ray_execution.check_resources(resources)
+        ray_execution.check_address(address)  # before the study is created
     if algorithm is None:
         from symnas.algorithms import Random  # pylint: disable=import-outside-toplevel
         algorithm = Random()
@@ -117,6 +123,10 @@ def run_trials(session: SearchSession, evaluate: Callable[[Any], Any], num_trial
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}.")
     elif address is not None or resources is not None:
         raise ValueError("address= and resources= apply to backend='ray' only.")
+    if backend == "ray":
+        from symnas import ray_execution  # pylint: disable=import-outside-toplevel
+        ray_execution.check_resources(resources)
+        ray_execution.check_address(address)  # before the study is created
     elif workers == 1 and trial_timeout is None:
         run_sequential(session, evaluate, num_trials, progress)
     else:

@@ -123,3 +123,4 @@ def test_an_unreachable_address_is_a_connection_error_naming_it(tmp_path):
     with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
         sn.search(SPACE, toy_objective, num_trials=2, storage=tmp_path / "u.db", progress=False,
                   backend="ray", address=f"127.0.0.1:{port}")
+    assert not (tmp_path / "u.db").exists()  # nothing was created before the check
