@@ -124,3 +124,12 @@ def test_an_unreachable_address_is_a_connection_error_naming_it(tmp_path):
         sn.search(SPACE, toy_objective, num_trials=2, storage=tmp_path / "u.db", progress=False,
                   backend="ray", address=f"127.0.0.1:{port}")
     assert not (tmp_path / "u.db").exists()  # nothing was created before the check
+
+
+def test_the_command_line_runs_a_search_on_the_cluster(cluster, tmp_path, capsys):
+    from symnas import cli
+    db = tmp_path / "cli.db"
+    assert cli.main(["search", "toy", "--trials", "4", "--storage", str(db), "--backend", "ray",
+                     "--address", cluster, "--cpus-per-trial", "1", "--no-progress"]) == 0
+    assert "4 trials 4 completed" in capsys.readouterr().out
+    assert len(sn.Study.load(db).completed) == 4
