@@ -18,6 +18,7 @@ import os
 import pathlib
 import sqlite3
 import threading
+import time
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from symnas.trial import FINISHED_STATUSES, RUNNING, TrialRecord
@@ -190,7 +191,7 @@ class SQLiteStorage(Storage):
                                              check_same_thread=False)
             except sqlite3.OperationalError as error:
                 raise StorageError(f"Cannot open study file {self.path!r}: {error}.") from error
-            connection.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(connection)
             # WAL + NORMAL survives a killed process (not a power cut) without an fsync per trial.
             connection.execute("PRAGMA synchronous=NORMAL")
             self._local.connection = connection
@@ -288,6 +289,20 @@ class SQLiteStorage(Storage):
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+
+def _enable_wal(connection: sqlite3.Connection, timeout_s: float = 60.0) -> None:
+    """Switches to WAL; retried because SQLite answers "database is locked" at once, without waiting
+    for the busy timeout, while another process is creating the same file."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _check_writable(path: str) -> None:
