@@ -32,19 +32,22 @@ def neural_variants():
     import symnas as sn  # pylint: disable=import-outside-toplevel
     P = sn.program
     return {"original": [], "group2": [P.Group(2)], "group4": [P.Group(4)],
-            "bottleneck2": [P.Bottleneck(2)], "group2+bottleneck2": [P.Group(2), P.Bottleneck(2)]}
+            "bottleneck2": [P.Bottleneck(2)], "group2+bottleneck2": [P.Group(2), P.Bottleneck(2)],
+            "spatial2": [P.Bottleneck(2, axis="oh"), P.Bottleneck(2, axis="ow")]}
 
 
 def reference_args(steps):
-    """F.conv2d arguments equal to the neural variant (groups, output channels)."""
-    groups, out = 1, LAYER["c_out"]
+    """F.conv2d arguments equal to the neural variant (groups, output channels, stride)."""
+    groups, out, stride = 1, LAYER["c_out"], LAYER["stride"]
     for step in steps:
         name = type(step).__name__
         if name == "Group":
             groups *= step.groups
-        elif name == "Bottleneck":
+        elif name == "Bottleneck" and step.axis == "co":
             out //= step.factor
-    return {"groups": groups, "c_out": out}
+        elif name == "Bottleneck":
+            stride *= step.factor  # both oh and ow are halved: a strided convolution
+    return {"groups": groups, "c_out": out, "stride": stride}
 
 
 def export(directory, configs):
@@ -180,16 +183,16 @@ def run(directory):
         launch = driver.launcher(function, job["grid"], job["block"],
                                  [tensors[a] for a in job["args"]], stream)
         launch()
-        expected = F.conv2d(x, w, stride=layer["stride"], padding=pad, groups=ref["groups"])
+        expected = F.conv2d(x, w, stride=ref["stride"], padding=pad, groups=ref["groups"])
         torch.cuda.synchronize()
         error = (out - expected).abs().max().item()
         latency = time_cuda(launch, torch)
-        key = (ref["groups"], ref["c_out"])
+        key = (ref["groups"], ref["c_out"], ref["stride"])
         if key not in cudnn:
-            cudnn[key] = time_cuda(lambda: F.conv2d(x, w, stride=layer["stride"], padding=pad,
+            cudnn[key] = time_cuda(lambda: F.conv2d(x, w, stride=ref["stride"], padding=pad,
                                                     groups=ref["groups"]), torch)
         rows.append((job, latency, error, cudnn[key]))
-    original = cudnn[(1, layer["c_out"])]
+    original = cudnn[(1, layer["c_out"], layer["stride"])]
     flops0 = max(job["flops"] for job in manifest["kernels"])
     print(f"{'kernel':36} {'TVM ms':>8} {'cuDNN same op':>13} {'vs cuDNN orig':>13} "
           f"{'FLOPs':>6} {'max err':>8}")

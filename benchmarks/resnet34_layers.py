@@ -9,7 +9,7 @@ its sequence, FLOPs ratio, and the speedup over the best baseline; then geometri
 Torch is timed in a fresh process (before and after the TVM work, best of the two),
 because TVM's spinning worker threads slow torch's in the same process.
 
-    python benchmarks/resnet34_layers.py --trials 40 --tune-trials 32
+    python benchmarks/resnet34_layers.py --trials 24 --tune-trials 16 --tune-layers 0,5,8
     python benchmarks/resnet34_layers.py --quick          # 2 layers, few trials
 """
 import argparse
@@ -54,14 +54,26 @@ def make_op(layer):
 
 
 def torch_baselines(layers, repeat=7):
-    """Median torch latency per layer, timed in a fresh process without TVM."""
-    code = ("import json,sys,symnas as sn;from benchmarks.resnet34_layers import *;"
+    """Median torch latency per layer, timed in a fresh process without TVM, at 1 thread and
+    at the core count, the faster of the two (on a busy machine oneDNN's spinning threads
+    can lose much more than one core's worth)."""
+    code = ("import json,os,sys,symnas as sn;from benchmarks.resnet34_layers import *;"
             "layers=json.loads(sys.argv[1]);"
-            f"print(json.dumps([P.time_torch_conv(make_op(l), repeat={repeat}) for l in layers]))")
+            f"print(json.dumps([min(P.time_torch_conv(make_op(l), repeat={repeat}, threads=t) "
+            "for t in sorted({1, os.cpu_count()})) for l in layers]))")
     out = subprocess.run([sys.executable, "-c", code, json.dumps(layers)], check=True,
                          capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def template_steps(op):
+    """Our fixed program-only templates for the layer (no neural steps)."""
+    kernel = op.kernel()
+    if kernel.ow >= 16:
+        return [P.cpu_conv_template(4, 2)]
+    rows = 2 if kernel.oh % 2 == 0 and 2 * kernel.ow <= 32 else 1
+    return [P.cpu_packed_conv_template(16, rows), P.cpu_conv_template(4, 2)]
 
 
 def neural_summary(schedule):
@@ -111,9 +123,12 @@ def geomean(values):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=40, help="trials per algorithm per layer")
-    parser.add_argument("--tune-trials", type=int, default=32,
-                        help="MetaSchedule trials per layer (0 skips it)")
+    parser.add_argument("--trials", type=int, default=24, help="trials per algorithm per layer")
+    parser.add_argument("--tune-trials", type=int, default=16,
+                        help="MetaSchedule trials per tuned layer (0 skips it)")
+    parser.add_argument("--tune-layers", type=str, default="0,5,8",
+                        help="indices of the layers MetaSchedule tunes ('all'); its builds "
+                             "and runs take minutes per layer on a busy 2-core machine")
     parser.add_argument("--max-reduction", type=float, default=8.0,
                         help="reject kernels whose FLOPs shrink more than this factor")
     parser.add_argument("--layers", type=str, default=None, help="comma-separated indices")
@@ -129,7 +144,8 @@ def main():
 
     print(f"# ResNet-34 (CIFAR, batch 1) conv layers -- {datetime.datetime.utcnow():%Y-%m-%d %H:%M}"
           f" UTC, {platform.node()}, {os.cpu_count()} cores, target {P.host_target()}, "
-          f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, torch threads the same")
+          f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, torch at 1 and "
+          f"{os.cpu_count()} threads (the faster)")
     print(f"# search: Random and Reinforce, {args.trials} trials each per layer; "
           f"MetaSchedule {args.tune_trials} trials; FLOPs reduction capped at "
           f"{args.max_reduction}x (no Fisher legality yet)")
@@ -139,10 +155,12 @@ def main():
     for index, layer in enumerate(layers):
         op = make_op(layer)
         naive = P.Schedule(op, []).measure(repeat=3, min_repeat_ms=10).latency_ms
-        tuned = (P.tune_metaschedule(op, trials=args.tune_trials) if args.tune_trials
-                 else P.TuningResult(float("nan"), 0, 0.0, "skipped"))
-        program_only = P.Schedule(op, P.cpu_conv_template(4, 2)).measure(
-            repeat=7, min_repeat_ms=20).latency_ms
+        tune = args.tune_trials and (args.tune_layers == "all" or LAYERS.index(layer) in
+                                     [int(i) for i in args.tune_layers.split(",")])
+        tuned = (P.tune_metaschedule(op, trials=args.tune_trials) if tune
+                 else P.TuningResult(float("nan"), 0, 0.0, "not tuned"))
+        program_only = min(P.Schedule(op, steps).measure(repeat=7, min_repeat_ms=20).latency_ms
+                           for steps in template_steps(op))
         results = {}
         candidates = []
         for name, algorithm in (("random", sn.algorithms.Random(seed=args.seed)),

@@ -24,16 +24,17 @@ from symnas.program.measure import (Measurement, TuningResult, time_torch, time_
 from symnas.program.neural import Bottleneck, Depthwise, Group, NeuralStep, Partition
 from symnas.program.operators import Conv2d, Dense, DepthwiseConv2d, Operator
 from symnas.program.schedule import Schedule
-from symnas.program.search_space import (cpu_conv_template, dense_template, gpu_conv_template,
+from symnas.program.search_space import (cpu_conv_template, cpu_packed_conv_template,
+                                         dense_template, gpu_conv_template,
                                          neural_choices, transformation_space)
 from symnas.program.transformations import (Bind, CacheWrite, DecomposeReduction, Fuse,
-                                            Interchange, ProgramStep, Reorder, Split, Step, Tile,
+                                            Interchange, PackWeights, ProgramStep, Reorder, Split, Step, Tile,
                                             Unroll, Vectorize, Parallel)
 
 __all__ = ["IllegalTransformation", "Kernel", "KernelPart", "cuda_target", "host_target",
            "resolve_target", "Measurement", "TuningResult", "time_torch", "time_torch_conv",
            "tune_metaschedule", "Bottleneck", "Depthwise", "Group", "NeuralStep", "Partition",
-           "Conv2d", "Dense", "DepthwiseConv2d", "Operator", "Schedule", "cpu_conv_template",
+           "Conv2d", "Dense", "DepthwiseConv2d", "Operator", "Schedule", "cpu_conv_template", "cpu_packed_conv_template", "PackWeights",
            "dense_template", "gpu_conv_template", "neural_choices", "transformation_space",
            "Bind", "CacheWrite", "DecomposeReduction", "Fuse", "Interchange", "ProgramStep",
            "Reorder", "Split", "Step", "Tile", "Unroll", "Vectorize", "Parallel"]

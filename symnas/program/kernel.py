@@ -78,6 +78,7 @@ class Kernel:
     parts: Tuple[KernelPart, ...]
     bh: int = 1          # spatial bottleneck factors (strided output rows / columns)
     bw: int = 1
+    weight_block: int = 0  # >0: TVM weights packed as [co / block, ci, kh, kw, block]
 
     # ---- shape bookkeeping -------------------------------------------------
     def rows(self, part: KernelPart) -> int:
@@ -152,6 +153,23 @@ class Kernel:
                       * part.ci_per_group * self.k * self.k)
         return total
 
+    def tvm_weight_shapes(self) -> List[Tuple[int, ...]]:
+        """Weight shapes the TVM kernel takes (packed when ``weight_block`` is set)."""
+        b = self.weight_block
+        if not b:
+            return self.weight_shapes()
+        return [(o // b, i, kh, kw, b) for (o, i, kh, kw) in self.weight_shapes()]
+
+    def pack_weight(self, weight):
+        """An OIHW numpy weight in the layout the TVM kernel takes."""
+        import numpy as np  # pylint: disable=import-outside-toplevel
+
+        b = self.weight_block
+        if not b:
+            return weight
+        o, i, kh, kw = weight.shape
+        return np.ascontiguousarray(weight.reshape(o // b, b, i, kh, kw).transpose(0, 2, 3, 4, 1))
+
     def loop_extents(self, part_index: int = 0) -> Dict[str, int]:
         part = self.parts[part_index]
         if self.kind == "dense":
@@ -175,7 +193,7 @@ class Kernel:
 
         data = te.placeholder(self.input_shape(), name="data")
         weights = [te.placeholder(s, name=f"weight{i}")
-                   for i, s in enumerate(self.weight_shapes())]
+                   for i, s in enumerate(self.tvm_weight_shapes())]
         if self.kind == "conv2d" and self.pad:
             p = self.pad
             padded = te.compute(
@@ -211,12 +229,16 @@ class Kernel:
                                                    axis=[ci]), name=name)
         kh = te.reduce_axis((0, self.k), name="kh")
         kw = te.reduce_axis((0, self.k), name="kw")
-        s, bh, bw = self.stride, self.bh, self.bw
+        s, bh, bw, b = self.stride, self.bh, self.bw, self.weight_block
+
+        def w(co):
+            return weight[co // b, ci, kh, kw, co % b] if b else weight[co, ci, kh, kw]
+
         return te.compute(
             (self.batch, part.c_out, self.rows(part), self.cols),
             lambda n, co, oh, ow: te.sum(
                 padded[n, channel(co), (part.oh_start + oh * bh) * s + kh, ow * bw * s + kw]
-                * weight[co, ci, kh, kw], axis=[ci, kh, kw]),
+                * w(co), axis=[ci, kh, kw]),
             name=name)
 
     def _te_concat(self, outputs):

@@ -72,6 +72,8 @@ def time_schedule(schedule, target: TargetLike = None, number: int = 0, repeat: 
                          "by benchmarks/gpu_conv.py on the GPU machine")
     executable = schedule.build(resolved)
     x, weights = schedule.random_inputs()
+    kernel = schedule.kernel()
+    weights = [kernel.pack_weight(w) for w in weights]
     device = tvm.cpu()
     args = [tvm.runtime.tensor(a, device) for a in [x] + weights]
     args.append(tvm.runtime.tensor(np.zeros(schedule.output_shape, "float32"), device))
@@ -81,11 +83,13 @@ def time_schedule(schedule, target: TargetLike = None, number: int = 0, repeat: 
                        latency_std_ms=statistics.pstdev(results), repeats=results)
 
 
-def time_torch(module, x, repeat: int = 5, min_repeat_ms: float = 20.0) -> List[float]:
-    """Per-call milliseconds of a torch module under no_grad, at TVM's thread count."""
+def time_torch(module, x, repeat: int = 5, min_repeat_ms: float = 20.0,
+               threads: Optional[int] = None) -> List[float]:
+    """Per-call milliseconds of a torch module under no_grad, at `threads` (default: TVM's
+    thread count)."""
     import torch  # pylint: disable=import-outside-toplevel
 
-    torch.set_num_threads(num_threads())
+    torch.set_num_threads(threads or num_threads())
     with torch.no_grad():
         for _ in range(3):
             module(x)
@@ -102,7 +106,7 @@ def time_torch(module, x, repeat: int = 5, min_repeat_ms: float = 20.0) -> List[
     return results
 
 
-def time_torch_conv(op, repeat: int = 5) -> float:
+def time_torch_conv(op, repeat: int = 5, threads: Optional[int] = None) -> float:
     """Median ms of the untransformed operator as a plain torch layer (oneDNN on CPU)."""
     import torch  # pylint: disable=import-outside-toplevel
 
@@ -114,13 +118,13 @@ def time_torch_conv(op, repeat: int = 5) -> float:
                                  kernel.pad, groups=kernel.parts[0].groups, bias=False)
     module.eval()
     x = torch.randn(kernel.input_shape())
-    return statistics.median(time_torch(module, x, repeat))
+    return statistics.median(time_torch(module, x, repeat, threads=threads))
 
 
 def _metaschedule_build(mod, target, _params):
-    """MetaSchedule's build without importing every tensor intrinsic (~40 s per worker)."""
+    """MetaSchedule's build without importing ``tvm.s_tir.tensor_intrin`` (its package
+    imports every intrinsic, ~40 s per fresh worker; fp32 schedules do not tensorize)."""
     # pylint: disable=import-outside-toplevel
-    import tvm.s_tir.tensor_intrin.x86  # noqa: F401  pylint: disable=unused-import
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 

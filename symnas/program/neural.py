@@ -32,6 +32,7 @@ class NeuralStep(Step):
     """A step that changes the kernel's values (its legality is a question for Fisher Potential)."""
 
     is_neural = True
+    changes_kernel = True
 
     def apply(self, nest: LoopNest) -> None:
         """Program-step replay: a neural step has no loop effect of its own."""

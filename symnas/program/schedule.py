@@ -85,7 +85,7 @@ class Schedule(pg.Object):
         for block_name in kernel.block_names():
             nest = LoopNest(initial, sch, sch.get_sblock(block_name), target_kind=kind)
             for position, step in self._indexed_steps():
-                if step.is_neural:
+                if step.changes_kernel:
                     continue
                 try:
                     step.apply(nest)
@@ -117,7 +117,7 @@ class Schedule(pg.Object):
     def random_inputs(self, seed: int = 0):
         """A random input and weights with this kernel's shapes (float32 numpy)."""
         rng = np.random.default_rng(seed)
-        x = rng.uniform(-1, 1, self.input_shape).astype("float32")
+        x = rng.uniform(-1, 1, tuple(self.input_shape)).astype("float32")
         weights = [rng.uniform(-1, 1, s).astype("float32") for s in self.weight_shapes]
         return x, weights
 
@@ -128,13 +128,15 @@ class Schedule(pg.Object):
         if target_kind(target) != "llvm":
             raise ValueError("run() executes on this CPU; use a CPU target")
         func = self.build(target).jit()["main"]
+        kernel = self.kernel()
         arrays = [_numpy(x)] + [_numpy(w) for w in _as_list(weights)]
         shapes = [tuple(self.input_shape)] + [tuple(s) for s in self.weight_shapes]
+        if len(arrays) != len(shapes):
+            raise ValueError(f"expected {len(shapes) - 1} weight tensors, got {len(arrays) - 1}")
         for i, (array, shape) in enumerate(zip(arrays, shapes)):
             if array.shape != shape:
                 raise ValueError(f"argument {i} has shape {array.shape}, expected {shape}")
-        if len(arrays) != len(shapes):
-            raise ValueError(f"expected {len(shapes) - 1} weight tensors, got {len(arrays) - 1}")
+        arrays = [arrays[0]] + [kernel.pack_weight(w) for w in arrays[1:]]
         device = tvm.cpu()
         args = [tvm.runtime.tensor(a, device) for a in arrays]
         out = tvm.runtime.tensor(np.zeros(self.output_shape, "float32"), device)
@@ -162,7 +164,7 @@ def _fold_kernel(op: Operator, indexed_steps) -> Kernel:
     nest = LoopNest(list(kernel.loop_extents()))
     for position, step in indexed_steps:
         try:
-            if step.is_neural:
+            if step.changes_kernel:
                 kernel = step.apply_to_kernel(kernel, nest)
             else:
                 step.apply(nest)

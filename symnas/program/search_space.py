@@ -20,7 +20,8 @@ from symnas.program.neural import Bottleneck, Depthwise, Group, Partition
 from symnas.program.operators import Operator
 from symnas.program.schedule import Schedule
 from symnas.program.transformations import (Bind, CacheWrite, DecomposeReduction, Fuse,
-                                            Parallel, Reorder, Split, Step, Unroll, Vectorize)
+                                            PackWeights, Parallel, Reorder, Split, Step, Unroll,
+                                            Vectorize)
 
 
 def cpu_conv_template(co_block=4, oh_block=2, ow_block=None) -> List[Step]:
@@ -41,6 +42,19 @@ def cpu_conv_template(co_block=4, oh_block=2, ow_block=None) -> List[Step]:
               Fuse(outer), Parallel("*".join(outer))]
     steps += [Unroll("co.1"), Unroll("oh.1"), Vectorize(ow), DecomposeReduction("ci")]
     return steps
+
+
+def cpu_packed_conv_template(co_block=16, oh_block=2) -> List[Step]:
+    """Program steps of a direct convolution vectorized over output channels.
+
+    For small feature maps (rows of 4-8 outputs are too short to vectorize): weights
+    packed as ``[co / co_block, ci, kh, kw, co_block]``, ``oh_block`` rows x the whole
+    width x `co_block` channels accumulate in registers, vectorized over channels.
+    """
+    return [PackWeights(co_block), Split("co", co_block), Split("oh", oh_block),
+            Reorder(["n", "co.0", "oh.0", "ci", "kh", "kw", "oh.1", "ow", "co.1"]),
+            CacheWrite(at="oh.0"), Fuse(["n", "co.0", "oh.0"]), Parallel("n*co.0*oh.0"),
+            Unroll("oh.1"), Unroll("ow"), Vectorize("co.1"), DecomposeReduction("ci")]
 
 
 def gpu_conv_template(co_block=4, oh_block=2, threads_co=8, threads_oh=4) -> List[Step]:
@@ -97,9 +111,11 @@ def neural_choices(op: Operator, groups: Sequence[int] = (2, 4),
 def transformation_space(op: Operator, max_steps: int = 3, neural: bool = True,
                          program: bool = True, target: str = "llvm",
                          groups: Sequence[int] = (2, 4), bottlenecks: Sequence[int] = (2, 4),
-                         spatial: bool = True, partition: bool = True) -> Schedule:
+                         spatial: bool = True, partition: bool = True,
+                         template: str = "auto") -> Schedule:
     """A Schedule with search points: `max_steps` optional neural steps, then a searchable
-    program template (CPU or GPU). Illegal combinations raise IllegalTransformation when
+    program template (CPU: ``"rows"`` vectorizes the output width, ``"packed"`` the output
+    channels; ``"auto"`` picks by the row length; or GPU with ``target="cuda"``). Illegal combinations raise IllegalTransformation when
     lowered; a search skips them."""
     steps: List[Optional[Step]] = []
     if neural and max_steps > 0:
@@ -114,11 +130,15 @@ def transformation_space(op: Operator, max_steps: int = 3, neural: bool = True,
                                        oh_block=pg.oneof([1, 2]),
                                        threads_co=pg.oneof([4, 8, 16]),
                                        threads_oh=pg.oneof([1, 2, 4]))
-        else:
+        elif template == "rows" or (template == "auto" and kernel.ow >= 16):
             # Wide rows: split the width so a spatial bottleneck (half the width) still fits.
-            wide = kernel.ow >= 16
             steps += cpu_conv_template(
                 co_block=pg.oneof([2, 4, 8, 16]),
                 oh_block=pg.oneof([1, 2, 4]),
-                ow_block=pg.oneof([8, 16]) if wide else None)
+                ow_block=pg.oneof([8, 16]) if kernel.ow >= 16 else None)
+        else:
+            # Short rows: vectorize over output channels instead, with packed weights.
+            rows = [r for r in (1, 2, 4) if r * kernel.ow <= 32 and kernel.oh % r == 0] or [1]
+            steps += cpu_packed_conv_template(co_block=pg.oneof([8, 16]),
+                                              oh_block=pg.oneof(rows))
     return Schedule(op, steps)

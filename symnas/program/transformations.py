@@ -24,10 +24,16 @@ class Step(pg.Object):
     """One transformation of a loop nest."""
 
     is_neural = False
+    # Steps that change the compute definition (neural steps, weight packing) are folded
+    # into the kernel before the TE PrimFunc is generated.
+    changes_kernel = False
 
     def apply(self, nest: LoopNest) -> None:
         """Applies the step to one block's loops (names only when not scheduling)."""
         raise NotImplementedError
+
+    def apply_to_kernel(self, kernel, nest: LoopNest):
+        return kernel
 
 
 class ProgramStep(Step):
@@ -209,3 +215,30 @@ class DecomposeReduction(ProgramStep):
         nest.check(self.loop)
         if nest.scheduling:
             nest.sch.decompose_reduction(nest.block, nest.rv(self.loop))
+
+
+class PackWeights(ProgramStep):
+    """Stores the weights as ``[co / block, ci, kh, kw, block]`` (packed once, offline) so a
+    loop over ``block`` output channels reads contiguous weights and can be vectorized.
+
+    Values are unchanged; ``Schedule.run`` packs OIHW weights before calling the kernel.
+    """
+
+    block: int
+    changes_kernel = True
+
+    def apply(self, nest: LoopNest) -> None:
+        """Loops are unchanged; the packing is part of the compute definition."""
+
+    def apply_to_kernel(self, kernel, nest: LoopNest):
+        import dataclasses  # pylint: disable=import-outside-toplevel
+
+        if not isinstance(self.block, int) or self.block < 1:
+            raise StepError(f"weight block must be a positive int, got {self.block!r}")
+        for i, part in enumerate(kernel.parts):
+            if part.c_out % self.block:
+                raise StepError(f"weight block {self.block} does not divide the {part.c_out} "
+                                f"output channels of part {i}")
+        if kernel.kind != "conv2d":
+            raise StepError("weight packing is implemented for convolutions")
+        return dataclasses.replace(kernel, weight_block=self.block)
