@@ -131,8 +131,8 @@ def command_search(args) -> int:
         raise CommandError(f"--trials must be >= 0, got {args.trials}.")
     _check_execution_args(args)
     algorithm = make_algorithm(args.algorithm, args.seed)
-    storage = SQLiteStorage(args.storage)  # checks the folder and the file before any work
     source = builtin_spaces.load_source(args.source)
+    storage = SQLiteStorage(args.storage)  # created only once the search is known to be valid
     session = SearchSession(source.space, algorithm, storage=storage, name=args.name,
                             objectives=source.objectives,
                             extra_info={SOURCE_KEY: source.info, TRIALS_KEY: args.trials})

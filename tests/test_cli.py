@@ -146,3 +146,20 @@ def test_resume_of_a_study_not_started_from_the_command_line_explains_why(tmp_pa
     sn.search(pg.Dict(x=pg.oneof([1, 2])), lambda v: v.x, num_trials=2, storage=db, progress=False)
     expect_error(capsys, ["resume", str(db)], "not started by the symnas command line")
     expect_error(capsys, ["show", str(db), "--name", "nope"], "no study named 'nope'")
+
+
+def test_nasbench201_builtin_looks_architectures_up_in_the_table(nasbench201_table, tmp_path, capsys):
+    db = tmp_path / "nb.db"
+    assert cli.main(["search", "nasbench201", "--algorithm", "evolution", "--trials", "20", "--seed", "0",
+                     "--storage", str(db), "--no-progress"]) == 0
+    study = Study.load(db)
+    assert len(study.completed) == 20
+    assert 0.0 < study.best_trial.metrics["accuracy"] <= 100.0 and "test_accuracy" in study.best_trial.metrics
+    assert cli.main(["show", str(db)]) == 0
+    assert "NASBench201(" in capsys.readouterr().out
+
+
+def test_nasbench201_builtin_without_data_names_the_variable(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SYMNAS_DATA", raising=False)
+    expect_error(capsys, ["search", "nasbench201", "--storage", str(tmp_path / "nb.db")], "SYMNAS_DATA")
+    assert not (tmp_path / "nb.db").exists()
