@@ -1,0 +1,60 @@
+"""The examples a user runs first: notebooks executed end to end, scripts on small settings.
+
+Notebooks run with nbclient on the ``python3`` kernel (CI: ``python -m ipykernel install
+--sys-prefix`` makes it available in the virtual environment).
+"""
+import importlib.util
+import pathlib
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def _execute_notebook(name):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(EXAMPLES / name, as_version=4)
+    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=300,
+                            resources={"metadata": {"path": str(EXAMPLES)}}).execute()
+    return notebook
+
+
+def _outputs(notebook):
+    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+
+
+def test_quickstart_notebook_runs_and_renders_html_and_a_plot():
+    outputs = _outputs(_execute_notebook("quickstart.ipynb"))
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("text/html" in o.get("data", {}) for o in outputs)     # symbolic objects as HTML
+    assert any("image/png" in o.get("data", {}) for o in outputs)     # study.plot()
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "accuracy" in text and "MaxPool" in text
+
+
+def test_joint_search_notebook_compares_three_spaces():
+    outputs = _outputs(_execute_notebook("joint_search.ipynb"))
+    text = "".join(o.get("text", "") for o in outputs)
+    for name in ("joint", "arch-only", "hp-only"):
+        assert f"{name}" in text
+    assert "best validation accuracy" in text
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), EXAMPLES / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mobilenetv2_s1_takes_at_most_23_added_lines_and_algorithms_swap_in_one_line(capsys):
+    example = _load_script("mobilenetv2_spaces.py")
+    added = example.main(["--trials", "1", "--width", "0.1"])
+    assert added <= 23
+    out = capsys.readouterr().out
+    assert f"S1: {added} added/changed lines" in out
+    for name in ("Random", "Bayesian", "Reinforce"):
+        assert f"{name:9s}: best accuracy" in out
+    lines = list(example.ALGORITHM_LINES.values())
+    assert all(len(line.splitlines()) == 1 for line in lines) and len(set(lines)) == 3
