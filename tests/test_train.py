@@ -161,3 +161,15 @@ def test_accuracy_curve_rule_uses_lambda_of_progress():
     assert policy.should_stop_early(_trial(3, [(2, 0.4)]))
     # At the end lambda = 1: anything below the best stops.
     assert policy.should_stop_early(_trial(4, [(10, 0.89)]))
+
+
+def test_diverging_trial_fails_in_sn_search_and_the_search_goes_on():
+    space = _trainer(model=sn.nn.Sequential([sn.nn.Conv(8, 3), sn.nn.ReLU()]),
+                     optimizer=sn.train.SGD(pg.oneof([1e6, 1e-2])), epochs=1, train_size=256)
+    study = sn.search(space, algorithm=pg.geno.Sweeping(), num_trials=2, storage=None,
+                      progress=False)
+    statuses = sorted(r.status for r in study.records)
+    assert statuses == ["completed", "failed"]
+    failed = next(r for r in study.records if r.status == "failed")
+    assert "diverged" in failed.error
+    assert study.best.optimizer.lr == 1e-2
