@@ -53,8 +53,9 @@ def cpu_packed_conv_template(co_block=16, oh_block=2) -> List[Step]:
     """
     return [PackWeights(co_block), Split("co", co_block), Split("oh", oh_block),
             Reorder(["n", "co.0", "oh.0", "ci", "kh", "kw", "oh.1", "ow", "co.1"]),
-            CacheWrite(at="oh.0"), Fuse(["n", "co.0", "oh.0"]), Parallel("n*co.0*oh.0"),
-            Unroll("oh.1"), Unroll("ow"), Vectorize("co.1"), DecomposeReduction("ci")]
+            CacheWrite(at="oh.0", channel_block=co_block), Fuse(["n", "co.0", "oh.0"]),
+            Parallel("n*co.0*oh.0"), Unroll("oh.1"), Unroll("ow"), Vectorize("co.1"),
+            DecomposeReduction("ci")]
 
 
 def gpu_conv_template(co_block=4, oh_block=2, threads_co=8, threads_oh=4) -> List[Step]:
@@ -130,12 +131,12 @@ def transformation_space(op: Operator, max_steps: int = 3, neural: bool = True,
                                        oh_block=pg.oneof([1, 2]),
                                        threads_co=pg.oneof([4, 8, 16]),
                                        threads_oh=pg.oneof([1, 2, 4]))
-        elif template == "rows" or (template == "auto" and kernel.ow >= 16):
+        elif template == "rows" or (template == "auto" and kernel.ow >= 8):
             # Wide rows: split the width so a spatial bottleneck (half the width) still fits.
             steps += cpu_conv_template(
                 co_block=pg.oneof([2, 4, 8, 16]),
                 oh_block=pg.oneof([1, 2, 4]),
-                ow_block=pg.oneof([8, 16]) if kernel.ow >= 16 else None)
+                ow_block=pg.oneof([8, 16]) if kernel.ow >= 32 else None)
         else:
             # Short rows: vectorize over output channels instead, with packed weights.
             rows = [r for r in (1, 2, 4) if r * kernel.ow <= 32 and kernel.oh % r == 0] or [1]

@@ -185,17 +185,27 @@ class Bind(_Annotate):
 class CacheWrite(ProgramStep):
     """Accumulates into a ``scope`` buffer and writes it back under loop ``at``.
 
-    The write-back's innermost loop is vectorized on CPU targets.
+    The write-back's innermost loop is vectorized on CPU targets. With ``channel_block``
+    > 0 the accumulator of a convolution is laid out ``[n, co / block, oh, ow, block]`` so
+    a loop over ``block`` output channels is contiguous in it (needed to vectorize over
+    output channels).
     """
 
     at: str
     scope: str = "local"
+    channel_block: int = 0
 
     def apply(self, nest: LoopNest) -> None:
         nest.check(self.at)
         if not nest.scheduling:
             return
         write_back = nest.sch.cache_write(nest.block, 0, self.scope)
+        block = self.channel_block
+        if block:
+            if len(nest.sch.get(nest.block).iter_vars) != 7:
+                raise StepError("channel_block applies to convolution accumulators")
+            nest.sch.transform_layout(nest.block, ("write", 0),
+                                      lambda n, c, h, w: (n, c // block, h, w, c % block))
         nest.sch.reverse_compute_at(write_back, nest.rv(self.at))
         if nest.target_kind == "llvm":
             inner = nest.sch.get_loops(write_back)[-1]
