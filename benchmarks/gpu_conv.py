@@ -38,7 +38,7 @@ def neural_variants():
 
 def reference_args(steps):
     """F.conv2d arguments equal to the neural variant (groups, output channels, stride)."""
-    groups, out, stride = 1, LAYER["c_out"], LAYER["stride"]
+    groups, out, stride = 1, LAYER["c_out"], [LAYER["stride"], LAYER["stride"]]
     for step in steps:
         name = type(step).__name__
         if name == "Group":
@@ -46,7 +46,8 @@ def reference_args(steps):
         elif name == "Bottleneck" and step.axis == "co":
             out //= step.factor
         elif name == "Bottleneck":
-            stride *= step.factor  # both oh and ow are halved: a strided convolution
+            # A spatial bottleneck keeps every factor-th output: a strided convolution.
+            stride[0 if step.axis == "oh" else 1] *= step.factor
     return {"groups": groups, "c_out": out, "stride": stride}
 
 
@@ -185,14 +186,18 @@ def run(directory):
         launch()
         expected = F.conv2d(x, w, stride=ref["stride"], padding=pad, groups=ref["groups"])
         torch.cuda.synchronize()
+        if expected.shape != out.shape:
+            print(f"skip {job['name']}: output {tuple(out.shape)} vs reference "
+                  f"{tuple(expected.shape)}")
+            continue
         error = (out - expected).abs().max().item()
         latency = time_cuda(launch, torch)
-        key = (ref["groups"], ref["c_out"], ref["stride"])
+        key = (ref["groups"], ref["c_out"], tuple(ref["stride"]))
         if key not in cudnn:
             cudnn[key] = time_cuda(lambda: F.conv2d(x, w, stride=ref["stride"], padding=pad,
                                                     groups=ref["groups"]), torch)
         rows.append((job, latency, error, cudnn[key]))
-    original = cudnn[(1, layer["c_out"], layer["stride"])]
+    original = cudnn[(1, layer["c_out"], (layer["stride"], layer["stride"]))]
     flops0 = max(job["flops"] for job in manifest["kernels"])
     print(f"{'kernel':36} {'TVM ms':>8} {'cuDNN same op':>13} {'vs cuDNN orig':>13} "
           f"{'FLOPs':>6} {'max err':>8}")
