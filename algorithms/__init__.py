@@ -4,7 +4,7 @@ Example::
 
     import pyglove as pg, symnas as sn
     space = pg.Dict(op=pg.oneof(['conv', 'pool']), lr=pg.floatv(1e-5, 1e-1, scale='log'))
-    algo = sn.algorithms.RegularizedEvolution(seed=0)      # or Random, Reinforce, Bayesian, NSGA2
+    algo = sn.algorithms.RegularizedEvolution(seed=0)      # or Random(), Reinforce(), Bayesian()
     for value, feedback in pg.sample(space, algo, num_examples=20):
         feedback(1.0 if value.op == 'conv' else 0.0)
 """

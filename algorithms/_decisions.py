@@ -174,17 +174,19 @@ class DecisionSpace:
 
     # ---- sampling ------------------------------------------------------------------------------
     def sample(self, choose: Callable[[ChoiceSlot, Sequence[int]], int],
-               draw: Callable[[FloatDecision], float]) -> Tuple[list, pg.DNA]:
+               draw: Callable[[FloatDecision], float], build: bool = True) -> Tuple[list, pg.DNA]:
         """Walks the active decisions in DNA order; returns (values, pg.DNA).
 
         ``choose(slot, banned)`` returns a candidate index not in ``banned`` (earlier picks of a
         distinct manyof); ``draw(decision)`` returns a float within the decision's range.
+        With ``build=False`` only the values are made (the DNA is None).
         """
         values = [None] * self.num_decisions
         node = _space_node(self._sample_space(self.root, values, choose, draw))
-        return values, make_dna(node)
+        return values, (make_dna(node) if build else None)
 
-    def assemble(self, values: list, fill_choose, fill_draw) -> Tuple[list, pg.DNA]:
+    def assemble(self, values: list, fill_choose=None, fill_draw=None,
+                 build: bool = True) -> Tuple[list, pg.DNA]:
         """DNA from an assignment; inactive-turned-active decisions are filled by the callbacks."""
         def choose(slot, banned):
             v = values[slot.index]
@@ -195,7 +197,7 @@ class DecisionSpace:
         def draw(dec):
             v = values[dec.index]
             return fill_draw(dec) if v is None else v
-        return self.sample(choose, draw)
+        return self.sample(choose, draw, build)
 
     def _sample_space(self, elements, values, choose, draw) -> List[_Node]:
         return [self._sample_element(e, values, choose, draw) for e in elements]
@@ -424,6 +426,9 @@ def check_reward(reward, num_objectives: Optional[int] = None):
     return tuple(out)
 
 
+_MAX_PENDING = 10000
+
+
 class DecisionAlgorithm(pg.DNAGenerator):
     """Base of the symnas algorithms that work on :class:`DecisionSpace` assignments.
 
@@ -444,6 +449,9 @@ class DecisionAlgorithm(pg.DNAGenerator):
 
     def _propose(self) -> pg.DNA:
         values, dna = self._propose_values()
+        if len(self._pending) >= _MAX_PENDING:
+            # Trials that never get feedback (failed evaluations) must not accumulate forever.
+            del self._pending[next(iter(self._pending))]
         self._pending[id(dna)] = (dna, values)
         return dna
 

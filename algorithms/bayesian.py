@@ -8,6 +8,8 @@ from symnas.algorithms._decisions import ChoiceSlot, DecisionAlgorithm, FloatDec
 
 __all__ = ["Bayesian"]
 
+_MAX_REPEATS = 20
+
 
 def _optuna():
     import optuna  # pylint: disable=import-outside-toplevel
@@ -35,6 +37,7 @@ class OptunaAlgorithm(DecisionAlgorithm):
     def _init_state(self):
         self._optuna = _optuna()
         self._asked = {}
+        self._known = {}   # assignment -> reward, to answer repeats without re-evaluation
         self._study = None
         self._rng = random.Random(self.seed)
         if self._directions() is not None:
@@ -58,8 +61,21 @@ class OptunaAlgorithm(DecisionAlgorithm):
             rng, space = self._rng, self._space
             return space.sample(lambda slot, banned: space.uniform_choice(slot, banned, rng),
                                 lambda dec: dec.from_unit(rng.random()))
-        trial = self._study.ask()
+        avoid = getattr(self, "avoid_duplicates", False)
+        for attempt in range(_MAX_REPEATS + 1):
+            trial = self._study.ask()
+            values = self._suggest(trial)
+            key = tuple(values)
+            if not avoid or key not in self._known or attempt == _MAX_REPEATS:
+                break
+            # A repeat of an evaluated point: answer it from memory and ask again, so the
+            # caller never pays for the same evaluation twice.
+            self._study.tell(trial, self._known[key])
+        values, dna = self._space.assemble(values)
+        self._asked[id(dna)] = (dna, trial)
+        return values, dna
 
+    def _suggest(self, trial) -> list:
         def choose(slot, banned):
             if slot.num_candidates == 1:
                 return 0
@@ -71,13 +87,12 @@ class OptunaAlgorithm(DecisionAlgorithm):
         def draw(dec: FloatDecision):
             return trial.suggest_float(dec.name, dec.low, dec.high, log=dec.scale == "log")
 
-        values, dna = self._space.sample(choose, draw)
-        self._asked[id(dna)] = (dna, trial)
-        return values, dna
+        return self._space.sample(choose, draw, build=False)[0]
 
     def _feedback(self, dna, reward):
         reward = self._check_reward(reward)
         values = self._values_of(dna)
+        self._known[tuple(values)] = reward
         entry = self._asked.pop(id(dna), None)
         if self._study is None:
             self._create_study_for(reward)
@@ -109,12 +124,17 @@ class OptunaAlgorithm(DecisionAlgorithm):
 
 @pg.members([
     ("sampler", pg.typing.Enum("tpe", ["tpe", "gp"]), "Optuna sampler: TPE or Gaussian process."),
-    ("n_startup_trials", pg.typing.Int(min_value=0, default=10),
+    ("n_startup_trials", pg.typing.Int(min_value=0, default=20),
      "Random trials before the model is used."),
     ("multivariate", pg.typing.Bool(default=True),
      "TPE: model decisions jointly (grouped by conditional path) instead of independently."),
     ("n_ei_candidates", pg.typing.Int(min_value=1, default=24),
      "TPE: candidates drawn per decision to maximise expected improvement."),
+    ("avoid_duplicates", pg.typing.Bool(default=True),
+     "If True, a suggestion that repeats an evaluated point is told its known reward and "
+     "replaced (up to 20 times), so each proposal is new. Assumes a deterministic objective."),
+    ("constant_liar", pg.typing.Bool(default=False),
+     "TPE: treat running trials as bad while proposing (use when trials run in parallel)."),
     ("seed", pg.typing.Int().noneable(), "Random seed of the sampler."),
 ])
 class Bayesian(OptunaAlgorithm):
@@ -136,4 +156,5 @@ class Bayesian(OptunaAlgorithm):
                                       warn_independent_sampling=False)
         return samplers.TPESampler(seed=self.seed, n_startup_trials=self.n_startup_trials,
                                    multivariate=self.multivariate, group=self.multivariate,
-                                   n_ei_candidates=self.n_ei_candidates, constant_liar=False)
+                                   n_ei_candidates=self.n_ei_candidates,
+                                   constant_liar=self.constant_liar)

@@ -8,6 +8,8 @@ from symnas.algorithms._decisions import ChoiceSlot, DecisionAlgorithm
 
 __all__ = ["RegularizedEvolution"]
 
+_MUTATION_TRIES, _MAX_TRIES = 30, 100
+
 
 @pg.members([
     ("population_size", pg.typing.Int(min_value=2, default=10),
@@ -27,8 +29,9 @@ class RegularizedEvolution(DecisionAlgorithm):
     random members of the population (the ``population_size`` most recent feedbacks) is copied and
     ``num_mutations`` of its active decisions are resampled: a choice takes another candidate (its
     conditional sub-decisions are drawn afresh), a float moves by a Gaussian step in its scale.
-    With ``avoid_duplicates`` (default) a child already proposed is mutated again, which saves
-    evaluations when the objective is deterministic (e.g. a tabular benchmark).
+    With ``avoid_duplicates`` (default) a child already proposed is mutated again (and after 30
+    repeats a random unseen point is proposed instead), which saves evaluations when the objective
+    is deterministic (e.g. a tabular benchmark).
 
     Example::
 
@@ -57,17 +60,20 @@ class RegularizedEvolution(DecisionAlgorithm):
         return dec.from_unit(self._rng.random())
 
     def _propose_values(self):
-        for _ in range(100):
-            if len(self._population) < self.population_size:
-                values, dna = self._space.sample(self._random_choice, self._random_float)
+        space = self._space
+        for attempt in range(_MAX_TRIES):
+            if len(self._population) < self.population_size or attempt >= _MUTATION_TRIES:
+                # Also the way out when every mutation tried is a repeat (e.g. all neighbours
+                # of the best were seen): a new random point costs less than a re-evaluation.
+                values, _ = space.sample(self._random_choice, self._random_float, build=False)
             else:
-                values, dna = self._space.assemble(self._mutate(self._select()),
-                                                   self._random_choice, self._random_float)
+                values, _ = space.assemble(self._mutate(self._select()), self._random_choice,
+                                           self._random_float, build=False)
             key = tuple(values)
             if not self.avoid_duplicates or key not in self._seen:
                 break
         self._seen.add(key)
-        return values, dna
+        return space.assemble(values)
 
     def _select(self) -> list:
         members = self._rng.sample(range(len(self._population)), self.tournament_size)

@@ -26,9 +26,10 @@ class NSGA2(OptunaAlgorithm):
 
         import pyglove as pg, symnas as sn
         space = pg.Dict(width=pg.oneof([8, 16, 32, 64]), depth=pg.oneof([1, 2, 3]))
-        for value, feedback in pg.sample(space, sn.algorithms.NSGA2(num_objectives=2, seed=0),
-                                         num_examples=30):
-            feedback((value.width * value.depth, -value.width))   # accuracy up, cost down
+        algo = sn.algorithms.NSGA2(num_objectives=2, seed=0)
+        for value, feedback in pg.sample(space, algo, num_examples=30,
+                                         metrics_to_optimize=['accuracy', 'neg_cost']):
+            feedback(metrics={'accuracy': value.width * value.depth, 'neg_cost': -value.width})
     """
 
     @property

@@ -153,7 +153,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     # 1. kernel table ------------------------------------------------------------------
     table = KernelTable(args.repeat)
     menus = {k: sn.spaces.neural_menu(op) for k, op in ops.items() if k in {s.key for s in sites}}
-    templates = {k: sn.spaces.program_templates(op) for k, op in ops.items()}
+    templates = {k: sn.spaces.program_templates(op)[:args.max_templates] for k, op in ops.items()}
     best: Dict[Any, List] = {}          # key -> per neural option (latency, template)
     torch_conv: Dict[Any, float] = {}
     t0 = time.perf_counter()
@@ -195,7 +195,10 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
 
     fisher_original = sum(scorer.original_scores.values())
 
+    counts = {"transformed": 0}
+
     def evaluate(candidate) -> Dict[str, Any]:
+        counts["transformed"] += sum(1 for l in candidate.layers if l.neural)
         failing, cand_total, latency, params = [], fisher_original, fixed_tvm, 0
         for layer in candidate.layers:
             site = site_by_path[layer.path]
@@ -208,8 +211,21 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             latency += table.measure(ops[site.key], layer.neural, layer.program)
         if args.mode == "network":
             failing = [] if cand_total >= fisher_original else ["network"] * max(1, len(failing))
+        elif args.rejection == "layer" and failing:
+            # each illegal layer transformation is rejected on its own: that layer keeps the original
+            # operator (its best compiled kernel) and the rest of the candidate goes on
+            for layer in candidate.layers:
+                site = site_by_path[layer.path]
+                idx = neural_index[site.key][fmt(layer.neural)]
+                if idx and not layer_check(layer.path, idx)[0]:
+                    latency += best[site.key][0][0] - table.measure(ops[site.key], layer.neural, layer.program)
+                    cand_total -= layer_check(layer.path, idx)[1] - layer_check(layer.path, idx)[2]
+            return {"fisher_original": fisher_original, "fisher_candidate": cand_total, "legal": True,
+                    "network_rejected": True, "rejected_layers": len(failing), "reward": -latency,
+                    "latency_ms": latency, "reason": f"{len(failing)} illegal layer transformations rejected "
+                                                     f"(kept the original layer), first {failing[0]}"}
         metrics = {"fisher_original": fisher_original, "fisher_candidate": cand_total,
-                   "legal": not failing, "failing_layers": len(failing)}
+                   "legal": not failing, "network_rejected": bool(failing), "rejected_layers": len(failing)}
         if failing:
             # rejected before compilation; the reward ranks it below every legal network and
             # fewer failing layers above more, so an algorithm can learn its way to legality
@@ -231,13 +247,17 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                       name=f"nas_pte_{name}")
     search_seconds = init_seconds + time.perf_counter() - t1
     trials = study.trials
-    legal_col = trials["legal"] if "legal" in trials else trials["metrics"].map(lambda m: m.get("legal"))
-    rejected = int((~legal_col.astype(bool)).sum())
+    def column(name):
+        return trials[name] if name in trials else trials["metrics"].map(lambda m: m.get(name))
+    rejected = int(column("network_rejected").astype(bool).sum())
+    rejected_layer_choices = int(column("rejected_layers").sum())
     layer_candidates = len(layer_legal)
     layer_rejected = sum(1 for v in layer_legal.values() if not v[0])
     best_candidate = study.best
-    print(f"  search: {args.trials} candidates ({args.algorithm}), {rejected} rejected by Fisher "
-          f"({100 * rejected / len(trials):.1f}%); {layer_candidates} distinct layer transformations scored, "
+    print(f"  search: {args.trials} candidates ({args.algorithm}, rejection per {args.rejection}), "
+          f"{rejected} had an illegal layer ({100 * rejected / len(trials):.1f}%); "
+          f"{rejected_layer_choices} of {counts['transformed']} proposed layer transformations rejected "
+          f"({100 * rejected_layer_choices / max(counts['transformed'], 1):.1f}%); {layer_candidates} distinct layer transformations scored, "
           f"{layer_rejected} illegal ({100 * layer_rejected / max(layer_candidates, 1):.1f}%); "
           f"{search_seconds:.1f} s (Fisher init {init_seconds:.1f} s, {scorer.evaluations} layer scorings)",
           flush=True)
@@ -254,6 +274,13 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     if args.mode == "network":   # the per-layer optimum is only optimal for per-layer legality
         greedy_tvm = math.inf
     search_tvm = -evaluate(best_candidate)["reward"] if best_candidate is not None else math.inf
+    if args.rejection == "layer" and best_candidate is not None:   # its illegal layers keep the original
+        best_candidate = best_candidate.clone(deep=True)
+        for layer in best_candidate.layers:
+            site = site_by_path[layer.path]
+            idx = neural_index[site.key][fmt(layer.neural)]
+            if idx and not layer_check(layer.path, idx)[0]:
+                layer.rebind(neural=[], program=list(best[site.key][0][1]), skip_notification=True)
     if greedy_tvm < search_tvm:
         chosen_source = "per-layer optimum over all scored options"
         chosen = {p: (menus[site_by_path[p].key][i], best[site_by_path[p].key][i][1]) for p, (_, i) in greedy.items()}
@@ -318,7 +345,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         backbone=name, date=datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
                 f"{torch.__version__}, threads {torch.get_num_threads()}",
-        trials=len(trials), algorithm=args.algorithm, legality_mode=args.mode, rejected=rejected, rejection_rate=rejected / len(trials),
+        trials=len(trials), algorithm=args.algorithm, legality_mode=args.mode, rejection=args.rejection,
+        proposed_layer_transformations=counts["transformed"], rejected_layer_transformations=rejected_layer_choices, rejected=rejected, rejection_rate=rejected / len(trials),
         layer_candidates=layer_candidates, layer_rejected=layer_rejected,
         layer_rejection_rate=layer_rejected / max(layer_candidates, 1),
         search_seconds=search_seconds, fisher_init_seconds=init_seconds, fisher_batch=args.fisher_batch,
@@ -366,14 +394,18 @@ def main(argv=None):
                              "(fast) or the whole rest of the network (exact)")
     parser.add_argument("--mode", default="per_layer", choices=["per_layer", "network"],
                         help="legality: every transformed layer, or the network sum (seed §7.4 uses per layer)")
+    parser.add_argument("--rejection", default="layer", choices=["layer", "network"],
+                        help="an illegal layer transformation is rejected alone (the layer keeps the original "
+                             "operator) or rejects the whole candidate network")
     parser.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel")
+    parser.add_argument("--max-templates", type=int, default=4, help="program templates per kernel")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="resnet18, 100 trials, Fisher batch 32")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--export", default=None, help="save the original and chosen torch models here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.backbone, args.trials, args.fisher_batch = ["resnet18"], 100, 32
+        args.backbone, args.trials, args.fisher_batch, args.max_templates = ["resnet18"], 100, 32, 1
     torch.set_num_threads(sn.program.measure.num_threads())
     print(f"nas_pte: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), TVM threads "

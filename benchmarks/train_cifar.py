@@ -42,7 +42,8 @@ def make_classes_importable() -> None:
         import symnas.nn.layers  # noqa: F401
         import symnas.program.torch_module  # noqa: F401
         return
-    except ImportError:
+    except ImportError as e:
+        print(f"import symnas failed ({e}); importing its torch modules from {ROOT} directly", flush=True)
         for name in [n for n in sys.modules if n == "symnas" or n.startswith("symnas.")]:
             del sys.modules[name]
     for name in ("symnas", "symnas.nn", "symnas.program"):
@@ -54,9 +55,12 @@ def make_classes_importable() -> None:
 def load_model(path: str, seed: int) -> torch.nn.Module:
     """A ``torch.save``d module (``.pt``), or a symbolic network (``.json``, pg.to_json_str) built with ``seed``."""
     if path.endswith(".json"):
+        import importlib
         import pyglove as pg
-        import symnas.nn  # noqa: F401  (registers the symbolic classes for from_json_str)
-        import symnas.program  # noqa: F401
+        # registers the symbolic classes for from_json_str (explicit modules: the packages may be stubs)
+        for module in ("symnas.nn.layers", "symnas.nn.backbones", "symnas.program.operators",
+                       "symnas.program.transformations", "symnas.program.neural", "symnas.program.schedule"):
+            importlib.import_module(module)
         with open(path) as f:
             net = pg.from_json_str(f.read())
         torch.manual_seed(seed)
@@ -106,7 +110,7 @@ def evaluate(model, x, y, batch: int = 1000) -> float:
     return correct / len(x)
 
 
-def train(model, data, epochs: int, batch: int, lr: float, seed: int, log) -> dict:
+def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_limit: float = 0) -> dict:
     xtr, ytr, xte, yte = data
     device = xtr.device
     torch.manual_seed(seed)
@@ -139,7 +143,12 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log) -> di
             entry["test_accuracy"] = evaluate(model, xte, yte)
         history.append(entry)
         log(json.dumps(entry))
-    return {"test_accuracy": history[-1]["test_accuracy"], "train_seconds": time.time() - start,
+        if time_limit and time.time() - start > time_limit:
+            log(f"stopping after epoch {epoch + 1}: time limit {time_limit} s")
+            entry.setdefault("test_accuracy", evaluate(model, xte, yte))
+            break
+    return {"test_accuracy": history[-1]["test_accuracy"], "epochs_run": len(history),
+            "train_seconds": time.time() - start,
             "history": history, "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -154,6 +163,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=10 ** 9, help="use only this many images per split")
     parser.add_argument("--out", default=".")
+    parser.add_argument("--time-limit", type=float, default=0, help="stop a model's training after this many s")
     args = parser.parse_args(argv)
     make_classes_importable()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -171,7 +181,7 @@ def main(argv=None):
         model = load_model(path, args.seed)
         print(f"== {name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
         results["models"][name] = train(model, data, args.epochs, args.batch, args.lr, args.seed,
-                                        lambda s: print(f"  {name} {s}", flush=True))
+                                        lambda s: print(f"  {name} {s}", flush=True), args.time_limit)
         with open(os.path.join(args.out, "train_cifar.json"), "w") as f:
             json.dump(results, f, indent=1)
     for name, r in results["models"].items():
