@@ -277,3 +277,19 @@ def test_foreign_dna_is_rejected_with_the_decision_named():
     algo.setup(pg.dna_spec(SPACES["flat"]()))
     with pytest.raises(ValueError, match="does not match|expected an index"):
         algo.feedback(pg.DNA([9, 9, 9, 9, 9, 9]), 1.0)
+
+
+@pytest.mark.parametrize("algo_name", ["evolution", "bayesian"])
+def test_deduplicating_algorithms_propose_each_point_once(algo_name):
+    space = pg.List([pg.oneof(range(3)), pg.oneof(range(3))])   # 9 points
+    algo = ALGORITHMS[algo_name](0)
+    spec = pg.dna_spec(space)
+    algo.setup(spec)
+    seen = set()
+    for _ in range(9):
+        dna = algo.propose()
+        key = tuple(dna.to_numbers())
+        assert key not in seen
+        seen.add(key)
+        algo.feedback(dna, float(sum(key)))
+    assert len(seen) == 9
