@@ -127,7 +127,7 @@ def _torch_timings(model_bytes: List[bytes], ops_json: List[str], threads: int, 
     return [min(v) for v in e2e], e2e, convs
 
 
-def torch_timings(models: List[torch.nn.Module], ops: List[Any], rounds: int = 3):
+def torch_timings(models: List[torch.nn.Module], ops: List[Any], rounds: int = 5):
     import concurrent.futures
     import multiprocessing
     blobs = []

@@ -83,6 +83,10 @@ def neural_menu(op) -> List[list]:
         [p.Group(4), p.Bottleneck(2, axis="ci")],
         [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)],   # seed §7.3 sequence 3
         [p.Partition("oh", 2), p.Group(2)],                               # grouping per spatial half
+        [p.Group(16)],
+        [p.Group(8), p.Bottleneck(2, axis="ci")],
+        [p.Bottleneck(4, axis="ci")],
+        [p.Partition("co", 2), p.Group(4, part=0), p.Group(8, part=1)],
     ]
     menu = []
     for steps in candidates:
