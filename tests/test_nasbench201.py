@@ -125,7 +125,8 @@ def test_network_parameter_count_matches_hand_count(arch_str):
     net = arch.build()
     count = sum(p.numel() for p in net.parameters())
     assert count == _expected_parameters(list(arch.ops))
-    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
 
 
 def test_network_parameter_range_matches_nb201_paper():
