@@ -47,6 +47,9 @@ def cpu_conv_template(co_block=4, oh_block=2, ow_block=None) -> List[Step]:
 def cpu_packed_conv_template(co_block=16, oh_block=2) -> List[Step]:
     """Program steps of a direct convolution vectorized over output channels.
 
+    `co_block` is used by three steps; pass an int (a search point would be three
+    independent decisions).
+
     For small feature maps (rows of 4-8 outputs are too short to vectorize): weights
     packed as ``[co / co_block, ci, kh, kw, co_block]``, ``oh_block`` rows x the whole
     width x `co_block` channels accumulate in registers, vectorized over channels.
@@ -140,6 +143,7 @@ def transformation_space(op: Operator, max_steps: int = 3, neural: bool = True,
         else:
             # Short rows: vectorize over output channels instead, with packed weights.
             rows = [r for r in (1, 2, 4) if r * kernel.ow <= 32 and kernel.oh % r == 0] or [1]
-            steps += cpu_packed_conv_template(co_block=pg.oneof([8, 16]),
-                                              oh_block=pg.oneof(rows))
+            # One 16-float vector of channels: the block appears in three steps, which
+            # must agree, and separate pg.oneof's would be separate decisions.
+            steps += cpu_packed_conv_template(co_block=16, oh_block=pg.oneof(rows))
     return Schedule(op, steps)
