@@ -398,7 +398,7 @@ def main(argv=None):
                         help="an illegal layer transformation is rejected alone (the layer keeps the original "
                              "operator) or rejects the whole candidate network")
     parser.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel")
-    parser.add_argument("--max-templates", type=int, default=4, help="program templates per kernel")
+    parser.add_argument("--max-templates", type=int, default=6, help="program templates per kernel")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="resnet18, 100 trials, Fisher batch 32")
     parser.add_argument("--json", default=None, help="write the results here")

@@ -100,8 +100,13 @@ def neural_menu(op) -> List[list]:
 
 
 def program_templates(op) -> List[list]:
-    """A few CPU program templates (register blocking, vectorisation, parallel loops) for ``op``."""
-    from symnas.program.search_space import cpu_conv_template  # pylint: disable=import-outside-toplevel
+    """A few CPU program templates (register blocking, vectorisation, parallel loops) for ``op``.
+
+    A template that does not fit a neural-transformed kernel raises ``IllegalTransformation``
+    when lowered; searches treat it as a failed (infinitely slow) kernel.
+    """
+    from symnas.program.search_space import (  # pylint: disable=import-outside-toplevel
+        cpu_conv_template, cpu_packed_conv_template)
     kernel = op.kernel()
     wide = kernel.ow > 16
     settings = [(4, 2, None), (8, 2, None), (16, 1, 16 if wide else None), (8, 1, 16 if wide else None)]
@@ -111,6 +116,10 @@ def program_templates(op) -> List[list]:
             continue
         seen.add((co_block, oh_block, ow_block))
         result.append(cpu_conv_template(co_block, oh_block, ow_block))
+    # channel-vectorized template with packed weights: much faster on small (8x8, 4x4) maps
+    for oh_block in (2, 1):
+        if kernel.c_out % 16 == 0 and kernel.oh % oh_block == 0:
+            result.append(cpu_packed_conv_template(16, oh_block))
     return result
 
 
