@@ -246,7 +246,7 @@ class SearchSession:
 
     def reject(self, trial: ActiveTrial, rejection: TrialRejected) -> TrialRecord:
         record = trial.record
-        record.status, record.error = REJECTED, rejection.reason
+        record.status, record.error = REJECTED, str(rejection)
         record.metrics = {k: objectives_lib._plain(v) for k, v in rejection.metrics.items()}
         return self._finish(trial)
 

@@ -261,3 +261,13 @@ def test_dna_json_round_trips_like_pyglove():
         dna = algorithm.propose()
         assert json.loads(dna_to_json(dna))["value"] == dna.to_json(compact=True)["value"]
         assert pg.DNA.from_json(json.loads(dna_to_json(dna))) == dna
+
+
+def test_illegal_transformation_in_a_search_is_recorded_as_rejected_with_its_step():
+    conv = sn.program.Conv2d(c_in=16, c_out=16, h=8, w=8, k=3)
+    space = sn.program.Schedule(conv, steps=[sn.program.Group(pg.oneof([1, 2, 3]))])
+    study = sn.search(space, lambda s: -s.flops, sn.algorithms.Random(seed=0), num_trials=8, storage=None,
+                      progress=False)
+    statuses = {r.status for r in study.records}
+    assert statuses == {"completed", "rejected"}
+    assert all("groups=3" in r.error and "step 0" in r.error for r in study.records if r.status == "rejected")

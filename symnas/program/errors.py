@@ -1,13 +1,16 @@
 """The error raised for a transformation that cannot be applied."""
 from typing import Any, Optional
 
+from symnas.errors import TrialRejected
 
-class IllegalTransformation(ValueError):
+
+class IllegalTransformation(TrialRejected, ValueError):
     """A step of a schedule cannot be applied to the loop nest it meets.
 
     Carries the offending ``step``, its ``position`` in the step list (``None`` when
     the failure is not tied to one step, e.g. at build time) and the ``reason``
-    (TVM's message where TVM refused). Searches skip such trials.
+    (TVM's message where TVM refused). It is a ``TrialRejected``: in ``sn.search`` such a trial
+    is recorded as ``rejected`` with the message and the search goes on.
 
     Example::
 
@@ -23,7 +26,9 @@ class IllegalTransformation(ValueError):
         self.reason = reason
         where = "" if position is None else f"step {position} "
         what = "" if step is None else f"{_short(step)}: "
-        super().__init__(f"illegal transformation at {where}{what}{reason}")
+        message = f"illegal transformation at {where}{what}{reason}"
+        super().__init__(message)
+        self.reason = reason  # TrialRejected stores the whole message; keep TVM's reason alone here
 
 
 def _short(step: Any) -> str:
