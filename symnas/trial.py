@@ -66,7 +66,11 @@ _DNA_TYPE = pg.DNA.__serialization_key__
 
 def _compact_value(dna: pg.DNA) -> Any:
     """PyGlove's compact DNA value (``DNA.to_json(compact=True)['value']``), ~10x faster."""
-    value, children = dna.value, dna.children
+    try:  # the symbolic attribute access of pg.Object costs most of the time on a hot path
+        attributes = dna._sym_attributes  # pylint: disable=protected-access
+        value, children = dict.__getitem__(attributes, "value"), dict.__getitem__(attributes, "children")
+    except (AttributeError, KeyError, TypeError):
+        value, children = dna.value, dna.children
     if not children:
         return value
     nodes = [_compact_value(child) for child in children]
