@@ -146,6 +146,17 @@ def check_finite_grads(params_by_layer: Dict[str, List[torch.nn.Parameter]], pro
                 raise NonFiniteScore(f"{proxy}: non-finite gradient in layer {name!r}")
 
 
+def loss_gradients(model: nn.Module, inputs: torch.Tensor, targets: Optional[torch.Tensor],
+                   layers: LayerSelection, proxy: str) -> Dict[str, List[torch.nn.Parameter]]:
+    """Weights of the selected layers with ``.grad`` = d(cross-entropy)/dw on the batch (train mode)."""
+    params = weight_layers(model, layers)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    classification_loss(model, inputs, targets).backward()
+    check_finite_grads(params, proxy)
+    return params
+
+
 def training_copy(model: nn.Module) -> nn.Module:
     """A copy to score, so the caller's module (weights, grads, BN statistics) is untouched."""
     return copy.deepcopy(model)

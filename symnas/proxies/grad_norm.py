@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from symnas.proxies.base import Proxy, check_finite_grads, classification_loss, weight_layers
+from symnas.proxies.base import Proxy, loss_gradients
 
 
 class GradNorm(Proxy):
@@ -19,9 +19,5 @@ class GradNorm(Proxy):
     name = "grad_norm"
 
     def _score(self, model, inputs, targets, layers) -> Dict[str, float]:
-        params = weight_layers(model, layers)
-        model.train()
-        model.zero_grad(set_to_none=True)
-        classification_loss(model, inputs, targets).backward()
-        check_finite_grads(params, self.name)
+        params = loss_gradients(model, inputs, targets, layers, self.name)
         return {n: float(sum(p.grad.norm() for p in ps if p.grad is not None)) for n, ps in params.items()}

@@ -5,7 +5,7 @@ from typing import Dict
 
 import torch
 
-from symnas.proxies.base import Proxy, check_finite_grads, classification_loss, weight_layers
+from symnas.proxies.base import Proxy, loss_gradients
 
 
 class SNIP(Proxy):
@@ -21,11 +21,7 @@ class SNIP(Proxy):
     name = "snip"
 
     def _score(self, model, inputs, targets, layers) -> Dict[str, float]:
-        params = weight_layers(model, layers)
-        model.train()
-        model.zero_grad(set_to_none=True)
-        classification_loss(model, inputs, targets).backward()
-        check_finite_grads(params, self.name)
+        params = loss_gradients(model, inputs, targets, layers, self.name)
         with torch.no_grad():
             return {n: float(sum((p * p.grad).abs().sum() for p in ps if p.grad is not None))
                     for n, ps in params.items()}
