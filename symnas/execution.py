@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pyglove as pg
 
@@ -290,6 +290,23 @@ class WorkerPool:
         self.close()
 
 
+def propose_trials(session: SearchSession, free_slots: int, in_flight: int, num_trials: Optional[int],
+                   on_materialize_failed: Callable[[], None]) -> Tuple[List[ActiveTrial], bool]:
+    """Up to ``free_slots`` new trials, as far as ``num_trials`` (counting the ``in_flight`` ones) and the
+    algorithm allow. Returns the trials and whether the algorithm stopped proposing (StopIteration)."""
+    trials: List[ActiveTrial] = []
+    while len(trials) < free_slots:
+        if num_trials is not None and session.num_finished + in_flight + len(trials) >= num_trials:
+            break
+        try:
+            trials.append(session.next_trial())
+        except StopIteration:
+            return trials, True
+        except _MaterializeFailed:  # already recorded as failed
+            on_materialize_failed()
+    return trials, False
+
+
 def run_parallel(session: SearchSession, evaluate: Callable[[Any], Any], num_trials: Optional[int],
                  progress: bool, workers: int, trial_timeout: Optional[float] = None) -> None:
     """Evaluates trials in ``workers`` processes until ``num_trials`` have finished (see module doc)."""
@@ -302,20 +319,11 @@ def run_parallel(session: SearchSession, evaluate: Callable[[Any], Any], num_tri
             while True:
                 session.sync()
                 # Propose for every idle worker, as far as the algorithm and num_trials allow.
-                for worker in pool.idle():
-                    if num_trials is not None and session.num_finished + len(pool.busy()) >= num_trials:
-                        break
-                    if max_pending is not None and len(pool.busy()) >= max_pending:
-                        break
-                    try:
-                        trial = session.next_trial()
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    except _MaterializeFailed:
-                        _update(bar, session)
-                        continue
-                    exhausted = False
+                idle, busy = pool.idle(), len(pool.busy())
+                free = len(idle) if max_pending is None else max(0, min(len(idle), max_pending - busy))
+                trials, stopped = propose_trials(session, free, busy, num_trials, lambda: _update(bar, session))
+                exhausted = stopped or (exhausted and not trials)
+                for worker, trial in zip(idle, trials):
                     pool.submit(worker, trial, trial_timeout)
                 in_flight = len(pool.busy())
                 if in_flight == 0:

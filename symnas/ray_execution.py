@@ -24,8 +24,8 @@ import socket
 import time
 from typing import Any, Callable, Dict, Optional
 
-from symnas.execution import encode_value, evaluate_payload, finish_from_outcome
-from symnas.session import SearchSession, _MaterializeFailed
+from symnas.execution import encode_value, evaluate_payload, finish_from_outcome, propose_trials
+from symnas.session import SearchSession
 
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources")
 
@@ -147,18 +147,10 @@ def run_on_ray(session: SearchSession, evaluate: Callable[[Any], Any], num_trial
         exhausted = False
         while True:
             session.sync()
-            while len(in_flight) < capacity:
-                if num_trials is not None and session.num_finished + len(in_flight) >= num_trials:
-                    break
-                try:
-                    trial = session.next_trial()
-                except StopIteration:
-                    exhausted = True
-                    break
-                except _MaterializeFailed:
-                    _update(bar, session)
-                    continue
-                exhausted = False
+            trials, stopped = propose_trials(session, capacity - len(in_flight), len(in_flight), num_trials,
+                                             lambda: _update(bar, session))
+            exhausted = stopped or (exhausted and not trials)
+            for trial in trials:
                 value = trial.value if trial.value is not None else trial.dna
                 ref = task.remote(evaluate_ref, encode_value(value), board, trial.record.id)
                 in_flight[ref] = (trial, trial.record.id)
