@@ -45,6 +45,14 @@ class _CurvePolicy(pg.tuning.EarlyStoppingPolicy):
     def _others_at(self, trial_id: int, step: int):
         return [c[step] for tid, c in self._curves.items() if tid != trial_id and step in c]
 
+    def _latest(self, trial: pg.tuning.Trial):
+        """(latest step, the trial's value there, other trials' values there), or None before any report."""
+        curve = self._record(trial)
+        if not curve:
+            return None
+        step = max(curve)
+        return step, curve[step], self._others_at(trial.id, step)
+
     def recover(self, history: Iterable[pg.tuning.Trial]) -> None:
         for trial in history:
             self._record(trial)
@@ -58,14 +66,13 @@ class MedianStopping(_CurvePolicy):
     min_step: int = 1
 
     def should_stop_early(self, trial: pg.tuning.Trial) -> bool:
-        curve = self._record(trial)
-        if not curve:
+        latest = self._latest(trial)
+        if latest is None:
             return False
-        step = max(curve)
-        others = self._others_at(trial.id, step)
+        step, value, others = latest
         if step < self.min_step or len(others) < self.min_trials:
             return False
-        return curve[step] < statistics.median(others)
+        return value < statistics.median(others)
 
 
 class AccuracyCurveStopping(_CurvePolicy):
@@ -88,11 +95,8 @@ class AccuracyCurveStopping(_CurvePolicy):
         return self.theta + (1.0 - self.theta) * progress
 
     def should_stop_early(self, trial: pg.tuning.Trial) -> bool:
-        curve = self._record(trial)
-        if not curve:
+        latest = self._latest(trial)
+        if latest is None or not latest[2]:
             return False
-        step = max(curve)
-        others = self._others_at(trial.id, step)
-        if not others:
-            return False
-        return curve[step] < self.threshold(step) * max(others)
+        step, value, others = latest
+        return value < self.threshold(step) * max(others)
