@@ -105,22 +105,8 @@ def program_templates(op) -> List[list]:
     A template that does not fit a neural-transformed kernel raises ``IllegalTransformation``
     when lowered; searches treat it as a failed (infinitely slow) kernel.
     """
-    from symnas.program.search_space import (  # pylint: disable=import-outside-toplevel
-        cpu_conv_template, cpu_packed_conv_template)
-    kernel = op.kernel()
-    wide = kernel.ow > 16
-    settings = [(4, 2, None), (8, 2, None), (16, 1, 16 if wide else None), (8, 1, 16 if wide else None)]
-    seen, result = set(), []
-    for co_block, oh_block, ow_block in settings:
-        if kernel.c_out % co_block or kernel.oh % oh_block or (co_block, oh_block, ow_block) in seen:
-            continue
-        seen.add((co_block, oh_block, ow_block))
-        result.append(cpu_conv_template(co_block, oh_block, ow_block))
-    # channel-vectorized template with packed weights: much faster on small (8x8, 4x4) maps
-    for oh_block in (2, 1):
-        if kernel.c_out % 16 == 0 and kernel.oh % oh_block == 0:
-            result.append(cpu_packed_conv_template(16, oh_block))
-    return result
+    from symnas.program.search_space import cpu_templates  # pylint: disable=import-outside-toplevel
+    return cpu_templates(op)
 
 
 def network_transformations(backbone: str = "resnet34", num_classes: int = 10,

@@ -25,16 +25,18 @@ from symnas.program.neural import Bottleneck, Depthwise, Group, NeuralStep, Part
 from symnas.program.operators import Conv2d, Dense, DepthwiseConv2d, Operator
 from symnas.program.schedule import Schedule
 from symnas.program.search_space import (cpu_conv_template, cpu_packed_conv_template,
-                                         dense_template, gpu_conv_template,
+                                         cpu_templates, dense_template, gpu_conv_template,
                                          neural_choices, transformation_space)
 from symnas.program.transformations import (Bind, CacheWrite, DecomposeReduction, Fuse,
                                             Interchange, PackWeights, ProgramStep, Reorder, Split, Step, Tile,
                                             Unroll, Vectorize, Parallel)
+from symnas.program.torch_tvm import TVMKernelModule, single_torch_thread
 
 __all__ = ["IllegalTransformation", "Kernel", "KernelPart", "cuda_target", "host_target",
            "resolve_target", "Measurement", "TuningResult", "time_torch", "time_torch_conv",
            "tune_metaschedule", "Bottleneck", "Depthwise", "Group", "NeuralStep", "Partition",
-           "Conv2d", "Dense", "DepthwiseConv2d", "Operator", "Schedule", "cpu_conv_template", "cpu_packed_conv_template", "PackWeights",
+           "Conv2d", "Dense", "DepthwiseConv2d", "Operator", "Schedule", "cpu_conv_template",
+           "cpu_packed_conv_template", "cpu_templates", "PackWeights", "TVMKernelModule", "single_torch_thread",
            "dense_template", "gpu_conv_template", "neural_choices", "transformation_space",
            "Bind", "CacheWrite", "DecomposeReduction", "Fuse", "Interchange", "ProgramStep",
            "Reorder", "Split", "Step", "Tile", "Unroll", "Vectorize", "Parallel"]

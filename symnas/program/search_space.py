@@ -83,6 +83,28 @@ def dense_template(co_block=16) -> List[Step]:
             Unroll("co.1")]
 
 
+def cpu_templates(op: Operator) -> List[List[Step]]:
+    """The CPU program templates worth trying for a convolution ``op``, fastest kinds first.
+
+    Row-vectorized templates at a few register blockings, then the channel-vectorized
+    packed template (much faster on 8x8 and 4x4 maps). A template that does not fit a
+    neural-transformed kernel raises ``IllegalTransformation`` when lowered.
+    """
+    kernel = op.kernel()
+    wide = kernel.ow > 16
+    settings = [(4, 2, None), (8, 2, None), (16, 1, 16 if wide else None), (8, 1, 16 if wide else None)]
+    seen, result = set(), []
+    for co_block, oh_block, ow_block in settings:
+        if kernel.c_out % co_block or kernel.oh % oh_block or (co_block, oh_block, ow_block) in seen:
+            continue
+        seen.add((co_block, oh_block, ow_block))
+        result.append(cpu_conv_template(co_block, oh_block, ow_block))
+    for oh_block in (2, 1):
+        if kernel.c_out % 16 == 0 and kernel.oh % oh_block == 0:
+            result.append(cpu_packed_conv_template(16, oh_block))
+    return result
+
+
 def _divisors(n: int, candidates: Sequence[int]) -> List[int]:
     found = [c for c in candidates if c <= n and n % c == 0]
     return found or [1]

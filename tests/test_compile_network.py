@@ -1,0 +1,108 @@
+"""TVM kernels inside torch models: one kernel as a module, whole networks compiled."""
+import copy
+
+import pytest
+import torch
+
+import symnas as sn
+from symnas import program as p
+
+
+def _conv_and_module(groups=1, steps=(), c=16, size=8, stride=1):
+    op = p.Conv2d(c_in=c, c_out=c, h=size, w=size, k=3, stride=stride, groups=groups)
+    return op, p.Schedule(op, list(steps))
+
+
+@pytest.mark.parametrize("template", [p.cpu_conv_template(4, 2), p.cpu_packed_conv_template(16, 2)])
+def test_kernel_module_matches_torch_conv(template):
+    op, sched = _conv_and_module(steps=template)
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, bias=True)
+    fast = p.TVMKernelModule(sched, [conv.weight], bias=conv.bias)
+    x = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), conv(x), atol=1e-4, rtol=1e-4)
+
+
+def test_kernel_module_runs_a_transformed_kernel_like_its_torch_module():
+    steps = [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)] + p.cpu_conv_template(4, 2)
+    _, sched = _conv_and_module(steps=steps)
+    reference = sched.to_torch()
+    fast = p.TVMKernelModule(sched, list(reference.weights))
+    x = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), reference(x), atol=1e-4, rtol=1e-4)
+
+
+def test_kernel_module_accepts_an_unaligned_view():
+    _, sched = _conv_and_module(steps=p.cpu_packed_conv_template(16, 2))
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
+    fast = p.TVMKernelModule(sched, [conv.weight])
+    storage = torch.randn(1 + 16 * 8 * 8)
+    x = storage[1:].view(1, 16, 8, 8)          # 4 bytes past an aligned address
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), conv(x), atol=1e-4, rtol=1e-4)
+
+
+def test_kernel_module_rejects_bad_input_with_clear_errors():
+    _, sched = _conv_and_module(steps=p.cpu_conv_template(4, 2))
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
+    with pytest.raises(ValueError, match="expects"):
+        p.TVMKernelModule(sched, [torch.zeros(16, 8, 3, 3)])
+    with pytest.raises(ValueError, match="takes 1 weight"):
+        p.TVMKernelModule(sched, [conv.weight, conv.weight])
+    fast = p.TVMKernelModule(sched, [conv.weight])
+    with pytest.raises(ValueError, match="batch size is part"):
+        fast(torch.randn(2, 16, 8, 8))
+    with pytest.raises(TypeError, match="float32"):
+        fast(torch.randn(1, 16, 8, 8, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="inference"):
+        fast(torch.randn(1, 16, 8, 8, requires_grad=True))
+
+
+def test_single_torch_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with p.single_torch_thread(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def _small_resnet():
+    return sn.nn.resnet(blocks=(1, 1, 1, 1), width=8)
+
+
+def test_compiled_network_computes_what_the_torch_model_computes():
+    net = _small_resnet()
+    site = sn.nn.transformable_convs(net)[2]
+    sched = p.Schedule(site.operator(), [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)])
+    transformed = sn.nn.replace_convs(net, {site.path: sched})
+    torch.manual_seed(0)
+    model = transformed.build((3, 32, 32)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    compiled = sn.nn.compile_network(transformed, copy.deepcopy(model), tune=False)
+    assert not compiled.fallbacks
+    assert len(compiled.schedules) == len(sn.nn.transformable_convs(transformed, include_all=True))
+    grouped = compiled.schedules[site.torch_name]
+    assert any(isinstance(s, p.Partition) for s in grouped.active_steps())
+    assert any(isinstance(s, p.ProgramStep) for s in grouped.active_steps())
+    torch.testing.assert_close(compiled(x), expected, atol=1e-4, rtol=1e-4)
+    assert isinstance(compiled.model.get_submodule(site.torch_name), p.TVMKernelModule)
+
+
+def test_compile_network_uses_given_programs_and_falls_back_to_torch_when_nothing_fits():
+    net = sn.nn.Sequential([sn.nn.Conv(8, 3), sn.nn.ReLU(), sn.nn.Conv(3, 3), sn.nn.GlobalPool(),
+                            sn.nn.Dense(10)])
+    sites = sn.nn.transformable_convs(net, include_all=True)
+    model = net.build((3, 32, 32)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    compiled = sn.nn.compile_network(net, copy.deepcopy(model),
+                                     programs={sites[0].path: p.cpu_conv_template(8, 1)}, tune=False)
+    first = compiled.schedules[sites[0].torch_name]
+    assert [s for s in first.active_steps() if isinstance(s, p.Split)][0].factor == 8
+    assert sites[1].torch_name in compiled.fallbacks        # 3 output channels: no template divides them
+    torch.testing.assert_close(compiled(x), expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(KeyError, match="no convolution"):
+        sn.nn.compile_network(net, programs={"layers[1]": []}, tune=False)
