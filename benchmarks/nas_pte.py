@@ -11,8 +11,9 @@ For each backbone:
      layer transformation); illegal ones are rejected before any compilation, with both
      scores recorded; legal ones get the sum of their kernels' latencies from the table.
   3. tables: per-layer latencies (original torch / TVM, NAS-only = group G=2 then compile,
-     ours), end-to-end batch-1 latency (original in torch eager; original, NAS-only and ours
-     as the per-layer sum of compiled TVM conv kernels), rejection rate, search time,
+     ours), end-to-end batch-1 latency of whole networks in one process (torch eager, and
+     every conv a TVM kernel via sn.nn.compile_network) beside the per-layer sums of the
+     compiled conv kernels, rejection rate, search time,
      parameters; exact joint legality check of the chosen network.
 
 Usage::
@@ -23,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import io
 import json
@@ -109,35 +111,29 @@ class KernelTable:
         return self.latency[key]
 
 
-def _torch_timings(model_bytes: List[bytes], ops_json: List[str], threads: int, rounds: int):
-    """Runs in a fresh process: TVM's spinning worker threads would slow torch in the TVM process."""
-    torch.set_num_threads(threads)
-    models = [torch.load(io.BytesIO(b), weights_only=False).eval() for b in model_bytes]
-    ops = [pg.from_json_str(j) for j in ops_json]
+def end_to_end_timings(models: Dict[str, torch.nn.Module], rounds: int = 5) -> Dict[str, List[float]]:
+    """Batch-1 latency (ms) of each model, all in this process, rounds interleaved so load
+    changes hit every model alike. Torch models run with torch's threads; compiled networks
+    (TVM convs) run their torch glue on one thread (see sn.program.torch_tvm)."""
     x = torch.randn(1, 3, 32, 32)
-    e2e = [[] for _ in models]
-    for _ in range(rounds):          # interleaved, so load changes hit every model alike
-        for i, m in enumerate(models):
-            e2e[i].append(min(time_torch(m, x, repeat=3, min_repeat_ms=100.0)))
-    convs = []
+    runs: Dict[str, List[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            with torch.no_grad():
+                runs[name].append(min(time_torch(model, x, repeat=3, min_repeat_ms=100.0)))
+    return runs
+
+
+def torch_conv_timings(ops: List[Any]) -> List[float]:
+    """oneDNN latency (ms) of each conv operator alone, batch 1."""
+    result = []
     for op in ops:
         conv = torch.nn.Conv2d(op.c_in, op.c_out, op.k, stride=op.stride, padding=op.pad, groups=op.groups,
                                bias=False).eval()
-        convs.append(min(time_torch(conv, torch.randn(1, op.c_in, op.h, op.w), repeat=5, min_repeat_ms=20.0)))
-    return [min(v) for v in e2e], e2e, convs
-
-
-def torch_timings(models: List[torch.nn.Module], ops: List[Any], rounds: int = 5):
-    import concurrent.futures
-    import multiprocessing
-    blobs = []
-    for m in models:
-        buf = io.BytesIO()
-        torch.save(m, buf)
-        blobs.append(buf.getvalue())
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_torch_timings, blobs, [pg.to_json_str(op) for op in ops],
-                           torch.get_num_threads(), rounds).result()
+        with torch.no_grad():
+            result.append(min(time_torch(conv, torch.randn(1, op.c_in, op.h, op.w), repeat=5,
+                                         min_repeat_ms=20.0)))
+    return result
 
 
 def run_backbone(name: str, args) -> Dict[str, Any]:
@@ -313,12 +309,37 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     params = {k: sum(p.numel() for p in m.parameters()) for k, m in
               (("original", orig_model), ("nas", nas_model), ("ours", ours_model))}
     keys = list(ops)
-    (torch_orig, torch_ours, torch_nas), torch_runs, conv_ms = torch_timings(
-        [orig_model, ours_model, nas_model], [ops[k] for k in keys])
-    torch_conv.update(zip(keys, conv_ms))
+    torch_conv.update(zip(keys, torch_conv_timings([ops[k] for k in keys])))
     torch_conv_sum = sum(torch_conv[s.key] for s in all_convs)
+    # whole networks in this process: torch eager, and every conv a TVM kernel (sn.nn.compile_network)
+    # with the kernel table's best template; BN/ReLU/add/pool/classifier stay in torch
+    t0 = time.perf_counter()
+    originals = {s.path: list(best[s.key][0][1]) for s in all_convs}
+    nas_programs = dict(originals)
+    nas_programs.update({s.path: list(best[s.key][neural_index[s.key][fmt([sn.program.Group(2)])]][1])
+                         for s in sites})
+    ours_programs = {p: v for p, v in originals.items() if p not in chosen or not chosen[p][0]}
+    ours_programs.update({p: list(pr) for p, (n, pr) in chosen.items() if not n})
+    compiled = {
+        "tvm_original": sn.nn.compile_network(original, copy.deepcopy(orig_model), programs=originals),
+        "tvm_nas_g2": sn.nn.compile_network(nas_net, copy.deepcopy(nas_model), programs=nas_programs),
+        "tvm_ours": sn.nn.compile_network(chosen_net, copy.deepcopy(ours_model), programs=ours_programs)}
+    for label, net_c in compiled.items():
+        if net_c.fallbacks:
+            print(f"  {label}: {len(net_c.fallbacks)} convs stayed in torch: {net_c.fallbacks}")
+    compile_seconds = time.perf_counter() - t0
+    x_check = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        errors = {k: float((compiled[k](x_check) - m.eval()(x_check)).abs().max())
+                  for k, m in (("tvm_original", orig_model), ("tvm_nas_g2", nas_model), ("tvm_ours", ours_model))}
+    e2e_runs = end_to_end_timings({"torch_original": orig_model.eval(), "torch_ours": ours_model.eval(),
+                                   "torch_nas": nas_model.eval(), **compiled})
+    e2e = {k: min(v) for k, v in e2e_runs.items()}
+    torch_orig, torch_ours, torch_nas = e2e["torch_original"], e2e["torch_ours"], e2e["torch_nas"]
+    torch_runs = [e2e_runs["torch_original"], e2e_runs["torch_ours"], e2e_runs["torch_nas"]]
     torch_orig_again = torch_orig
-    baseline = min(torch_orig, orig_tvm_total, torch_conv_sum)
+    baseline = min(torch_orig, orig_tvm_total, torch_conv_sum)          # conv sums
+    baseline_e2e = min(e2e["torch_original"], e2e["tvm_original"])     # whole networks
 
     print(f"  kernel table: {table.compiles} TVM kernels compiled and timed in {table_seconds:.0f} s")
     print("\n  per-layer latency (ms, batch 1; TVM = best of the program templates; NAS = G2 then compile)")
@@ -357,6 +378,9 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                         torch_conv_sum_original=torch_conv_sum, tvm_original=orig_tvm_total, tvm_nas_g2=nas_tvm,
                         tvm_ours=ours_tvm, tvm_ours_search_best=search_tvm, tvm_ours_per_layer_optimum=greedy_tvm,
                         torch_ours=torch_ours),
+        end_to_end_ms=e2e, end_to_end_runs=e2e_runs, end_to_end_max_abs_error=errors,
+        end_to_end_compile_seconds=compile_seconds,
+        end_to_end_speedup=baseline_e2e / e2e["tvm_ours"], end_to_end_nas_speedup=baseline_e2e / e2e["tvm_nas_g2"],
         speedup_vs_best_baseline=baseline / ours_tvm, nas_speedup=baseline / nas_tvm,
         chosen_from=chosen_source, params=params,
         exact_legality={m: r.as_metrics() | {"failing": r.failing_layers} for m, r in exact.items()},
@@ -367,8 +391,17 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
           f"TVM original (per-conv sum) {orig_tvm_total:.2f}; NAS-only G2 {nas_tvm:.2f}; ours {ours_tvm:.2f} "
           f"[{chosen_source}; search best {search_tvm:.2f}, per-layer optimum {greedy_tvm:.2f}]; "
           f"ours in torch eager {torch_ours:.2f}")
-    print(f"  speedup of ours over the best original baseline ({baseline:.2f} ms): {baseline / ours_tvm:.2f}x; "
-          f"NAS-only {baseline / nas_tvm:.2f}x")
+    print(f"  conv sums: speedup of ours over the best original baseline ({baseline:.2f} ms): "
+          f"{baseline / ours_tvm:.2f}x; NAS-only {baseline / nas_tvm:.2f}x")
+    print(f"\n  whole network, batch 1, one process (ms; min of {len(e2e_runs['tvm_ours'])} interleaved rounds; "
+          f"TVM = every conv a TVM kernel, the rest torch on 1 thread; compiled in {compile_seconds:.0f} s):")
+    print(f"  {'':22s} {'torch eager':>12s} {'TVM convs':>10s}  max |error| of TVM vs torch")
+    for label, t_key, v_key in (("original", "torch_original", "tvm_original"), ("NAS-only G2", "torch_nas", "tvm_nas_g2"),
+                                ("ours", "torch_ours", "tvm_ours")):
+        print(f"  {label:22s} {e2e[t_key]:12.2f} {e2e[v_key]:10.2f}  {errors[v_key]:.1e}")
+    print(f"  speedup of ours over the best original ({baseline_e2e:.2f} ms): {baseline_e2e / e2e['tvm_ours']:.2f}x; "
+          f"NAS-only {baseline_e2e / e2e['tvm_nas_g2']:.2f}x; ours vs torch eager original "
+          f"{e2e['torch_original'] / e2e['tvm_ours']:.2f}x")
     print(f"  params: original {params['original'] / 1e6:.2f}M, NAS-only {params['nas'] / 1e6:.2f}M, "
           f"ours {params['ours'] / 1e6:.2f}M")
     print(f"  exact joint legality of the chosen network: per-layer {exact['per_layer'].legal} "

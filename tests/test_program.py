@@ -229,3 +229,42 @@ def test_cuda_lowering_with_bind_steps_builds_cuda_source():
                                                                    threads_co=8, threads_oh=4))
     source = schedule.cuda_source()
     assert "__global__" in source and "blockIdx.x" in source
+
+
+def test_cache_read_and_compute_at_keep_the_values_on_cpu():
+    op = P.Conv2d(c_in=16, c_out=32, h=16, w=16, k=3)
+    base = [P.Split("co", 4), P.Split("oh", 2),
+            P.Reorder(["n", "co.0", "oh.0", "ci", "kh", "kw", "co.1", "oh.1", "ow"])]
+    staged = P.Schedule(op, base + [P.ComputeAt("pad", at="oh.0", threads=8),
+                                    P.CacheRead("weight", at="co.0", scope="global"),
+                                    P.Vectorize("ow")])
+    script = staged.lower().script()
+    assert 'T.sblock("weight0_global")' in script
+    # padding now runs inside the row-block loop, 16 channels x 4 padded rows x 18 columns per
+    # block of 2 output rows, 8 lanes at a time: 144 x 8
+    assert "in range(144)" in script and "T.vectorized(8)" in script
+    assert_tvm_matches_torch(staged)
+    assert_tvm_matches_torch(P.Schedule(op, [P.Group(2)] + base + [P.CacheRead("input", at="oh.0",
+                                                                                scope="local")]))
+
+
+@pytest.mark.parametrize("step, message", [
+    (P.CacheRead("input", at="co", scope="shared"), "shared memory is a GPU scope"),
+    (P.CacheRead("bias", at="co", scope="global"), "must be 'input' or 'weight'"),
+    (P.CacheRead("input", at="co", scope="texture"), "unknown scope"),
+    (P.CacheRead("input", at="co.0", scope="global"), "no loop named 'co.0'"),
+    (P.ComputeAt("relu", at="co"), "no block named 'relu'"),
+])
+def test_bad_cache_steps_raise_illegal_transformation(step, message):
+    with pytest.raises(P.IllegalTransformation, match=message):
+        P.Schedule(CONV, [step]).lower()
+
+
+def test_gpu_template_stages_input_and_weight_tiles_in_shared_memory():
+    op = P.Conv2d(c_in=16, c_out=32, h=16, w=16)
+    plain = P.Schedule(op, P.gpu_conv_template(2, 2, 8, 4)).cuda_source()
+    shared = P.Schedule(op, [P.Group(2)] + P.gpu_conv_template(2, 2, 8, 4, ci_block=4)).cuda_source()
+    assert "__shared__" not in plain
+    assert "pad_shared" in shared and "weight0_shared" in shared and "__syncthreads()" in shared
+    with pytest.raises(P.IllegalTransformation, match="threadIdx.x"):
+        P.Schedule(op, [P.Split("ci", 4), P.CacheRead("input", at="ci.0")]).lower("cuda")

@@ -27,7 +27,7 @@ from symnas.program.schedule import Schedule
 from symnas.program.search_space import (cpu_conv_template, cpu_packed_conv_template,
                                          cpu_templates, dense_template, gpu_conv_template,
                                          neural_choices, transformation_space)
-from symnas.program.transformations import (Bind, CacheWrite, DecomposeReduction, Fuse,
+from symnas.program.transformations import (Bind, CacheRead, CacheWrite, ComputeAt, DecomposeReduction, Fuse,
                                             Interchange, PackWeights, ProgramStep, Reorder, Split, Step, Tile,
                                             Unroll, Vectorize, Parallel)
 from symnas.program.torch_tvm import TVMKernelModule, single_torch_thread
@@ -38,5 +38,5 @@ __all__ = ["IllegalTransformation", "Kernel", "KernelPart", "cuda_target", "host
            "Conv2d", "Dense", "DepthwiseConv2d", "Operator", "Schedule", "cpu_conv_template",
            "cpu_packed_conv_template", "cpu_templates", "PackWeights", "TVMKernelModule", "single_torch_thread",
            "dense_template", "gpu_conv_template", "neural_choices", "transformation_space",
-           "Bind", "CacheWrite", "DecomposeReduction", "Fuse", "Interchange", "ProgramStep",
+           "Bind", "CacheRead", "CacheWrite", "ComputeAt", "DecomposeReduction", "Fuse", "Interchange", "ProgramStep",
            "Reorder", "Split", "Step", "Tile", "Unroll", "Vectorize", "Parallel"]

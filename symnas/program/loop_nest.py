@@ -21,6 +21,7 @@ class LoopNest:
         self.block = block
         self.target_kind = target_kind
         self.rvs: Dict[str, object] = {}
+        self.thread_extents: Dict[str, int] = {}   # GPU thread axis -> extent of the loop bound to it
         if sch is not None:
             loops = sch.get_loops(block)
             names = [sch.get(loop).loop_var.name for loop in loops]

@@ -74,7 +74,9 @@ def schedule_helper_blocks(sch, kind: str) -> None:
     names = {sch.get(b).name_hint for b in _blocks(sch)}
     if "pad" in names:
         pad = sch.get_sblock("pad")
-        if kind == "cuda":
+        if _moved_under_a_loop(sch, pad):
+            pass                                # a ComputeAt step scheduled it already
+        elif kind == "cuda":
             sch.compute_inline(pad)
         else:
             _parallel_copy(sch, pad)
@@ -87,6 +89,21 @@ def schedule_helper_blocks(sch, kind: str) -> None:
             sch.bind(thread_x, "threadIdx.x")
         else:
             _parallel_copy(sch, out)
+
+
+def _moved_under_a_loop(sch, block) -> bool:
+    """True when ``block`` shares its outermost loop with another block (compute_at)."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return False
+    outer = sch.get_sref(loops[0])
+    for other in _blocks(sch):
+        if sch.get(other).name_hint == sch.get(block).name_hint:
+            continue
+        other_loops = sch.get_loops(other)
+        if other_loops and sch.get_sref(other_loops[0]).same_as(outer):
+            return True
+    return False
 
 
 def _blocks(sch):

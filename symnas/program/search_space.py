@@ -19,7 +19,7 @@ import pyglove as pg
 from symnas.program.neural import Bottleneck, Depthwise, Group, Partition
 from symnas.program.operators import Operator
 from symnas.program.schedule import Schedule
-from symnas.program.transformations import (Bind, CacheWrite, DecomposeReduction, Fuse,
+from symnas.program.transformations import (Bind, CacheRead, CacheWrite, DecomposeReduction, Fuse,
                                             PackWeights, Parallel, Reorder, Split, Step, Unroll,
                                             Vectorize)
 
@@ -61,20 +61,28 @@ def cpu_packed_conv_template(co_block=16, oh_block=2) -> List[Step]:
             DecomposeReduction("ci")]
 
 
-def gpu_conv_template(co_block=4, oh_block=2, threads_co=8, threads_oh=4) -> List[Step]:
+def gpu_conv_template(co_block=4, oh_block=2, threads_co=8, threads_oh=4, ci_block=0) -> List[Step]:
     """Program steps that map a convolution onto CUDA blocks and threads.
 
     Blocks over (co, oh) tiles, threads over (co, oh, ow) inside a tile, each thread
-    keeps `co_block` x `oh_block` accumulators in registers.
+    keeps `co_block` x `oh_block` accumulators in registers. With ``ci_block`` > 0 the
+    reduction over input channels runs in chunks of ``ci_block``, and each chunk of the
+    input and weight tile is first copied into shared memory by all threads of the block.
     """
-    return [Split("co", co_block * threads_co), Split("co.1", co_block),
-            Split("oh", oh_block * threads_oh), Split("oh.1", oh_block),
-            Reorder(["n", "co.0", "oh.0", "co.1.0", "oh.1.0", "ow", "ci", "kh", "kw",
-                     "co.1.1", "oh.1.1"]),
-            Fuse(["n", "co.0", "oh.0"]), Bind("n*co.0*oh.0", "blockIdx.x"),
-            Fuse(["co.1.0", "oh.1.0", "ow"]), Bind("co.1.0*oh.1.0*ow", "threadIdx.x"),
-            CacheWrite(at="co.1.0*oh.1.0*ow"),
-            Unroll("co.1.1"), Unroll("oh.1.1")]
+    ci = ["ci"] if not ci_block else ["ci.0", "ci.1"]
+    steps: List[Step] = [Split("co", co_block * threads_co), Split("co.1", co_block),
+                         Split("oh", oh_block * threads_oh), Split("oh.1", oh_block)]
+    if ci_block:
+        steps.append(Split("ci", ci_block))
+    steps += [Reorder(["n", "co.0", "oh.0", "co.1.0", "oh.1.0", "ow"] + ci + ["kh", "kw",
+                       "co.1.1", "oh.1.1"]),
+              Fuse(["n", "co.0", "oh.0"]), Bind("n*co.0*oh.0", "blockIdx.x"),
+              Fuse(["co.1.0", "oh.1.0", "ow"]), Bind("co.1.0*oh.1.0*ow", "threadIdx.x"),
+              CacheWrite(at="co.1.0*oh.1.0*ow")]
+    if ci_block:
+        steps += [CacheRead("input", at="ci.0"), CacheRead("weight", at="ci.0")]
+    steps += [Unroll("co.1.1"), Unroll("oh.1.1")]
+    return steps
 
 
 def dense_template(co_block=16) -> List[Step]:

@@ -179,7 +179,10 @@ class Bind(_Annotate):
             raise StepError(f"unknown thread axis {self.thread!r}; use one of {THREAD_AXES}")
         if nest.target_kind != "cuda":
             raise StepError(f"bind to {self.thread} needs a GPU target, not {nest.target_kind!r}")
+        extent = nest.extent(self.loop)
         nest.sch.bind(nest.rv(self.loop), self.thread)
+        if extent:
+            nest.thread_extents[self.thread] = extent
 
 
 class CacheWrite(ProgramStep):
@@ -211,6 +214,86 @@ class CacheWrite(ProgramStep):
             inner = nest.sch.get_loops(write_back)[-1]
             if int(nest.sch.get(inner).extent) > 1:
                 nest.sch.vectorize(inner)
+
+
+def _read_buffer_index(nest: LoopNest, operand: str) -> int:
+    names = [str(region.source.name) for region in nest.sch.get(nest.block).reads]
+    wanted = ("pad", "data") if operand == "input" else ("weight",)
+    for index, name in enumerate(names):
+        if any(name == w or (w == "weight" and name.startswith(w)) for w in wanted):
+            return index
+    raise StepError(f"the block reads {names}; none is its {operand}")
+
+
+def _cooperative_copy(nest: LoopNest, copy_block, at: str, threads: int) -> None:
+    """Spreads a copy block placed under loop ``at`` over GPU threads or CPU vector lanes."""
+    sch = nest.sch
+    inner = sch.get_loops(copy_block)[nest.order.index(at) + 1:]
+    if not inner:
+        return
+    fused = sch.fuse(*inner) if len(inner) > 1 else inner[0]
+    if nest.target_kind == "cuda":
+        threads = threads or nest.thread_extents.get("threadIdx.x", 0)
+        if threads < 1:
+            raise StepError("a GPU copy needs the block's threads: bind a loop to threadIdx.x first "
+                            "or give threads=")
+        _, thread = sch.split(fused, [None, threads])
+        sch.bind(thread, "threadIdx.x")
+    elif threads > 1:
+        _, lanes = sch.split(fused, [None, threads])
+        sch.vectorize(lanes)
+
+
+class CacheRead(ProgramStep):
+    """Copies the part of an operand (``"input"`` or ``"weight"``) that the loops under ``at``
+    read into a ``scope`` buffer (``"shared"`` on GPUs, ``"global"``/``"local"`` on CPUs),
+    once per iteration of ``at`` (cache_read + compute_at).
+
+    On GPUs the copy is spread over the block's threads (``threads``, by default the extent
+    of the loop bound to ``threadIdx.x`` by an earlier ``Bind``); on CPUs ``threads`` > 1
+    vectorizes the copy by that many lanes.
+    """
+
+    operand: str
+    at: str
+    scope: str = "shared"
+    threads: int = 0
+
+    def apply(self, nest: LoopNest) -> None:
+        nest.check(self.at)
+        if self.operand not in ("input", "weight"):
+            raise StepError(f"cache read operand must be 'input' or 'weight', got {self.operand!r}")
+        if self.scope not in ("shared", "local", "global"):
+            raise StepError(f"unknown scope {self.scope!r}; use 'shared', 'local' or 'global'")
+        if not nest.scheduling:
+            return
+        if self.scope == "shared" and nest.target_kind != "cuda":
+            raise StepError("shared memory is a GPU scope; on CPUs cache into 'global' or 'local'")
+        index = _read_buffer_index(nest, self.operand)
+        copy_block = nest.sch.cache_read(nest.block, index, self.scope)
+        nest.sch.compute_at(copy_block, nest.rv(self.at))
+        _cooperative_copy(nest, copy_block, self.at, self.threads)
+
+
+class ComputeAt(ProgramStep):
+    """Computes a producer block (``"pad"``: the zero-padded input) under loop ``at`` of the
+    convolution, only the part that iteration reads, instead of all of it up front.
+    ``threads`` spreads it as in ``CacheRead``."""
+
+    block: str = "pad"
+    at: str = ""
+    threads: int = 0
+
+    def apply(self, nest: LoopNest) -> None:
+        nest.check(self.at)
+        if not nest.scheduling:
+            return
+        try:
+            producer = nest.sch.get_sblock(self.block)
+        except (RuntimeError, ValueError):
+            raise StepError(f"the kernel has no block named {self.block!r}") from None
+        nest.sch.compute_at(producer, nest.rv(self.at))
+        _cooperative_copy(nest, producer, self.at, self.threads)
 
 
 class DecomposeReduction(ProgramStep):
