@@ -106,3 +106,18 @@ def test_compile_network_uses_given_programs_and_falls_back_to_torch_when_nothin
     torch.testing.assert_close(compiled(x), expected, atol=1e-4, rtol=1e-4)
     with pytest.raises(KeyError, match="no convolution"):
         sn.nn.compile_network(net, programs={"layers[1]": []}, tune=False)
+
+
+def test_compiled_network_runs_torch_glue_on_one_thread_and_restores_the_count():
+    net = sn.nn.Sequential([sn.nn.Conv(8, 3), sn.nn.BatchNorm(), sn.nn.ReLU(), sn.nn.GlobalPool(),
+                            sn.nn.Dense(10)])
+    compiled = sn.nn.compile_network(net, tune=False)
+    seen = []
+    compiled.model.get_submodule("2").register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        compiled(torch.randn(1, 3, 32, 32))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
