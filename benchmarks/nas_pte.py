@@ -98,6 +98,15 @@ class KernelTable:
         self.compiles = 0
         self.seconds = 0.0
 
+    def remeasure(self, op, neural, program) -> float:
+        """Times a measured kernel again (the build is cached) and keeps the lower value:
+        load from other processes only ever adds time."""
+        key = (pg.format(op, compact=True), fmt(neural), fmt(program))
+        old = self.latency.pop(key, math.inf)
+        self.latency[key] = min(old, self.measure(op, neural, program))
+        self.compiles -= 1                # the build was cached; only the timing is new
+        return self.latency[key]
+
     def measure(self, op, neural, program) -> float:
         key = (pg.format(op, compact=True), fmt(neural), fmt(program))
         if key not in self.latency:
@@ -165,6 +174,13 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             best[key].append(min(lat, key=lambda t: t[0]))
         print(f"  {op.c_in:4d}->{op.c_out:4d} {op.h}x{op.w} k{op.k} s{op.stride}: TVM ms "
               + ", ".join(f"{short(n)} {b[0]:.3f}" for n, b in zip(options, best[key])), flush=True)
+    # a second timing of each option's best kernel: a load spike during the first one would
+    # otherwise decide the table (and the original convs are every speedup's denominator)
+    for key, op in ops.items():
+        for i, neural in enumerate(menus.get(key, [[]])):
+            latency, prog = best[key][i]
+            if math.isfinite(latency):
+                best[key][i] = (table.remeasure(op, neural, prog), prog)
     table_seconds = time.perf_counter() - t0
 
     # 2. search ---------------------------------------------------------------------------
