@@ -58,3 +58,12 @@ def test_mobilenetv2_s1_takes_at_most_23_added_lines_and_algorithms_swap_in_one_
         assert f"{name:9s}: best accuracy" in out
     lines = list(example.ALGORITHM_LINES.values())
     assert all(len(line.splitlines()) == 1 for line in lines) and len(set(lines)) == 3
+
+
+def test_kernel_search_notebook_searches_times_and_runs_the_kernel_in_torch():
+    outputs = _outputs(_execute_notebook("kernel_search.ipynb"))
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "best kernel" in text and "speedup" in text
+    error = float(text.split("max |TVM - torch|:")[1].split()[0])
+    assert error < 1e-4
