@@ -37,11 +37,14 @@ class FisherHooks:
         def hook(module, inputs, output):
             if not isinstance(output, torch.Tensor) or not output.requires_grad:
                 return
+            # detach() shares the version counter, so the hook needs no reference to ``output``:
+            # output -> hook -> output would be a reference cycle that keeps the whole autograd
+            # graph (every saved activation) alive until the garbage collector happens to run
             act = output.detach()
-            version = output._version
+            version = act._version
 
             def on_grad(grad):
-                if output._version != version:
+                if act._version != version:
                     raise ProxyError(f"the output of layer {name!r} was modified in place before the "
                                      f"backward pass (use ReLU(inplace=False) after it)")
                 g = act * grad
