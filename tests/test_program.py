@@ -268,3 +268,11 @@ def test_gpu_template_stages_input_and_weight_tiles_in_shared_memory():
     assert "pad_shared" in shared and "weight0_shared" in shared and "__syncthreads()" in shared
     with pytest.raises(P.IllegalTransformation, match="threadIdx.x"):
         P.Schedule(op, [P.Split("ci", 4), P.CacheRead("input", at="ci.0")]).lower("cuda")
+
+
+def test_metaschedule_baseline_tunes_without_xgboost_and_times_the_result():
+    op = P.Conv2d(c_in=8, c_out=8, h=8, w=8, k=3)
+    result = P.tune_metaschedule(op, trials=4)
+    assert result.error is None, result.error
+    assert result.cost_model in ("xgb", "random")
+    assert 0 < result.latency_ms < 1000
