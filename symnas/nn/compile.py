@@ -105,7 +105,7 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
         except (program.IllegalTransformation, ValueError) as error:
             fallbacks[site.torch_name] = str(error)
             continue
-        _set_module(model, site.torch_name, fast)
+        model.set_submodule(site.torch_name, fast)
         schedules[site.torch_name] = schedule
     return CompiledNetwork(model, schedules, fallbacks, glue_threads)
 
@@ -127,8 +127,3 @@ def _pick_template(op, neural: List, tune: bool, repeat: int) -> Optional[List]:
             best, best_ms = template, latency
     return best
 
-
-def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)

@@ -60,12 +60,6 @@ def _module_seed(seed: int, name: str) -> int:
     return zlib.crc32(f"{seed}:{name}".encode()) & 0x7FFFFFFF
 
 
-def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
-
-
 def build_module(layer, in_shape, seed: int, name: str) -> nn.Module:
     """Builds one layer with weights that depend only on ``(seed, name)``."""
     with torch.random.fork_rng(devices=[]):
@@ -85,7 +79,7 @@ def seeded_build(net, in_shape=(3, 32, 32), seed: int = 0) -> nn.Module:
     transformed = {s.torch_name: s for s in transformable_convs(net, in_shape, include_all=True)
                    if isinstance(s.layer, TransformedConv)}
     for name, site in transformed.items():
-        _set_module(model, name, build_module(site.layer, site.in_shape, seed, name))
+        model.set_submodule(name, build_module(site.layer, site.in_shape, seed, name))
     for name, module in model.named_modules():
         if name in transformed or any(name.startswith(t + ".") for t in transformed):
             continue
@@ -259,7 +253,7 @@ class IsolatedLayerScorer:
         top = int(top_name)
         original_module = self.model.get_submodule(name)
         module = build_module(replacement, site.in_shape, self.legality.seed, name)
-        _set_module(self.model, name, module)
+        self.model.set_submodule(name, module)
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.legality.seed)
@@ -268,7 +262,7 @@ class IsolatedLayerScorer:
             self._cache[key] = e
             raise
         finally:
-            _set_module(self.model, name, original_module)
+            self.model.set_submodule(name, original_module)
             self.model.zero_grad(set_to_none=True)
         self.evaluations += 1
         self._cache[key] = result
