@@ -59,9 +59,9 @@ def test_kernel_module_rejects_bad_input_with_clear_errors():
         fast(torch.randn(1, 16, 8, 8, requires_grad=True))
 
 
-def test_single_torch_thread_restores_the_thread_count():
+def test_torch_threads_restores_the_thread_count():
     before = torch.get_num_threads()
-    with p.single_torch_thread(1):
+    with p.torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
 

@@ -84,7 +84,8 @@ class ConvSite:
         from symnas import program  # pylint: disable=import-outside-toplevel
         conv = self.layer
         if isinstance(conv, TransformedConv):
-            return conv._operator()
+            op = conv._operator()
+            return op if op.batch == batch else op.clone(override={"batch": batch})
         kernel = conv.kernel if isinstance(conv.kernel, int) else conv.kernel[0]
         stride = conv.stride if isinstance(conv.stride, int) else conv.stride[0]
         padding = conv.padding if conv.padding is None or isinstance(conv.padding, int) else conv.padding[0]

@@ -46,8 +46,8 @@ class CompiledNetwork(nn.Module):
         self.glue_threads = glue_threads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from symnas.program.torch_tvm import single_torch_thread  # pylint: disable=import-outside-toplevel
-        with torch.no_grad(), single_torch_thread(self.glue_threads):
+        from symnas.program.torch_tvm import torch_threads  # pylint: disable=import-outside-toplevel
+        with torch.no_grad(), torch_threads(self.glue_threads):
             return self.model(x)
 
 
@@ -80,7 +80,6 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
         op = site.operator(batch)
         if isinstance(site.layer, TransformedConv):
             steps = list(site.layer.schedule.active_steps())
-            op = site.layer.schedule.op.clone(override={"batch": batch})
             weights, bias = list(module.weights), None
         elif isinstance(module, nn.Conv2d):
             steps, weights, bias = [], [module.weight], module.bias

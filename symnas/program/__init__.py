@@ -30,13 +30,13 @@ from symnas.program.search_space import (cpu_conv_template, cpu_packed_conv_temp
 from symnas.program.transformations import (Bind, CacheRead, CacheWrite, ComputeAt, DecomposeReduction, Fuse,
                                             Interchange, PackWeights, ProgramStep, Reorder, Split, Step, Tile,
                                             Unroll, Vectorize, Parallel)
-from symnas.program.torch_tvm import TVMKernelModule, single_torch_thread
+from symnas.program.torch_tvm import TVMKernelModule, torch_threads
 
 __all__ = ["IllegalTransformation", "Kernel", "KernelPart", "cuda_target", "host_target",
            "resolve_target", "Measurement", "TuningResult", "time_torch", "time_torch_conv",
            "tune_metaschedule", "Bottleneck", "Depthwise", "Group", "NeuralStep", "Partition",
            "Conv2d", "Dense", "DepthwiseConv2d", "Operator", "Schedule", "cpu_conv_template",
-           "cpu_packed_conv_template", "cpu_templates", "PackWeights", "TVMKernelModule", "single_torch_thread",
+           "cpu_packed_conv_template", "cpu_templates", "PackWeights", "TVMKernelModule", "torch_threads",
            "dense_template", "gpu_conv_template", "neural_choices", "transformation_space",
            "Bind", "CacheRead", "CacheWrite", "ComputeAt", "DecomposeReduction", "Fuse", "Interchange", "ProgramStep",
            "Reorder", "Split", "Step", "Tile", "Unroll", "Vectorize", "Parallel"]

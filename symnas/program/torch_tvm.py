@@ -6,7 +6,7 @@ tensor. Weights are packed once, at construction, into the layout the kernel tak
 Threads: TVM's worker pool and torch's OpenMP workers both spin-wait after their parallel
 regions; on a small CPU the two pools then fight for the cores whenever TVM kernels and
 multi-threaded torch ops alternate (measured here: a TVM conv followed by a ReLU ran 2-4x
-slower than the two alone). ``single_torch_thread`` runs the torch side on one thread, so
+slower than the two alone). ``torch_threads`` runs the torch side on one thread, so
 only TVM's pool is parallel; ``sn.nn.compile_network`` does this for whole networks.
 
 Example::
@@ -95,7 +95,7 @@ class TVMKernelModule(nn.Module):
 
 
 @contextlib.contextmanager
-def single_torch_thread(threads: int = 1):
+def torch_threads(threads: int = 1):
     """Runs torch's intra-op work on ``threads`` threads inside the block, then restores."""
     before = torch.get_num_threads()
     if before != threads:
