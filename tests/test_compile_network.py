@@ -33,6 +33,34 @@ def test_kernel_module_runs_a_transformed_kernel_like_its_torch_module():
         torch.testing.assert_close(fast(x), reference(x), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("steps", [[], p.cpu_conv_template(4, 2),
+                                   [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)]
+                                   + p.cpu_conv_template(4, 2)])
+def test_kernel_module_fuses_bias_and_relu_into_the_kernel(steps):
+    _, sched = _conv_and_module(steps=steps)
+    reference = sched.to_torch()
+    bias = torch.randn(16)
+    fast = p.TVMKernelModule(sched, list(reference.weights), bias=bias, relu=True)
+    x = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        expected = torch.relu(reference(x) + bias.view(1, -1, 1, 1))
+        torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=1e-4)
+    assert (expected == 0).any()              # the ReLU had something to clamp
+    blocks = sched.lower(epilogue="bias_relu").script()
+    # with a cache write-back or a concatenation the epilogue is inlined into the output write
+    assert ('T.sblock("epilogue")' in blocks) == (not steps)
+
+
+def test_epilogue_errors_name_the_problem():
+    _, sched = _conv_and_module(steps=p.cpu_conv_template(4, 2))
+    with pytest.raises(ValueError, match="unknown epilogue"):
+        sched.lower(epilogue="gelu")
+    with pytest.raises(ValueError, match="CPU kernels only"):
+        sched.lower("cuda", epilogue="bias")
+    with pytest.raises(ValueError, match="bias has 8 values"):
+        p.TVMKernelModule(sched, [torch.zeros(16, 16, 3, 3)], bias=torch.zeros(8))
+
+
 def test_kernel_module_accepts_an_unaligned_view():
     _, sched = _conv_and_module(steps=p.cpu_packed_conv_template(16, 2))
     conv = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
@@ -88,6 +116,37 @@ def test_compiled_network_computes_what_the_torch_model_computes():
     assert any(isinstance(s, p.ProgramStep) for s in grouped.active_steps())
     torch.testing.assert_close(compiled(x), expected, atol=1e-4, rtol=1e-4)
     assert isinstance(compiled.model.get_submodule(site.torch_name), p.TVMKernelModule)
+
+
+def test_compile_network_folds_batch_norm_and_fuses_relu_into_the_kernels():
+    net = _small_resnet()
+    site = sn.nn.transformable_convs(net)[2]
+    sched = p.Schedule(site.operator(), [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)])
+    transformed = sn.nn.replace_convs(net, {site.path: sched})
+    torch.manual_seed(0)
+    model = transformed.build((3, 32, 32))
+    model.train()
+    with torch.no_grad():                      # running statistics far from (0, 1)
+        for _ in range(4):
+            model(3 * torch.randn(8, 3, 32, 32) + 1)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 2.0)
+                module.bias.uniform_(-1.0, 1.0)
+    model.eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    compiled = sn.nn.compile_network(transformed, copy.deepcopy(model), tune=False)
+    torch.testing.assert_close(compiled(x), expected, atol=1e-4, rtol=1e-4)
+    names = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in compiled.model.modules())
+    assert len(compiled.fused) == len(names)
+    assert compiled.fused[site.torch_name] == "batch norm + ReLU"      # the first conv of a block
+    unfused = sn.nn.compile_network(transformed, copy.deepcopy(model), tune=False, fold_batchnorm=False)
+    assert not unfused.fused
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in unfused.model.modules()) == len(names)
+    torch.testing.assert_close(unfused(x), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_compile_network_uses_given_programs_and_falls_back_to_torch_when_nothing_fits():

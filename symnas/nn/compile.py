@@ -2,10 +2,12 @@
 
 ``compile_network(net)`` builds the symbolic network's torch model (or takes yours, with
 its trained weights) and swaps each convolution module for a ``TVMKernelModule``: the
-original convs and the transformed kernels (``TransformedConv``) alike. The rest of the
-network (batch norm, activations, pooling, the classifier) stays in torch and runs on one
-thread, so only TVM's thread pool is parallel (two spinning pools fight over the cores:
-see ``sn.program.torch_tvm``).
+original convs and the transformed kernels (``TransformedConv``) alike. A batch norm right
+after a conv is folded into its weights and a bias, and a ReLU after that is fused into
+the kernel too (``fold_batchnorm``). The rest of the network (other activations, residual
+additions, pooling, the classifier) stays in torch and runs on one thread, so only TVM's
+thread pool is parallel (two spinning pools fight over the cores: see
+``sn.program.torch_tvm``).
 
 Each kernel gets a program template: the one given in ``programs`` (key path -> steps),
 the program steps already in a transformed kernel's schedule, or the fastest of
@@ -38,11 +40,12 @@ class CompiledNetwork(nn.Module):
     """A torch model whose convolutions are TVM kernels; inference at a fixed batch size."""
 
     def __init__(self, model: nn.Module, schedules: Dict[str, object], fallbacks: Dict[str, str],
-                 glue_threads: int = 1):
+                 glue_threads: int = 1, fused: Optional[Dict[str, str]] = None):
         super().__init__()
         self.model = model
         self.schedules = schedules          # torch module name -> compiled sn.program.Schedule
         self.fallbacks = fallbacks          # torch module name -> why it stayed in torch
+        self.fused = fused or {}            # torch module name -> what its kernel absorbed
         self.glue_threads = glue_threads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,13 +56,16 @@ class CompiledNetwork(nn.Module):
 
 def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[int] = CIFAR_SHAPE,
                     batch: int = 1, programs: Optional[Dict[str, List]] = None, tune: bool = True,
-                    glue_threads: int = 1, repeat: int = 3) -> CompiledNetwork:
+                    glue_threads: int = 1, repeat: int = 3, fold_batchnorm: bool = True) -> CompiledNetwork:
     """Compiles every convolution of the symbolic network ``net`` to a TVM kernel.
 
     ``model`` is ``net.build(in_shape)`` with the weights to use (built here when None;
     it is modified in place and put in eval mode). ``programs`` maps key paths of convs
     to program steps; other convs get the program steps of their transformed schedule
     or, with ``tune``, the fastest measured CPU template (else the first that compiles).
+    With ``fold_batchnorm``, a ``BatchNorm2d`` (with running statistics) that directly
+    follows a conv in a ``Sequential`` is folded into the conv's weights and a bias, and a
+    ``ReLU`` right after it is fused into the kernel; both modules become ``Identity``.
     """
     from symnas import program  # pylint: disable=import-outside-toplevel
     from symnas.program.torch_tvm import TVMKernelModule  # pylint: disable=import-outside-toplevel
@@ -74,7 +80,7 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
     if unknown:
         raise KeyError(f"programs name no convolution of the network: {sorted(unknown)}")
     chosen: Dict[str, List] = {}       # template cache per (operator, neural steps)
-    schedules, fallbacks = {}, {}
+    schedules, fallbacks, fused = {}, {}, {}
     for site in sites:
         module = model.get_submodule(site.torch_name)
         op = site.operator(batch)
@@ -99,14 +105,57 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
                 continue
             steps = neural + chosen[key]
         schedule = program.Schedule(op, steps)
+        batchnorm, relu = _batchnorm_relu_after(model, site.torch_name) if fold_batchnorm else (None, None)
+        if batchnorm is not None:
+            weights, bias = _fold_batchnorm(schedule.kernel(), weights, bias, model.get_submodule(batchnorm))
         try:
-            fast = TVMKernelModule(schedule, weights, bias)
+            fast = TVMKernelModule(schedule, weights, bias, relu=relu is not None)
         except (program.IllegalTransformation, ValueError) as error:
             fallbacks[site.torch_name] = str(error)
             continue
         model.set_submodule(site.torch_name, fast)
         schedules[site.torch_name] = schedule
-    return CompiledNetwork(model, schedules, fallbacks, glue_threads)
+        for name in (batchnorm, relu):
+            if name is not None:
+                model.set_submodule(name, nn.Identity())
+        if batchnorm is not None:
+            fused[site.torch_name] = "batch norm + ReLU" if relu is not None else "batch norm"
+    return CompiledNetwork(model, schedules, fallbacks, glue_threads, fused)
+
+
+def _batchnorm_relu_after(model: nn.Module, name: str):
+    """Names of the BatchNorm2d right after module ``name`` in its Sequential and of a ReLU
+    right after that (None where absent)."""
+    parent_name, _, index = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if not isinstance(parent, nn.Sequential) or not index.isdigit():
+        return None, None
+    i = int(index)
+    prefix = f"{parent_name}." if parent_name else ""
+    following = list(parent)[i + 1:i + 3]
+    if not following or not isinstance(following[0], nn.BatchNorm2d) or following[0].running_var is None:
+        return None, None
+    relu = (f"{prefix}{i + 2}" if len(following) > 1 and isinstance(following[1], nn.ReLU) else None)
+    return f"{prefix}{i + 1}", relu
+
+
+def _fold_batchnorm(kernel, weights: List[torch.Tensor], bias: Optional[torch.Tensor], bn: nn.BatchNorm2d):
+    """Weights and a bias that compute ``bn(conv(x))`` (inference statistics) in one conv."""
+    with torch.no_grad():
+        scale = bn.running_var.add(bn.eps).rsqrt()
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        folded = []
+        # each kernel part writes a slice of the output channels (parts of a row partition
+        # share theirs): scale the part's filters by its channels' factors
+        for (channel, _), part, weight in zip(kernel.placements(), kernel.parts, weights):
+            factor = scale[channel:channel + part.c_out].reshape(-1, *([1] * (weight.dim() - 1)))
+            folded.append(weight.detach() * factor)
+        new_bias = shift if bias is None else bias.detach() * scale + shift
+    return folded, new_bias
 
 
 def _pick_template(op, neural: List, tune: bool, repeat: int) -> Optional[List]:

@@ -13,7 +13,9 @@ Example::
     kernel.output_shape(), kernel.flops()
 """
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
+
+EPILOGUES = (None, "bias", "bias_relu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,9 +189,16 @@ class Kernel:
         return ["conv"] if len(self.parts) == 1 else [f"conv{i}" for i in range(len(self.parts))]
 
     # ---- TVM TE ------------------------------------------------------------
-    def te_tensors(self):
-        """(input, weights..., output) TE tensors of the kernel's compute."""
+    def te_tensors(self, epilogue: Optional[str] = None):
+        """(input, weights..., [bias,] output) TE tensors of the kernel's compute.
+
+        ``epilogue`` fuses an inference epilogue into the kernel: ``"bias"`` adds a
+        per-output-channel bias (a folded batch norm), ``"bias_relu"`` then clamps at zero.
+        """
         from tvm import te  # pylint: disable=import-outside-toplevel
+
+        if epilogue not in EPILOGUES:
+            raise ValueError(f"unknown epilogue {epilogue!r}: use one of {EPILOGUES}")
 
         data = te.placeholder(self.input_shape(), name="data")
         weights = [te.placeholder(s, name=f"weight{i}")
@@ -206,9 +215,16 @@ class Kernel:
             padded = data
         outputs = [self._te_part(part, padded, weight, name)
                    for part, weight, name in zip(self.parts, weights, self.block_names())]
-        if len(outputs) == 1:
-            return [data] + weights + outputs
-        return [data] + weights + [self._te_concat(outputs)]
+        out = outputs[0] if len(outputs) == 1 else self._te_concat(outputs)
+        if epilogue is None:
+            return [data] + weights + [out]
+        bias = te.placeholder((out.shape[1],), name="bias")
+
+        def fused(n, c, *rest):
+            value = out[(n, c) + rest] + bias[c]
+            return te.max(value, te.const(0.0, "float32")) if epilogue == "bias_relu" else value
+
+        return [data] + weights + [bias, te.compute(out.shape, fused, name="epilogue")]
 
     def _te_part(self, part: KernelPart, padded, weight, name):
         from tvm import te  # pylint: disable=import-outside-toplevel
@@ -262,7 +278,7 @@ class Kernel:
 
         return te.compute(shape, select, name="out")
 
-    def prim_func(self):
+    def prim_func(self, epilogue: Optional[str] = None):
         from tvm import te  # pylint: disable=import-outside-toplevel
 
-        return te.create_prim_func(self.te_tensors())
+        return te.create_prim_func(self.te_tensors(epilogue))

@@ -72,6 +72,14 @@ def schedule_helper_blocks(sch, kind: str) -> None:
     convolution and the concatenation is spread over threads.
     """
     names = {sch.get(b).name_hint for b in _blocks(sch)}
+    if "epilogue" in names:
+        epilogue = sch.get_sblock("epilogue")
+        try:
+            # into the block that writes the output (a cache write-back or the concatenation):
+            # the bias and ReLU are applied while the tile is still in registers
+            sch.reverse_compute_inline(epilogue)
+        except Exception:  # pylint: disable=broad-except
+            _parallel_copy(sch, epilogue)    # the reduction writes the output itself
     if "pad" in names:
         pad = sch.get_sblock("pad")
         if _moved_under_a_loop(sch, pad):

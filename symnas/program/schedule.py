@@ -73,14 +73,21 @@ class Schedule(pg.Object):
         return TransformedConv(self.kernel(), weights)
 
     # ---- TVM ---------------------------------------------------------------
-    def lower(self, target: TargetLike = None):
-        """The scheduled TVM IRModule (raises IllegalTransformation naming the bad step)."""
+    def lower(self, target: TargetLike = None, epilogue: Optional[str] = None):
+        """The scheduled TVM IRModule (raises IllegalTransformation naming the bad step).
+
+        ``epilogue`` (``"bias"`` or ``"bias_relu"``, CPU only) fuses a per-channel bias
+        (a folded batch norm) and a ReLU into the kernel's output write; the kernel then
+        takes the bias after its weights.
+        """
         import tvm  # pylint: disable=import-outside-toplevel
         from tvm import s_tir  # pylint: disable=import-outside-toplevel
 
         kernel = self.kernel()
         kind = target_kind(target)
-        sch = s_tir.Schedule(kernel.prim_func())
+        if epilogue is not None and kind != "llvm":
+            raise ValueError("a fused epilogue is implemented for CPU kernels only")
+        sch = s_tir.Schedule(kernel.prim_func(epilogue))
         initial = list(kernel.loop_extents())
         for block_name in kernel.block_names():
             nest = LoopNest(initial, sch, sch.get_sblock(block_name), target_kind=kind)
@@ -99,11 +106,11 @@ class Schedule(pg.Object):
             raise IllegalTransformation(f"helper blocks: {tvm_reason(error)}") from None
         return sch.mod
 
-    def build(self, target: TargetLike = None):
+    def build(self, target: TargetLike = None, epilogue: Optional[str] = None):
         """Compiles for `target` (this CPU by default); cached by structural hash."""
         import tvm  # pylint: disable=import-outside-toplevel
 
-        mod = self.lower(target)
+        mod = self.lower(target, epilogue)
         try:
             return compile_module(mod, target)
         except (RuntimeError, ValueError) as error:

@@ -38,12 +38,13 @@ class TVMKernelModule(nn.Module):
     """Runs ``schedule``'s compiled CPU kernel on torch tensors (float32, inference only).
 
     ``weights`` are the kernel's weights in OIHW order (one per kernel part, as
-    ``schedule.weight_shapes``); ``bias`` (optional, one value per output channel) is
-    added after the kernel.
+    ``schedule.weight_shapes``); ``bias`` (optional, one value per output channel) and,
+    with ``relu``, a ReLU are fused into the kernel's output write (``sn.nn.compile_network``
+    folds each conv's batch norm into its weights and this bias).
     """
 
     def __init__(self, schedule, weights: Sequence, bias: Optional[torch.Tensor] = None,
-                 target: TargetLike = None):
+                 target: TargetLike = None, relu: bool = False):
         super().__init__()
         if target_kind(target) != "llvm":
             raise ValueError("TVMKernelModule runs kernels compiled for this CPU; use a CPU target")
@@ -58,7 +59,14 @@ class TVMKernelModule(nn.Module):
         self.schedule = schedule
         self.input_shape = tuple(schedule.input_shape)
         self.output_shape = tuple(schedule.output_shape)
-        self._runtime = schedule.build(target).jit()      # keeps the loaded library alive
+        self.relu = relu
+        if bias is None and relu:
+            bias = torch.zeros(self.output_shape[1])
+        if bias is not None and tuple(bias.reshape(-1).shape) != (self.output_shape[1],):
+            raise ValueError(f"bias has {bias.numel()} values, the kernel has {self.output_shape[1]} "
+                             "output channels")
+        epilogue = None if bias is None else ("bias_relu" if relu else "bias")
+        self._runtime = schedule.build(target, epilogue).jit()      # keeps the loaded library alive
         self._func = self._runtime["main"]
         for i, w in enumerate(weights):
             array = w.detach().cpu().numpy() if hasattr(w, "detach") else np.asarray(w)
@@ -68,12 +76,13 @@ class TVMKernelModule(nn.Module):
             self.register_buffer(f"weight{i}", torch.from_numpy(np.ascontiguousarray(packed)).clone())
         self._num_weights = len(weights)
         if bias is not None:
-            self.register_buffer("bias", bias.detach().reshape(1, -1, 1, 1).clone())
+            self.register_buffer("bias", bias.detach().reshape(-1).to(torch.float32).contiguous().clone())
         else:
             self.bias = None
 
     def extra_repr(self) -> str:
-        return f"{self.input_shape} -> {self.output_shape}: {self.schedule.describe()}"
+        fused = "" if self.bias is None else (" + bias + relu" if self.relu else " + bias")
+        return f"{self.input_shape} -> {self.output_shape}: {self.schedule.describe()}{fused}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape) != self.input_shape:
@@ -88,9 +97,8 @@ class TVMKernelModule(nn.Module):
         if x.data_ptr() % _ALIGNMENT:
             x = x.clone()                 # a view at an offset: TVM assumes aligned buffers
         out = torch.empty(self.output_shape, dtype=torch.float32)
-        self._func(x, *(getattr(self, f"weight{i}") for i in range(self._num_weights)), out)
-        if self.bias is not None:
-            out += self.bias
+        extra = () if self.bias is None else (self.bias,)
+        self._func(x, *(getattr(self, f"weight{i}") for i in range(self._num_weights)), *extra, out)
         return out
 
 
