@@ -159,6 +159,45 @@ def end_to_end_timings(models: Dict[str, torch.nn.Module], rounds: int = 5) -> D
     return runs
 
 
+def kernel_share(compiled, rounds: int = 20) -> Dict[str, float]:
+    """Per-forward time (ms) of a compiled network split into its TVM kernels and the rest,
+    measured inside the network (weights come from memory, not from a warm cache)."""
+    from symnas.program.torch_tvm import TVMKernelModule
+    spent = {}
+    modules = [(n, m) for n, m in compiled.model.named_modules() if isinstance(m, TVMKernelModule)]
+    originals = {n: m._func for n, m in modules}
+
+    def timed(name, func):
+        def call(*args):
+            start = time.perf_counter()
+            func(*args)
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+        return call
+    x = torch.randn(1, 3, 32, 32)
+    try:
+        for n, m in modules:
+            m._func = timed(n, originals[n])
+        compiled(x)
+        spent.clear()
+        start = time.perf_counter()
+        for _ in range(rounds):
+            compiled(x)
+        total = (time.perf_counter() - start) * 1000 / rounds
+    finally:
+        for n, m in modules:
+            m._func = originals[n]
+    per_kernel = {n: v * 1000 / rounds for n, v in spent.items()}
+    return {"total": total, "kernels": sum(per_kernel.values()), "per_kernel": per_kernel}
+
+
+def torch_optimized(model: torch.nn.Module) -> torch.nn.Module:
+    """Torch's own inference compilation of ``model``: traced, frozen, batch norm folded into
+    the convs, oneDNN layouts (``torch.jit.optimize_for_inference``)."""
+    with torch.no_grad():
+        return torch.jit.optimize_for_inference(torch.jit.trace(copy.deepcopy(model).eval(),
+                                                                torch.randn(1, 3, 32, 32)))
+
+
 def torch_conv_timings(ops: List[Any]) -> List[float]:
     """oneDNN latency (ms) of each conv operator alone, batch 1."""
     result = []
@@ -395,13 +434,19 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     with torch.no_grad():
         errors = {k: float((compiled[k](x_check) - m.eval()(x_check)).abs().max())
                   for k, m in (("tvm_original", orig_model), ("tvm_nas_g2", nas_model), ("tvm_ours", ours_model))}
+    for label, m in (("original", orig_model), ("ours", ours_model), ("nas", nas_model)):
+        jit = torch_optimized(m)
+        with torch.no_grad():
+            errors[f"jit_{label}"] = float((jit(x_check) - m(x_check)).abs().max())
+        compiled[f"jit_{label}"] = jit
     e2e_runs = end_to_end_timings({"torch_original": orig_model.eval(), "torch_ours": ours_model.eval(),
                                    "torch_nas": nas_model.eval(), **compiled})
     e2e = {k: min(v) for k, v in e2e_runs.items()}
+    shares = {k: kernel_share(compiled[k]) for k in ("tvm_original", "tvm_nas_g2", "tvm_ours")}
     torch_orig, torch_ours, torch_nas = e2e["torch_original"], e2e["torch_ours"], e2e["torch_nas"]
     torch_runs = [e2e_runs["torch_original"], e2e_runs["torch_ours"], e2e_runs["torch_nas"]]
     baseline = min(torch_orig, orig_tvm_total, torch_conv_sum)          # conv sums
-    baseline_e2e = min(e2e["torch_original"], e2e["tvm_original"])     # whole networks
+    baseline_e2e = min(e2e["torch_original"], e2e["jit_original"], e2e["tvm_original"])   # whole networks
 
     print(f"  kernel table: {table.compiles} TVM kernels compiled and timed in {table_seconds:.0f} s")
     print("\n  per-layer latency (ms, batch 1; TVM = best of the program templates; NAS = G2 then compile)")
@@ -441,7 +486,9 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                         tvm_ours=ours_tvm, tvm_ours_search_best=search_tvm, tvm_ours_per_layer_optimum=greedy_tvm,
                         torch_ours=torch_ours),
         end_to_end_ms=e2e, end_to_end_runs=e2e_runs, end_to_end_max_abs_error=errors,
-        end_to_end_compile_seconds=compile_seconds,
+        end_to_end_compile_seconds=compile_seconds, kernels_inside_network=shares,
+        programs={label: {n: sched.describe() for n, sched in compiled[label].schedules.items()}
+                  for label in ("tvm_original", "tvm_nas_g2", "tvm_ours")},
         end_to_end_speedup=baseline_e2e / e2e["tvm_ours"], end_to_end_nas_speedup=baseline_e2e / e2e["tvm_nas_g2"],
         speedup_vs_best_baseline=baseline / ours_tvm, nas_speedup=baseline / nas_tvm,
         chosen_from=chosen_source, params=params,
@@ -456,11 +503,15 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     print(f"  conv sums: speedup of ours over the best original baseline ({baseline:.2f} ms): "
           f"{baseline / ours_tvm:.2f}x; NAS-only {baseline / nas_tvm:.2f}x")
     print(f"\n  whole network, batch 1, one process (ms; min of {len(e2e_runs['tvm_ours'])} interleaved rounds; "
-          f"TVM = every conv a TVM kernel, the rest torch on 1 thread; compiled in {compile_seconds:.0f} s):")
-    print(f"  {'':22s} {'torch eager':>12s} {'TVM convs':>10s}  max |error| of TVM vs torch")
-    for label, t_key, v_key in (("original", "torch_original", "tvm_original"), ("NAS-only G2", "torch_nas", "tvm_nas_g2"),
-                                ("ours", "torch_ours", "tvm_ours")):
-        print(f"  {label:22s} {e2e[t_key]:12.2f} {e2e[v_key]:10.2f}  {errors[v_key]:.1e}")
+          f"torch jit-opt = torch.jit.optimize_for_inference (batch norm folded); TVM = every conv a TVM kernel "
+          f"with its batch norm and ReLU fused, the rest torch on 1 thread; compiled in {compile_seconds:.0f} s; "
+          f"{sum(len(c.fused) for k, c in compiled.items() if k.startswith('tvm'))} batch norms folded):")
+    print(f"  {'':22s} {'torch eager':>12s} {'torch jit-opt':>14s} {'TVM convs':>10s}  max |error| of TVM vs torch")
+    for label, t_key, j_key, v_key in (("original", "torch_original", "jit_original", "tvm_original"),
+                                       ("NAS-only G2", "torch_nas", "jit_nas", "tvm_nas_g2"),
+                                       ("ours", "torch_ours", "jit_ours", "tvm_ours")):
+        print(f"  {label:22s} {e2e[t_key]:12.2f} {e2e[j_key]:14.2f} {e2e[v_key]:10.2f}  {errors[v_key]:.1e}"
+              f"   (TVM kernels inside the network {shares[v_key]['kernels']:.2f} of {shares[v_key]['total']:.2f} ms)")
     print(f"  speedup of ours over the best original ({baseline_e2e:.2f} ms): {baseline_e2e / e2e['tvm_ours']:.2f}x; "
           f"NAS-only {baseline_e2e / e2e['tvm_nas_g2']:.2f}x; ours vs torch eager original "
           f"{e2e['torch_original'] / e2e['tvm_ours']:.2f}x")
