@@ -117,3 +117,14 @@ def test_bad_mode_proxy_and_batch_are_clear_errors():
     with pytest.raises(sn.proxies.ProxyError, match="does not fit"):
         sn.proxies.LegalityCheck(in_shape=SHAPE).check(net, net, torch.randn(4, 1, 8, 8),
                                                        torch.zeros(4, dtype=torch.long))
+
+
+def test_block_score_of_an_unchanged_layer_reproduces_its_original_score():
+    # the block's backward stops at the scored layer's output (no weight gradients, nothing
+    # before it); the gradient there must still be the full network's
+    net, (x, y) = tiny_resnet(), batch()
+    scorer = sn.proxies.LegalityCheck(in_shape=SHAPE).isolated_scorer(net, x, y, context="block")
+    for site in sn.nn.transformable_convs(net, SHAPE)[:4]:      # first and second conv of two blocks
+        same = sn.nn.Conv(site.out_shape[0], site.layer.kernel, stride=site.layer.stride,
+                          padding=site.layer.padding)
+        assert scorer.score(site.path, same) == pytest.approx(scorer.original_scores[site.torch_name], rel=1e-5)

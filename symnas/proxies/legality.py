@@ -278,11 +278,21 @@ class IsolatedLayerScorer:
         block = self.model[top]
         block.train()
         layer = block.get_submodule(inner_name[1:]) if inner_name else block
-        with FisherHooks({"layer": layer}) as hooks:
-            out = base.run_forward(block, self._block_inputs[top])
-            if not torch.isfinite(out).all():
-                raise NonFiniteScore(f"non-finite activations after the replaced layer {inner_name[1:]!r}")
-            out.backward(self._block_grads[top])
+        captured = []
+        handle = layer.register_forward_hook(lambda _m, _i, output: captured.append(output))
+        try:
+            with FisherHooks({"layer": layer}) as hooks:
+                out = base.run_forward(block, self._block_inputs[top])
+                if not torch.isfinite(out).all():
+                    raise NonFiniteScore(f"non-finite activations after the replaced layer {inner_name[1:]!r}")
+                # only the gradient at the layer's output is needed: no weight gradients and no
+                # backward through the layer itself or the layers before it (about half the work)
+                targets = [o for o in captured if isinstance(o, torch.Tensor) and o.requires_grad]
+                if targets:
+                    torch.autograd.backward(out, self._block_grads[top], inputs=targets)
+                captured.clear()
+        finally:
+            handle.remove()
         value = hooks.scores.get("layer")
         if value is None:
             raise ProxyError("the replaced layer took no part in its block's forward pass")
