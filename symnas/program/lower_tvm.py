@@ -78,8 +78,8 @@ def schedule_helper_blocks(sch, kind: str) -> None:
             # into the block that writes the output (a cache write-back or the concatenation):
             # the bias and ReLU are applied while the tile is still in registers
             sch.reverse_compute_inline(epilogue)
-        except Exception:  # pylint: disable=broad-except
-            _parallel_copy(sch, epilogue)    # the reduction writes the output itself
+        except (RuntimeError, ValueError):   # TVM's ScheduleError: the reduction writes the output itself
+            _parallel_copy(sch, epilogue)
     if "pad" in names:
         pad = sch.get_sblock("pad")
         if _moved_under_a_loop(sch, pad):
