@@ -94,15 +94,16 @@ def test_torch_threads_restores_the_thread_count():
     assert torch.get_num_threads() == before
 
 
-def _small_resnet():
-    return sn.nn.resnet(blocks=(1, 1, 1, 1), width=8)
+def _small_resnet_with_a_partitioned_conv():
+    """A small ResNet whose third block conv computes two channel halves with different groups."""
+    net = sn.nn.resnet(blocks=(1, 1, 1, 1), width=8)
+    site = sn.nn.transformable_convs(net)[2]
+    sched = p.Schedule(site.operator(), [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)])
+    return sn.nn.replace_convs(net, {site.path: sched}), site
 
 
 def test_compiled_network_computes_what_the_torch_model_computes():
-    net = _small_resnet()
-    site = sn.nn.transformable_convs(net)[2]
-    sched = p.Schedule(site.operator(), [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)])
-    transformed = sn.nn.replace_convs(net, {site.path: sched})
+    transformed, site = _small_resnet_with_a_partitioned_conv()
     torch.manual_seed(0)
     model = transformed.build((3, 32, 32)).eval()
     x = torch.randn(1, 3, 32, 32)
@@ -119,10 +120,7 @@ def test_compiled_network_computes_what_the_torch_model_computes():
 
 
 def test_compile_network_folds_batch_norm_and_fuses_relu_into_the_kernels():
-    net = _small_resnet()
-    site = sn.nn.transformable_convs(net)[2]
-    sched = p.Schedule(site.operator(), [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)])
-    transformed = sn.nn.replace_convs(net, {site.path: sched})
+    transformed, site = _small_resnet_with_a_partitioned_conv()
     torch.manual_seed(0)
     model = transformed.build((3, 32, 32))
     model.train()
