@@ -276,27 +276,27 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
 
     def evaluate(candidate) -> Dict[str, Any]:
         counts["transformed"] += sum(1 for l in candidate.layers if l.neural)
-        failing, cand_total, latency, params = [], fisher_original, fixed_tvm, 0
+        failing, cand_total, latency = [], fisher_original, fixed_tvm
+        illegal = []                    # (site, its kernel's latency, candidate - original score)
         for layer in candidate.layers:
             site = site_by_path[layer.path]
             idx = neural_index[site.key][steps_key(layer.neural)]
+            layer_ms = table.measure(ops[site.key], layer.neural, layer.program)
+            latency += layer_ms
             if idx:
-                ok, cand, orig, reason = layer_check(layer.path, idx)
+                ok, cand, orig, _ = layer_check(layer.path, idx)
                 cand_total += cand - orig
                 if not ok:
                     failing.append(site.torch_name)
-            latency += table.measure(ops[site.key], layer.neural, layer.program)
+                    illegal.append((site, layer_ms, cand - orig))
         if args.mode == "network":
             failing = [] if cand_total >= fisher_original else ["network"] * max(1, len(failing))
         elif args.rejection == "layer" and failing:
             # each illegal layer transformation is rejected on its own: that layer keeps the original
             # operator (its best compiled kernel) and the rest of the candidate goes on
-            for layer in candidate.layers:
-                site = site_by_path[layer.path]
-                idx = neural_index[site.key][steps_key(layer.neural)]
-                if idx and not layer_check(layer.path, idx)[0]:
-                    latency += best[site.key][0][0] - table.measure(ops[site.key], layer.neural, layer.program)
-                    cand_total -= layer_check(layer.path, idx)[1] - layer_check(layer.path, idx)[2]
+            for site, layer_ms, gain in illegal:
+                latency += best[site.key][0][0] - layer_ms
+                cand_total -= gain
             return {"fisher_original": fisher_original, "fisher_candidate": cand_total, "legal": True,
                     "network_rejected": True, "rejected_layers": len(failing), "reward": -latency,
                     "latency_ms": latency, "reason": f"{len(failing)} illegal layer transformations rejected "
