@@ -225,6 +225,7 @@ class IsolatedLayerScorer:
             self.original_scores = legality._proxy().score(self.model, inputs, targets, layers=names).per_layer
         self.model.zero_grad(set_to_none=True)
         self._cache: Dict[Tuple[str, str], Any] = {}
+        self._prefix_cache: Dict[Tuple[int, str], Any] = {}
         self.evaluations = 0
 
     def score(self, path: str, replacement) -> float:
@@ -282,8 +283,9 @@ class IsolatedLayerScorer:
         handle = layer.register_forward_hook(lambda _m, _i, output: captured.append(output))
         try:
             with FisherHooks({"layer": layer}) as hooks:
-                out = base.run_forward(block, self._block_inputs[top])
-                if not torch.isfinite(out).all():
+                out = self._run_block_from(top, block, inner_name[1:])
+                # one reduction instead of an elementwise check: any NaN/inf makes the sum non-finite
+                if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():
                     raise NonFiniteScore(f"non-finite activations after the replaced layer {inner_name[1:]!r}")
                 # only the gradient at the layer's output is needed: no weight gradients and no
                 # backward through the layer itself or the layers before it (about half the work)
@@ -299,6 +301,45 @@ class IsolatedLayerScorer:
         if value != value or value in (float("inf"), float("-inf")):
             raise NonFiniteScore(f"fisher: non-finite score {value} in the replaced layer")
         return value
+
+    def _run_block_from(self, top: int, block: nn.Module, inner: str) -> torch.Tensor:
+        """The block's output with the layer ``inner`` replaced, computed from that layer on.
+
+        When the layer is a direct child of a residual body or of a concatenation branch
+        (``body.3``, ``branches.0.5``), what does not depend on it (the layers before it,
+        the shortcut, the other branches) is the original network's and is computed once
+        per block and layer position; only the layers from the replaced one to the block's
+        output run. Any other layout runs the whole block.
+        """
+        from symnas.nn.layers import _ConcatModule, _ResidualModule  # pylint: disable=import-outside-toplevel
+        x = self._block_inputs[top]
+        parts = inner.split(".")
+        if isinstance(block, _ResidualModule) and len(parts) == 2 and parts[0] == "body":
+            chain, index, branch = block.body, parts[1], None
+        elif (isinstance(block, _ConcatModule) and len(parts) == 3 and parts[0] == "branches"
+              and parts[1].isdigit()):
+            chain, index, branch = block.branches[int(parts[1])], parts[2], int(parts[1])
+        else:
+            return base.run_forward(block, x)
+        if not isinstance(chain, nn.Sequential) or not index.isdigit():
+            return base.run_forward(block, x)
+        index = int(index)
+        key = (top, inner)
+        if key not in self._prefix_cache:
+            # the original layers before the replaced one, and everything beside it, once
+            with torch.no_grad():
+                hidden = chain[:index](x) if index else x
+                if branch is None:
+                    beside = [block.shortcut(x)]
+                else:
+                    beside = [x] if block.include_input else []
+                    beside += [b(x) if j != branch else None for j, b in enumerate(block.branches)]
+            self._prefix_cache[key] = (hidden, beside)
+        hidden, beside = self._prefix_cache[key]
+        y = base.run_forward(chain[index:], hidden)
+        if branch is None:
+            return block.post(y + beside[0])
+        return torch.cat([y if t is None else t for t in beside], dim=1)
 
     def check(self, replacements: Dict[str, Any]) -> LegalityResult:
         """Legality of the network with ``replacements`` (path -> layer or Schedule) from cached scores."""
