@@ -276,3 +276,30 @@ def test_metaschedule_baseline_tunes_without_xgboost_and_times_the_result():
     assert result.error is None, result.error
     assert result.cost_model in ("xgb", "random")
     assert 0 < result.latency_ms < 1000
+
+
+@pytest.mark.parametrize("lanes, registers", [(8, 16), (16, 32)])
+def test_cpu_templates_keep_their_register_block_within_the_vector_registers(lanes, registers):
+    for size, channels in ((32, 64), (16, 128), (8, 256), (4, 512)):
+        op = sn.program.Conv2d(c_in=channels, c_out=channels, h=size, w=size, k=3, stride=1, padding=1)
+        templates = sn.program.cpu_templates(op, lanes=lanes)
+        packed = [t for t in templates if isinstance(t[0], sn.program.PackWeights)]
+        rows = [t for t in templates if not isinstance(t[0], sn.program.PackWeights)]
+        assert packed and rows
+        assert (templates[0] in packed) == (size < lanes)        # short rows: channel-vectorized first
+        for steps in rows:
+            split = {s.loop: s.factor for s in steps if isinstance(s, sn.program.Split)}
+            vectors = -(-split.get("ow", size) // lanes)
+            accumulators = split["co"] * split["oh"] * vectors
+            assert registers // 2 <= accumulators <= registers - 2, (size, split)
+
+
+def test_the_cpu_templates_compute_a_grouped_convolution():
+    op = sn.program.Conv2d(c_in=16, c_out=16, h=16, w=16, k=3, stride=1, padding=1)
+    x = torch.randn(1, 16, 16, 16)
+    for steps in sn.program.cpu_templates(op, lanes=8):
+        sched = sn.program.Schedule(op, [sn.program.Group(2)] + steps)
+        reference = sched.to_torch()
+        kernel = sn.program.TVMKernelModule(sched, list(reference.weights))
+        with torch.no_grad():
+            torch.testing.assert_close(kernel(x), reference(x), atol=1e-4, rtol=1e-4)

@@ -32,6 +32,11 @@ def host_cpu() -> str:
     return "x86-64"
 
 
+def host_vector_lanes() -> int:
+    """float32 lanes of this CPU's widest vector registers (AVX-512: 16, AVX/AVX2: 8, else 4)."""
+    return {"skylake-avx512": 16, "haswell": 8, "sandybridge": 8}.get(host_cpu(), 4)
+
+
 def host_target() -> Dict[str, Any]:
     """A dict target for this CPU (TVM 0.27 rejects ``mcpu=native`` and bare strings)."""
     target = {"kind": "llvm", "num-cores": os.cpu_count() or 1}
