@@ -198,6 +198,39 @@ def torch_optimized(model: torch.nn.Module) -> torch.nn.Module:
                                                                 torch.randn(1, 3, 32, 32)))
 
 
+def relax_latency(model: torch.nn.Module, repeat: int = 3) -> Dict[str, Any]:
+    """The whole network through TVM's Relax frontend (``torch.export`` ->
+    ``from_exported_program`` -> ``tvm.compile`` with TVM's default CPU pipeline), batch 1.
+
+    TVM 0.27 has no default CPU schedule for a convolution (dlight's CPU rules cover
+    GEMV and reductions), so the convs run as plain loop nests unless tuned; this is the
+    untuned number. Returns ``{"ms": best of repeat}`` or ``{"error": why}``.
+    """
+    try:
+        import tvm
+        from tvm import relax
+        from tvm.relax.frontend.torch import from_exported_program
+        x = torch.randn(1, 3, 32, 32)
+        with torch.no_grad():
+            program = torch.export.export(copy.deepcopy(model).eval(), (x,))
+        executable = tvm.compile(from_exported_program(program, keep_params_as_input=False),
+                                 target=tvm.target.Target(sn.program.lower_tvm.host_target()))
+        vm = relax.VirtualMachine(executable, tvm.cpu())
+        data = tvm.runtime.tensor(x.numpy())
+        out = vm["main"](data)
+        out = out[0] if not hasattr(out, "numpy") else out
+        with torch.no_grad():
+            error = float(np.abs(out.numpy() - model.eval()(x).numpy()).max())
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            vm["main"](data)
+            times.append((time.perf_counter() - start) * 1000)
+        return {"ms": min(times), "runs": times, "max_abs_error": error}
+    except Exception as e:   # pylint: disable=broad-except  (a baseline that fails is reported, not fatal)
+        return {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+
+
 def torch_conv_timings(ops: List[Any]) -> List[float]:
     """oneDNN latency (ms) of each conv operator alone, batch 1."""
     result = []
@@ -445,11 +478,13 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     e2e_runs = end_to_end_timings({"torch_original": orig_model.eval(), "torch_ours": ours_model.eval(),
                                    "torch_nas": nas_model.eval(), **compiled})
     e2e = {k: min(v) for k, v in e2e_runs.items()}
+    relax = relax_latency(orig_model) if args.relax else {"error": "not run (--no-relax)"}
     shares = {k: kernel_share(compiled[k]) for k in ("tvm_original", "tvm_nas_g2", "tvm_ours")}
     torch_orig, torch_ours, torch_nas = e2e["torch_original"], e2e["torch_ours"], e2e["torch_nas"]
     torch_runs = [e2e_runs["torch_original"], e2e_runs["torch_ours"], e2e_runs["torch_nas"]]
     baseline = min(torch_orig, orig_tvm_total, torch_conv_sum)          # conv sums
-    baseline_e2e = min(e2e["torch_original"], e2e["jit_original"], e2e["tvm_original"])   # whole networks
+    baseline_e2e = min(e2e["torch_original"], e2e["jit_original"], e2e["tvm_original"],
+                       relax.get("ms", math.inf))   # whole networks
 
     print(f"  kernel table: {table.compiles} TVM kernels compiled and timed in {table_seconds:.0f} s")
     print("\n  per-layer latency (ms, batch 1; TVM = best of the program templates; NAS = G2 then compile)")
@@ -488,7 +523,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                         torch_conv_sum_original=torch_conv_sum, tvm_original=orig_tvm_total, tvm_nas_g2=nas_tvm,
                         tvm_ours=ours_tvm, tvm_ours_search_best=search_tvm, tvm_ours_per_layer_optimum=greedy_tvm,
                         torch_ours=torch_ours),
-        end_to_end_ms=e2e, end_to_end_runs=e2e_runs, end_to_end_max_abs_error=errors,
+        end_to_end_ms=e2e, end_to_end_runs=e2e_runs, relax_untuned_original=relax, end_to_end_max_abs_error=errors,
         end_to_end_compile_seconds=compile_seconds, kernels_inside_network=shares,
         programs={label: {n: sched.describe() for n, sched in compiled[label].schedules.items()}
                   for label in ("tvm_original", "tvm_nas_g2", "tvm_ours")},
@@ -515,6 +550,9 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                                        ("ours", "torch_ours", "jit_ours", "tvm_ours")):
         print(f"  {label:22s} {e2e[t_key]:12.2f} {e2e[j_key]:14.2f} {e2e[v_key]:10.2f}  {errors[v_key]:.1e}"
               f"   (TVM kernels inside the network {shares[v_key]['kernels']:.2f} of {shares[v_key]['total']:.2f} ms)")
+    print(f"  original through TVM Relax (torch.export -> from_exported_program -> default CPU pipeline, "
+          f"untuned): " + (f"{relax['ms']:.1f} ms (max |error| {relax['max_abs_error']:.1e})" if "ms" in relax
+                           else relax["error"]))
     print(f"  speedup of ours over the best original ({baseline_e2e:.2f} ms): {baseline_e2e / e2e['tvm_ours']:.2f}x; "
           f"NAS-only {baseline_e2e / e2e['tvm_nas_g2']:.2f}x; ours vs torch eager original "
           f"{e2e['torch_original'] / e2e['tvm_ours']:.2f}x")
@@ -548,6 +586,8 @@ def main(argv=None):
                              "operator) or rejects the whole candidate network")
     parser.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel")
     parser.add_argument("--max-templates", type=int, default=6, help="program templates per kernel")
+    parser.add_argument("--no-relax", dest="relax", action="store_false",
+                        help="skip the original network through TVM's Relax frontend (untuned, ~1.5 s per run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="resnet18, 100 trials, Fisher batch 32")
     parser.add_argument("--json", default=None, help="write the results here")
