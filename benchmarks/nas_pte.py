@@ -381,7 +381,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
           f"({100 * rejected_layer_choices / max(counts['transformed'], 1):.1f}%); {layer_candidates} distinct layer transformations scored, "
           f"{layer_rejected} illegal ({100 * layer_rejected / max(layer_candidates, 1):.1f}%); "
           f"{search_seconds:.1f} s (Fisher init {init_seconds:.1f} s, {scorings_in_search} layer scorings; "
-          f"{scorer.evaluations - scorings_in_search} more for the per-layer optimum)",
+          f"{scorer.evaluations - scorings_in_search} more for the per-layer optimum; {scorer.seconds:.0f} s "
+          f"scoring in all, the rest is proposing, building and evaluating candidates)",
           flush=True)
 
     if args.mode == "network":   # the per-layer optimum is only optimal for per-layer legality
@@ -515,7 +516,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         proposed_layer_transformations=counts["transformed"], rejected_layer_transformations=rejected_layer_choices, rejected=rejected, rejection_rate=rejected / len(trials),
         layer_candidates=layer_candidates, layer_rejected=layer_rejected,
         layer_rejection_rate=layer_rejected / max(layer_candidates, 1),
-        search_seconds=search_seconds, fisher_init_seconds=init_seconds, fisher_batch=args.fisher_batch,
+        search_seconds=search_seconds, fisher_init_seconds=init_seconds, fisher_scoring_seconds=scorer.seconds, fisher_batch=args.fisher_batch,
         fisher_context=args.context, layer_scorings=scorer.evaluations,
         kernel_table_seconds=table_seconds, kernel_compiles=table.compiles,
         latency_ms=dict(torch_original=torch_orig, torch_runs=dict(original=torch_runs[0], ours=torch_runs[1], nas=torch_runs[2]),

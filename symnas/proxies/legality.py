@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import time
 import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -227,6 +228,7 @@ class IsolatedLayerScorer:
         self._cache: Dict[Tuple[str, str], Any] = {}
         self._prefix_cache: Dict[Tuple[int, str], Any] = {}
         self.evaluations = 0
+        self.seconds = 0.0        # spent scoring replacements (not counting cache hits)
 
     def score(self, path: str, replacement) -> float:
         """Proxy score of the layer at ``path`` when it is replaced by ``replacement`` (a layer or Schedule).
@@ -253,6 +255,7 @@ class IsolatedLayerScorer:
         top_name = name.split(".")[0]
         top = int(top_name)
         original_module = self.model.get_submodule(name)
+        start = time.perf_counter()
         module = build_module(replacement, site.in_shape, self.legality.seed, name)
         self.model.set_submodule(name, module)
         try:
@@ -265,6 +268,7 @@ class IsolatedLayerScorer:
         finally:
             self.model.set_submodule(name, original_module)
             self.model.zero_grad(set_to_none=True)
+            self.seconds += time.perf_counter() - start
         self.evaluations += 1
         self._cache[key] = result
         return result
