@@ -80,7 +80,7 @@ def describe_exit(exitcode: Optional[int]) -> str:
 def encode_value(value: Any) -> tuple:
     """A trial's concrete object for another process: PyGlove JSON when symbolic, else pickle."""
     if isinstance(value, pg.Symbolic):
-        return ("json", pg.to_json_str(value))
+        return ("json", pg.to_json_str(value, save_ref_value=True))
     return ("pickle", pickle.dumps(value))
 
 

@@ -99,7 +99,7 @@ def _compile_primitive(primitive: Any) -> tuple:
         return ("float",)
     if isinstance(primitive, (pg.hyper.OneOf, pg.hyper.ManyOf)) and primitive.where is None:
         candidates = []
-        for candidate in primitive.candidates:
+        for candidate in primitive.candidates.sym_values():   # raw: a pg.Ref stays a reference
             if isinstance(candidate, pg.Symbolic) and not pg.is_deterministic(candidate):
                 candidates.append((True, _Plan(candidate)))
             else:

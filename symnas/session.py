@@ -101,11 +101,11 @@ class SearchSession:
         if isinstance(space, pg.DNASpec):
             self.materializer = None
             self.dna_spec = space
-            space_json = pg.to_json_str(space)
+            space_json = pg.to_json_str(space, save_ref_value=True)
         else:
             self.materializer = Materializer(space)
             self.dna_spec = self.materializer.dna_spec
-            space_json = pg.to_json_str(space)
+            space_json = pg.to_json_str(space, save_ref_value=True)
         self.algorithm = algorithm
         self.early_stopping = early_stopping
         self.record_objects = record_objects and self.materializer is not None
@@ -213,7 +213,7 @@ class SearchSession:
                 self.fail(trial, f"The DNA could not be materialised: {error!r}")
                 raise _MaterializeFailed(trial) from error
             if self.record_objects:
-                trial.record.object = pg.to_json_str(trial.value)
+                trial.record.object = pg.to_json_str(trial.value, save_ref_value=True)
         return trial
 
     def report(self, trial: ActiveTrial, step: int, metrics: Dict[str, Any]) -> bool:

@@ -1,0 +1,69 @@
+"""sn.spaces.network_transformations: candidates share read-only step lists and still behave as values."""
+import pickle
+import random
+
+import pyglove as pg
+import pytest
+import torch
+
+import symnas as sn
+from symnas.materialize import Materializer
+
+
+@pytest.fixture(scope="module")
+def space():
+    return sn.spaces.network_transformations("resnet18")
+
+
+def _dna(space, seed):
+    return pg.random_dna(pg.dna_spec(space), random.Random(seed))
+
+
+def test_fast_materializer_equals_pyglove_decoding_and_shares_step_lists(space):
+    materializer = Materializer(space)
+    dna = _dna(space, 3)
+    fast, slow = materializer.materialize(dna), pg.materialize(space, dna)
+    assert fast == slow and slow == fast and pg.hash(fast) == pg.hash(slow)
+    again = materializer.materialize(dna)
+    # the same choice is the same (shared) list object in both candidates, not a copy
+    assert all(a.neural is b.neural and a.program is b.program for a, b in zip(fast.layers, again.layers))
+    assert materializer.materialize(_dna(space, 4)) != fast
+
+
+def test_candidate_round_trips_through_json_and_pickle(space):
+    candidate = Materializer(space).materialize(_dna(space, 5))
+    text = pg.to_json_str(candidate)
+    assert "Ref" not in text and "SharedSteps" not in text
+    assert pg.from_json_str(text) == candidate
+    assert pickle.loads(pickle.dumps(candidate)) == candidate
+
+
+def test_shared_steps_are_read_only_but_fields_rebind(space):
+    materializer = Materializer(space)
+    dna = _dna(space, 6)
+    candidate, other = materializer.materialize(dna), materializer.materialize(dna)
+    transformed = next(layer for layer in candidate.layers if layer.neural)
+    with pytest.raises(pg.WritePermissionError):
+        transformed.neural[0].rebind(groups=64)          # would change every candidate that chose it
+    copy = candidate.clone(deep=True)
+    copy.layers[0].rebind(neural=[sn.program.Group(2)])
+    assert list(copy.layers[0].neural) == [sn.program.Group(2)]
+    assert candidate == other                           # neither the original nor the space changed
+
+
+def test_candidate_network_builds_and_runs(space):
+    candidate = Materializer(space).materialize(_dna(space, 7))
+    net = candidate.network()
+    transformed = [layer.path for layer in candidate.layers if layer.neural]
+    assert transformed and all(isinstance(net.sym_get(p), sn.nn.TransformedConv) for p in transformed)
+    with torch.no_grad():
+        assert net.build((3, 32, 32)).eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_search_records_candidates_of_the_space(space):
+    study = sn.search(space, lambda c: float(sum(bool(layer.neural) for layer in c.layers)),
+                      sn.algorithms.Random(seed=1), num_trials=3, storage=None, progress=False)
+    assert len(study.completed) == 3
+    best = study.best
+    assert isinstance(best, sn.spaces.NetworkTransformation)
+    assert best == pg.materialize(space, study.best_trial.to_dna())
