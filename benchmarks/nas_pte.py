@@ -12,8 +12,9 @@ For each backbone:
      scores recorded; legal ones get the sum of their kernels' latencies from the table.
   3. the chosen network (the best of the search or, when better, the per-layer optimum over
      the scored options) is checked exactly, as a whole network on the same batch and seed;
-     every layer transformation that fails there gets its original operator back until the
-     network passes, so the reported network is legal by the exact check.
+     every layer transformation that fails there moves to its next-fastest option that was
+     legal in isolation (for ``--repair-rounds`` rounds, then to its original operator) until
+     the network passes, so the reported network is legal by the exact check.
   4. tables: per-layer latencies (original torch / TVM, NAS-only = group G=2 then compile,
      ours), end-to-end batch-1 latency of whole networks in one process (torch eager, and
      every conv a TVM kernel via sn.nn.compile_network) beside the per-layer sums of the
@@ -285,6 +286,13 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             if math.isfinite(latency):
                 best[key][i] = (table.remeasure(op, neural, prog), prog)
     table_seconds = time.perf_counter() - t0
+    # a neural sequence that no template compiles for is not offered to the search
+    for key in menus:
+        keep = [i for i in range(len(menus[key])) if i == 0 or math.isfinite(best[key][i][0])]
+        if len(keep) < len(menus[key]):
+            print(f"  {key}: not offered (no template compiles): "
+                  + ", ".join(short(menus[key][i]) for i in range(len(menus[key])) if i not in keep))
+            menus[key], best[key] = [menus[key][i] for i in keep], [best[key][i] for i in keep]
 
     # 2. search ---------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -314,7 +322,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
 
     fisher_original = sum(scorer.original_scores.values())
 
-    counts = {"transformed": 0}
+    counts = {"transformed": 0, "uncompilable": 0}
 
     def evaluate(candidate) -> Dict[str, Any]:
         counts["transformed"] += sum(1 for l in candidate.layers if l.neural)
@@ -324,6 +332,12 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             site = site_by_path[layer.path]
             idx = neural_index[site.key][steps_key(layer.neural)]
             layer_ms = table.measure(ops[site.key], layer.neural, layer.program)
+            if not math.isfinite(layer_ms):
+                # this template does not compile for this neural sequence: like an illegal layer
+                # transformation, the layer keeps its original operator (best compiled kernel)
+                counts["uncompilable"] += 1
+                latency += best[site.key][0][0]
+                continue
             latency += layer_ms
             if idx:
                 ok, cand, orig, _ = layer_check(layer.path, idx)
@@ -378,6 +392,12 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     greedy_tvm = fixed_tvm + sum(v[0] for v in greedy.values())
     search_seconds = init_seconds + time.perf_counter() - t1
     trials = study.trials
+    if not study.completed:
+        raise RuntimeError(f"no candidate was evaluated: {len(trials)} trials failed, the first with "
+                           f"{trials['error'].dropna().iloc[0] if 'error' in trials else 'no error recorded'}")
+    failed = int((trials["status"] != "completed").sum())
+    trials = trials[trials["status"] == "completed"]
+
     def column(name):
         return trials[name] if name in trials else trials["metrics"].map(lambda m: m.get(name))
     rejected = int(column("network_rejected").astype(bool).sum())
@@ -385,7 +405,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     layer_candidates = len(layer_legal)
     layer_rejected = sum(1 for v in layer_legal.values() if not v[0])
     best_candidate = pg.materialize(space, study.best) if study.completed else None
-    print(f"  search: {args.trials} candidates ({args.algorithm}, rejection per {args.rejection}), "
+    print(f"  search: {args.trials} candidates ({args.algorithm}, rejection per {args.rejection}; {failed} failed; "
+          f"{counts['uncompilable']} proposed layer kernels had no compiling template and kept the original), "
           f"{rejected} had an illegal layer ({100 * rejected / len(trials):.1f}%); "
           f"{rejected_layer_choices} of {counts['transformed']} proposed layer transformations rejected "
           f"({100 * rejected_layer_choices / max(counts['transformed'], 1):.1f}%); {layer_candidates} distinct layer transformations scored, "
@@ -422,7 +443,9 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     path_by_name = {s.torch_name: s.path for s in sites}
     exact_check = sn.proxies.LegalityCheck(seed=args.seed, mode=args.mode)
     original_scores = exact_check.layer_scores(original, x, y)
-    repaired: List[str] = []
+    repaired: List[str] = []           # "layer: from -> to" for every layer the exact check moved
+    tried = {p: {neural_index[site_by_path[p].key][steps_key(n)]} for p, (n, _) in chosen.items()}
+    rounds = 0
     while True:
         chosen_net = sn.nn.replace_convs(original, {p: sn.program.Schedule(site_by_path[p].operator(), n + pr)
                                                     for p, (n, pr) in chosen.items() if n})
@@ -434,13 +457,23 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         if args.mode == "network":   # drop the layer that lost the most
             failing = [min(failing, key=lambda p: verdict.per_layer[site_by_path[p].torch_name][1]
                            - verdict.per_layer[site_by_path[p].torch_name][0])]
+        rounds += 1
         for p in failing:
+            # the next-fastest option that was legal in isolation and not tried here yet; after
+            # --repair-rounds rounds (or when none is left) the original operator
             site = site_by_path[p]
-            chosen[p] = ([], list(best[site.key][0][1]))
-        repaired += [site_by_path[p].torch_name for p in failing]
+            options = sorted((best[site.key][i][0], i) for i in range(1, len(menus[site.key]))
+                             if i not in tried[p] and rounds <= args.repair_rounds and layer_check(p, i)[0]
+                             and best[site.key][i][0] < best[site.key][0][0])
+            idx = options[0][1] if options else 0
+            tried[p].add(idx)
+            before = short(chosen[p][0])
+            chosen[p] = (list(menus[site.key][idx]), list(best[site.key][idx][1]))
+            repaired.append(f"{site.torch_name}: {before} -> {short(chosen[p][0])}")
     if repaired:
-        print(f"  exact check of the chosen network: {len(repaired)} layer transformations failed it and were "
-              f"reverted to the original operator: {', '.join(repaired)}")
+        print(f"  exact check of the chosen network: {rounds} rounds; layer transformations that failed it moved to "
+              f"their next-fastest legal option (the original operator after {args.repair_rounds} rounds): "
+              f"{'; '.join(repaired)}")
     ours_tvm = fixed_tvm + sum(table.measure(ops[site_by_path[p].key], n, pr) for p, (n, pr) in chosen.items())
     exact = {}
     for mode in ("per_layer", "network"):
@@ -523,6 +556,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
                 f"{torch.__version__}, threads {torch.get_num_threads()}",
         trials=len(trials), algorithm=args.algorithm, legality_mode=args.mode, rejection=args.rejection,
+        failed_trials=failed, uncompilable_layer_choices=counts["uncompilable"],
         proposed_layer_transformations=counts["transformed"], rejected_layer_transformations=rejected_layer_choices, rejected=rejected, rejection_rate=rejected / len(trials),
         layer_candidates=layer_candidates, layer_rejected=layer_rejected,
         layer_rejection_rate=layer_rejected / max(layer_candidates, 1),
@@ -542,7 +576,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         speedup_vs_best_baseline=baseline / ours_tvm, nas_speedup=baseline / nas_tvm,
         chosen_from=chosen_source, params=params,
         exact_legality={m: r.as_metrics() | {"failing": r.failing_layers} for m, r in exact.items()},
-        exact_legality_seconds=exact_seconds, reverted_by_exact_check=repaired, layers=rows,
+        exact_legality_seconds=exact_seconds, moved_by_exact_check=repaired, exact_check_rounds=rounds, layers=rows,
         chosen={p: dict(neural=fmt(n), program=fmt(pr)) for p, (n, pr) in chosen.items()})
     print(f"\n  end-to-end batch 1 (ms): torch original {torch_orig:.2f} "
           f"(runs {', '.join(f'{v:.2f}' for v in torch_runs[0])}); torch per-conv sum {torch_conv_sum:.2f}; "
@@ -595,6 +629,9 @@ def main(argv=None):
     parser.add_argument("--rejection", default="layer", choices=["layer", "network"],
                         help="an illegal layer transformation is rejected alone (the layer keeps the original "
                              "operator) or rejects the whole candidate network")
+    parser.add_argument("--repair-rounds", type=int, default=4,
+                        help="rounds in which a layer that fails the exact whole-network check tries its next-"
+                             "fastest legal option before it gets the original operator")
     parser.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel")
     parser.add_argument("--max-templates", type=int, default=6, help="program templates per kernel")
     parser.add_argument("--no-relax", dest="relax", action="store_false",

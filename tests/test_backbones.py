@@ -76,3 +76,9 @@ def test_replace_unknown_path_and_network_without_convs_are_clear_errors():
 def test_torch_name_maps_symbolic_paths():
     assert sn.nn.torch_name("layers[4].body.layers[3]") == "4.body.3"
     assert sn.nn.torch_name("layers[1].branches[0].layers[2]") == "1.branches.0.2"
+
+
+def test_replacing_no_conv_gives_an_equal_copy():
+    net = sn.nn.resnet18()
+    same = sn.nn.replace_convs(net, {})
+    assert same == net and same is not net

@@ -159,7 +159,8 @@ def replace_convs(net: Layer, replacements: Dict[str, Any]) -> Layer:
     """A copy of ``net`` with the convs at the given key paths replaced.
 
     A value may be a ``sn.program.Schedule`` (wrapped in ``TransformedConv``), a
-    ``TransformedConv`` or any symbolic layer. The original is left unchanged.
+    ``TransformedConv`` or any symbolic layer. The original is left unchanged; no
+    replacements give an unchanged copy.
     """
     updates = {}
     for path, value in replacements.items():
@@ -171,7 +172,8 @@ def replace_convs(net: Layer, replacements: Dict[str, Any]) -> Layer:
     unknown = [p for p in updates if p not in known]
     if unknown:
         raise KeyError(f"no convolution at {unknown} in the network (known e.g. {sorted(known)[:3]})")
-    copy.rebind(updates, skip_notification=True)
+    if updates:
+        copy.rebind(updates, skip_notification=True)
     return copy
 
 
