@@ -148,3 +148,17 @@ def test_block_score_from_the_layer_on_equals_running_the_whole_block(net):
             assert scorer.score(site.path, replacement) == pytest.approx(whole.score(site.path, replacement),
                                                                         rel=1e-6)
     assert scorer._prefix_cache                                         # the shortcut path was taken
+
+
+def test_released_scorer_keeps_its_scores_and_refuses_new_ones():
+    net, (x, y) = tiny_resnet(), batch()
+    scorer = sn.proxies.LegalityCheck(in_shape=SHAPE).isolated_scorer(net, x, y, context="block")
+    first, second = sn.nn.transformable_convs(net, SHAPE)[:2]
+    grouped = sn.nn.Conv(first.out_shape[0], first.layer.kernel, stride=first.layer.stride,
+                         padding=first.layer.padding, groups=2)
+    score = scorer.score(first.path, grouped)
+    scorer.release()
+    assert scorer.model is None and not scorer._prefix_cache
+    assert scorer.score(first.path, grouped) == score                   # from the cache
+    with pytest.raises(RuntimeError, match="released"):
+        scorer.score(second.path, grouped)

@@ -230,6 +230,12 @@ class IsolatedLayerScorer:
         self.evaluations = 0
         self.seconds = 0.0        # spent scoring replacements (not counting cache hits)
 
+    def release(self) -> None:
+        """Frees the cached activations, gradients and model (11 GB for DenseNet-161 at batch 128);
+        cached scores stay readable, and scoring anything new raises ``RuntimeError``."""
+        self.model, self._block_inputs, self._block_grads = None, None, None
+        self._prefix_cache.clear()
+
     def score(self, path: str, replacement) -> float:
         """Proxy score of the layer at ``path`` when it is replaced by ``replacement`` (a layer or Schedule).
 
@@ -250,6 +256,9 @@ class IsolatedLayerScorer:
             if isinstance(cached, Exception):
                 raise cached
             return cached
+        if self.model is None:
+            raise RuntimeError(f"this scorer was released: {path!r} with this replacement was never scored, "
+                               "and scoring needs a new scorer")
         site = self.sites[path]
         name = site.torch_name
         top_name = name.split(".")[0]
