@@ -420,7 +420,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     rejected_layer_choices = int(column("rejected_layers").sum())
     layer_candidates = len(layer_legal)
     layer_rejected = sum(1 for v in layer_legal.values() if not v[0])
-    best_candidate = pg.materialize(space, study.best) if study.completed else None
+    best_candidate = pg.materialize(space, study.best)
     print(f"  search: {args.trials} candidates ({args.algorithm}, rejection per {args.rejection}; {failed} failed; "
           f"{counts['uncompilable']} proposed layer kernels had no compiling template and kept the original), "
           f"{rejected} had an illegal layer ({100 * rejected / len(trials):.1f}%); "
@@ -459,7 +459,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     path_by_name = {s.torch_name: s.path for s in sites}
     exact_check = sn.proxies.LegalityCheck(seed=args.seed, mode=args.mode)
     original_scores = exact_check.layer_scores(original, x, y)
-    repaired: List[str] = []           # "layer: from -> to" for every layer the exact check moved
+    moves: List[str] = []              # "layer: from -> to" for every layer the exact check moved
     tried = {p: {neural_index[site_by_path[p].key][steps_key(n)]} for p, (n, _) in chosen.items()}
     rounds = 0
     while True:
@@ -486,11 +486,11 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             tried[p].add(idx)
             before = short(chosen[p][0])
             chosen[p] = (list(menus[site.key][idx]), list(best[site.key][idx][1]))
-            repaired.append(f"{site.torch_name}: {before} -> {short(chosen[p][0])}")
-    if repaired:
+            moves.append(f"{site.torch_name}: {before} -> {short(chosen[p][0])}")
+    if moves:
         print(f"  exact check of the chosen network: {rounds} rounds; layer transformations that failed it moved to "
               f"their next-fastest legal option (the original operator after {args.repair_rounds} rounds): "
-              f"{'; '.join(repaired)}")
+              f"{'; '.join(moves)}")
     ours_tvm = fixed_tvm + sum(table.measure(ops[site_by_path[p].key], n, pr) for p, (n, pr) in chosen.items())
     exact = {}
     for mode in ("per_layer", "network"):
@@ -593,7 +593,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         speedup_vs_best_baseline=baseline / ours_tvm, nas_speedup=baseline / nas_tvm,
         chosen_from=chosen_source, params=params,
         exact_legality={m: r.as_metrics() | {"failing": r.failing_layers} for m, r in exact.items()},
-        exact_legality_seconds=exact_seconds, moved_by_exact_check=repaired, exact_check_rounds=rounds, layers=rows,
+        exact_legality_seconds=exact_seconds, moved_by_exact_check=moves, exact_check_rounds=rounds, layers=rows,
         chosen={p: dict(neural=fmt(n), program=fmt(pr)) for p, (n, pr) in chosen.items()})
     print(f"\n  end-to-end batch 1 (ms): torch original {torch_orig:.2f} "
           f"(runs {', '.join(f'{v:.2f}' for v in torch_runs[0])}); torch per-conv sum {torch_conv_sum:.2f}; "

@@ -101,11 +101,10 @@ class SearchSession:
         if isinstance(space, pg.DNASpec):
             self.materializer = None
             self.dna_spec = space
-            space_json = pg.to_json_str(space, save_ref_value=True)
         else:
             self.materializer = Materializer(space)
             self.dna_spec = self.materializer.dna_spec
-            space_json = pg.to_json_str(space, save_ref_value=True)
+        space_json = pg.to_json_str(space, save_ref_value=True)   # a pg.Ref in the space: its value
         self.algorithm = algorithm
         self.early_stopping = early_stopping
         self.record_objects = record_objects and self.materializer is not None
