@@ -434,8 +434,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
 
     if args.mode == "network":   # the per-layer optimum is only optimal for per-layer legality
         greedy_tvm = math.inf
-    search_tvm = -evaluate(best_candidate)["reward"] if best_candidate is not None else math.inf
-    if args.rejection == "layer" and best_candidate is not None:   # its illegal layers keep the original
+    search_tvm = -evaluate(best_candidate)["reward"]
+    if args.rejection == "layer":   # its illegal layers keep the original
         best_candidate = best_candidate.clone(deep=True)
         for layer in best_candidate.layers:
             site = site_by_path[layer.path]
