@@ -8,7 +8,9 @@ classes are imported from this checkout's files directly (pyglove must be instal
 
 Recipe (the same for every model): SGD (momentum 0.9, Nesterov, weight decay 5e-4),
 batch 512, one-cycle LR with peak 0.2 (scaled for batch 512), random crop (pad 4) and
-horizontal flip, bf16 autocast, channels_last, data resident on the GPU.
+horizontal flip, bf16 autocast, channels_last, data resident on the GPU; each layer's initial
+weights drawn from the seed and the layer's name (``--init by-name``), so layers the search left
+alone start identical in the original and the transformed network.
 
 Usage::
 
@@ -52,8 +54,15 @@ def make_classes_importable() -> None:
         sys.modules[name] = module
 
 
-def load_model(path: str, seed: int) -> torch.nn.Module:
-    """A ``torch.save``d module (``.pt``), or a symbolic network (``.json``, pg.to_json_str) built with ``seed``."""
+def load_model(path: str, seed: int, init: str = "by-name") -> torch.nn.Module:
+    """A ``torch.save``d module (``.pt``), or a symbolic network (``.json``, pg.to_json_str) built with ``seed``.
+
+    ``init="by-name"`` then redraws every layer's weights from a generator seeded by ``seed`` and the
+    layer's name (``sn.nn.init_by_name``), so the original and a transformed network start with the
+    same weights in every layer they share; ``"build-order"`` keeps the weights drawn while building.
+    """
+    if init not in ("by-name", "build-order"):
+        raise ValueError(f"unknown init {init!r}: use 'by-name' or 'build-order'")
     if path.endswith(".json"):
         import importlib
         import pyglove as pg
@@ -64,8 +73,13 @@ def load_model(path: str, seed: int) -> torch.nn.Module:
         with open(path) as f:
             net = pg.from_json_str(f.read())
         torch.manual_seed(seed)
-        return net.build((3, 32, 32))
-    return torch.load(path, weights_only=False, map_location="cpu")
+        model = net.build((3, 32, 32))
+    else:
+        model = torch.load(path, weights_only=False, map_location="cpu")
+    if init == "by-name":
+        import importlib
+        importlib.import_module("symnas.nn.init").init_by_name(model, seed)
+    return model
 
 
 def decode(raw: bytes, offsets: np.ndarray, limit: int) -> np.ndarray:
@@ -120,6 +134,10 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0}],
                           lr=lr, momentum=0.9, nesterov=True)
     steps = epochs * (len(xtr) // batch)
+    if steps < 8:
+        raise ValueError(f"the one-cycle schedule needs at least 8 steps, got {steps} "
+                         f"({epochs} epochs of {len(xtr)} images in batches of {batch}): "
+                         "use more epochs or images, or a smaller batch")
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25,
                                                 div_factor=10, final_div_factor=100)
     history, start = [], time.time()
@@ -163,6 +181,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=10 ** 9, help="use only this many images per split")
     parser.add_argument("--out", default=".")
+    parser.add_argument("--init", choices=("by-name", "build-order"), default="by-name",
+                        help="by-name: each layer's initial weights depend on the seed and its name only, "
+                             "so layers the search left alone start identical in both networks")
     parser.add_argument("--time-limit", type=float, default=0, help="stop a model's training after this many s")
     args = parser.parse_args(argv)
     make_classes_importable()
@@ -174,11 +195,11 @@ def main(argv=None):
           flush=True)
     results = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-               "recipe": {k: getattr(args, k) for k in ("epochs", "batch", "lr", "seed")}, "models": {}}
+               "recipe": {k: getattr(args, k) for k in ("epochs", "batch", "lr", "seed", "init")}, "models": {}}
     os.makedirs(args.out, exist_ok=True)
     for path in args.models:
         name = os.path.splitext(os.path.basename(path))[0]
-        model = load_model(path, args.seed)
+        model = load_model(path, args.seed, args.init)
         print(f"== {name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
         results["models"][name] = train(model, data, args.epochs, args.batch, args.lr, args.seed,
                                         lambda s: print(f"  {name} {s}", flush=True), args.time_limit)

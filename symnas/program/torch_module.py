@@ -32,14 +32,19 @@ class TransformedConv(nn.Module):
                                      f"expected {shape}")
             else:
                 tensor = torch.empty(shape)
-                # Same initialisation as nn.Conv2d / nn.Linear.
-                nn.init.kaiming_uniform_(tensor, a=math.sqrt(5))
             self.weights.append(nn.Parameter(tensor))
+        if weights is None:
+            self.reset_parameters()
         self._channel_index: List[Optional[torch.Tensor]] = []
         for part in kernel.parts:
             channels = kernel.input_channels(part)
             contiguous = channels == list(range(kernel.c_in))
             self._channel_index.append(None if contiguous else torch.tensor(channels))
+
+    def reset_parameters(self) -> None:
+        """Draws every part's weight as ``nn.Conv2d`` / ``nn.Linear`` do (from torch's global generator)."""
+        for weight in self.weights:
+            nn.init.kaiming_uniform_(weight.data, a=math.sqrt(5))
 
     def extra_repr(self) -> str:
         k = self.kernel

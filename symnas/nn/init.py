@@ -1,0 +1,46 @@
+"""Initialisation keyed by layer name, so networks that differ in some layers share the rest's weights.
+
+``torch.manual_seed(s); net.build(...)`` draws every layer's weights from one stream, so
+changing one layer (a grouped kernel has fewer weights) shifts the initial weights of every
+later layer too: comparing an original network with a transformed one then mixes the effect
+of the transformation with that of a different initialisation. :func:`init_by_name` draws
+each submodule's parameters from its own generator, seeded by ``seed`` and the submodule's
+qualified name; layers that two networks share by name start identical.
+
+Example::
+
+    net = sn.nn.ResNet34().build((3, 32, 32))
+    sn.nn.init_by_name(net, seed=0)
+"""
+import zlib
+
+import torch
+from torch import nn
+
+__all__ = ["init_by_name"]
+
+
+def init_by_name(module: nn.Module, seed: int) -> nn.Module:
+    """Resets each submodule that owns parameters from a generator seeded by (``seed``, its name).
+
+    A submodule with ``reset_parameters()`` (torch's layers, symnas' kernels) resets all its
+    parameters, its children's included; any other submodule with parameters of its own raises
+    ``TypeError`` naming it, rather than keeping weights that would depend on the build order.
+    Returns ``module``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"init_by_name: seed must be an int, got {seed!r}")
+    done = []
+    for name, sub in module.named_modules():
+        if any(name == d or name.startswith(d + ".") or d == "" for d in done):
+            continue
+        if callable(getattr(sub, "reset_parameters", None)):
+            if any(True for _ in sub.parameters()):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(zlib.crc32(f"{seed}:{name}".encode()))
+                    sub.reset_parameters()
+                done.append(name)
+        elif any(True for _ in sub.parameters(recurse=False)):
+            raise TypeError(f"init_by_name: submodule {name or '<root>'!r} ({type(sub).__name__}) "
+                            "has parameters but no reset_parameters()")
+    return module
