@@ -421,9 +421,12 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     layer_candidates = len(layer_legal)
     layer_rejected = sum(1 for v in layer_legal.values() if not v[0])
     best_candidate = pg.materialize(space, study.best)
-    print(f"  search: {args.trials} candidates ({args.algorithm}, rejection per {args.rejection}; {failed} failed; "
+    print(f"  search: {args.trials} candidates ({args.algorithm}, "
+          f"{'rejection per ' + args.rejection if args.mode == 'per_layer' else 'network legality (sum of layer scores)'}; "
+          f"{failed} failed; "
           f"{counts['uncompilable']} proposed layer kernels had no compiling template and kept the original), "
-          f"{rejected} had an illegal layer ({100 * rejected / len(trials):.1f}%); "
+          f"{rejected} {'had an illegal layer' if args.mode == 'per_layer' else 'were illegal'} "
+          f"({100 * rejected / len(trials):.1f}%); "
           f"{rejected_layer_choices} of {counts['transformed']} proposed layer transformations rejected "
           f"({100 * rejected_layer_choices / max(counts['transformed'], 1):.1f}%); {layer_candidates} distinct layer transformations scored, "
           f"{layer_rejected} illegal ({100 * layer_rejected / max(layer_candidates, 1):.1f}%); "
@@ -435,7 +438,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     if args.mode == "network":   # the per-layer optimum is only optimal for per-layer legality
         greedy_tvm = math.inf
     search_tvm = -evaluate(best_candidate)["reward"]
-    if args.rejection == "layer":   # its illegal layers keep the original
+    if args.mode == "per_layer" and args.rejection == "layer":   # its illegal layers keep the original
         best_candidate = best_candidate.clone(deep=True)
         for layer in best_candidate.layers:
             site = site_by_path[layer.path]
@@ -604,7 +607,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
           f"{baseline / ours_tvm:.2f}x; NAS-only {baseline / nas_tvm:.2f}x")
     print(f"\n  whole network, batch 1, one process (ms; min of {len(e2e_runs['tvm_ours'])} interleaved rounds; "
           f"torch jit-opt = torch.jit.optimize_for_inference (batch norm folded); TVM = every conv a TVM kernel "
-          f"with its batch norm and ReLU fused, the rest torch on 1 thread; compiled in {compile_seconds:.0f} s; "
+          f"with its batch norm, ReLU and (ending a residual block) shortcut add + ReLU fused, the rest torch on 1 thread; compiled in {compile_seconds:.0f} s; "
           f"{sum(len(c.fused) for k, c in compiled.items() if k.startswith('tvm'))} batch norms folded):")
     print(f"  {'':22s} {'torch eager':>12s} {'torch jit-opt':>14s} {'TVM convs':>10s}  max |error| of TVM vs torch")
     for label, t_key, j_key, v_key in (("original", "torch_original", "jit_original", "tvm_original"),

@@ -51,6 +51,30 @@ def test_kernel_module_fuses_bias_and_relu_into_the_kernel(steps):
     assert ('T.sblock("epilogue")' in blocks) == (not steps)
 
 
+@pytest.mark.parametrize("steps", [[], p.cpu_packed_conv_template(16, 2),
+                                   [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)]
+                                   + p.cpu_conv_template(4, 2)])
+@pytest.mark.parametrize("relu", [True, False])
+def test_kernel_module_adds_a_residual_in_its_output_write(steps, relu):
+    _, sched = _conv_and_module(steps=steps)
+    reference = sched.to_torch()
+    bias = torch.randn(16)
+    fast = p.TVMKernelModule(sched, list(reference.weights), bias=bias, relu=relu, residual=True)
+    x, shortcut = torch.randn(1, 16, 8, 8), torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        expected = reference(x) + bias.view(1, -1, 1, 1) + shortcut
+        expected = torch.relu(expected) if relu else expected
+        torch.testing.assert_close(fast(x, shortcut), expected, atol=1e-4, rtol=1e-4)
+    assert (expected < 0).any() != relu
+    with pytest.raises(TypeError, match=r"module\(x, residual\)"):
+        fast(x)
+    with pytest.raises(ValueError, match="takes residual"):
+        fast(x, torch.randn(1, 16, 4, 4))
+    plain = p.TVMKernelModule(sched, list(reference.weights))
+    with pytest.raises(TypeError, match="without a residual"):
+        plain(x, shortcut)
+
+
 def test_epilogue_errors_name_the_problem():
     _, sched = _conv_and_module(steps=p.cpu_conv_template(4, 2))
     with pytest.raises(ValueError, match="unknown epilogue"):
@@ -141,6 +165,14 @@ def test_compile_network_folds_batch_norm_and_fuses_relu_into_the_kernels():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in compiled.model.modules())
     assert len(compiled.fused) == len(names)
     assert compiled.fused[site.torch_name] == "batch norm + ReLU"      # the first conv of a block
+    # the last conv of each of the 4 blocks adds the shortcut and applies the block's ReLU
+    ends = sorted(n for n, what in compiled.fused.items() if what == "batch norm + residual add + ReLU")
+    assert ends == ["3.body.3", "4.body.3", "5.body.3", "6.body.3"]
+    assert not any(isinstance(m, torch.nn.ReLU) for m in compiled.model.modules())
+    kept = sn.nn.compile_network(transformed, copy.deepcopy(model), tune=False, fuse_residual=False)
+    assert not any("residual" in what for what in kept.fused.values())
+    assert sum(isinstance(m, torch.nn.ReLU) for m in kept.model.modules()) == 4
+    torch.testing.assert_close(kept(x), expected, atol=1e-4, rtol=1e-4)
     unfused = sn.nn.compile_network(transformed, copy.deepcopy(model), tune=False, fold_batchnorm=False)
     assert not unfused.fused
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in unfused.model.modules()) == len(names)

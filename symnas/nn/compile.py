@@ -4,10 +4,11 @@
 its trained weights) and swaps each convolution module for a ``TVMKernelModule``: the
 original convs and the transformed kernels (``TransformedConv``) alike. A batch norm right
 after a conv is folded into its weights and a bias, and a ReLU after that is fused into
-the kernel too (``fold_batchnorm``). The rest of the network (other activations, residual
-additions, pooling, the classifier) stays in torch and runs on one thread, so only TVM's
-thread pool is parallel (two spinning pools fight over the cores: see
-``sn.program.torch_tvm``).
+the kernel too (``fold_batchnorm``); the last conv of a residual block's body also adds the
+shortcut and applies the block's ReLU in its output write (``fuse_residual``). The rest of
+the network (other activations, concatenations, pooling, the classifier) stays in torch
+and runs on one thread, so only TVM's thread pool is parallel (two spinning pools fight
+over the cores: see ``sn.program.torch_tvm``).
 
 Each kernel gets a program template: the one given in ``programs`` (key path -> steps),
 the program steps already in a transformed kernel's schedule, or the fastest of
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from symnas.nn.backbones import CIFAR_SHAPE, TransformedConv, transformable_convs
+from symnas.nn.layers import _ResidualModule
 
 __all__ = ["CompiledNetwork", "compile_network"]
 
@@ -56,7 +58,8 @@ class CompiledNetwork(nn.Module):
 
 def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[int] = CIFAR_SHAPE,
                     batch: int = 1, programs: Optional[Dict[str, List]] = None, tune: bool = True,
-                    glue_threads: int = 1, repeat: int = 3, fold_batchnorm: bool = True) -> CompiledNetwork:
+                    glue_threads: int = 1, repeat: int = 3, fold_batchnorm: bool = True,
+                    fuse_residual: bool = True) -> CompiledNetwork:
     """Compiles every convolution of the symbolic network ``net`` to a TVM kernel.
 
     ``model`` is ``net.build(in_shape)`` with the weights to use (built here when None;
@@ -66,6 +69,10 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
     With ``fold_batchnorm``, a ``BatchNorm2d`` (with running statistics) that directly
     follows a conv in a ``Sequential`` is folded into the conv's weights and a bias, and a
     ``ReLU`` right after it is fused into the kernel; both modules become ``Identity``.
+    With ``fuse_residual`` (and ``fold_batchnorm``), a conv that ends a residual block's
+    body (``sn.nn.Residual`` with no ``post`` or a ReLU ``post``) adds the shortcut and
+    applies the ReLU in its kernel; the block then runs its body and shortcut and hands
+    both to that kernel.
     """
     from symnas import program  # pylint: disable=import-outside-toplevel
     from symnas.program.torch_tvm import TVMKernelModule  # pylint: disable=import-outside-toplevel
@@ -81,6 +88,7 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
         raise KeyError(f"programs name no convolution of the network: {sorted(unknown)}")
     chosen: Dict[str, List] = {}       # template cache per (operator, neural steps)
     schedules, fallbacks, fused = {}, {}, {}
+    residual_ends = {}                 # residual block's name -> index of its body's fused kernel
     for site in sites:
         module = model.get_submodule(site.torch_name)
         op = site.operator(batch)
@@ -108,8 +116,12 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
         batchnorm, relu = _batchnorm_relu_after(model, site.torch_name) if fold_batchnorm else (None, None)
         if batchnorm is not None:
             weights, bias = _fold_batchnorm(schedule.kernel(), weights, bias, model.get_submodule(batchnorm))
+        block = (_residual_block_ended_by(model, site.torch_name, batchnorm)
+                 if fold_batchnorm and fuse_residual and relu is None else None)
+        post_relu = block is not None and isinstance(model.get_submodule(block).post, nn.ReLU)
         try:
-            fast = TVMKernelModule(schedule, weights, bias, relu=relu is not None)
+            fast = TVMKernelModule(schedule, weights, bias, relu=relu is not None or post_relu,
+                                   residual=block is not None)
         except (program.IllegalTransformation, ValueError) as error:
             fallbacks[site.torch_name] = str(error)
             continue
@@ -118,9 +130,47 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
         for name in (batchnorm, relu):
             if name is not None:
                 model.set_submodule(name, nn.Identity())
-        if batchnorm is not None:
+        if block is not None:
+            residual_ends[block] = int(site.torch_name.rpartition(".")[2])
+            fused[site.torch_name] = ("batch norm + " if batchnorm else "") + "residual add" + (
+                " + ReLU" if post_relu else "")
+        elif batchnorm is not None:
             fused[site.torch_name] = "batch norm + ReLU" if relu is not None else "batch norm"
+    for block, index in residual_ends.items():
+        original = model.get_submodule(block)
+        model.set_submodule(block, _FusedResidualModule(original.body, index, original.shortcut))
     return CompiledNetwork(model, schedules, fallbacks, glue_threads, fused)
+
+
+class _FusedResidualModule(nn.Module):
+    """A residual block whose body's kernel at ``index`` adds the shortcut (and its ReLU) itself;
+    the body's modules after it are identities (its folded batch norm)."""
+
+    def __init__(self, body: nn.Sequential, index: int, shortcut: nn.Module):
+        super().__init__()
+        self.body, self.index, self.shortcut = body, index, shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for module in list(self.body)[:self.index]:
+            h = module(h)
+        return self.body[self.index](h, self.shortcut(x))
+
+
+def _residual_block_ended_by(model: nn.Module, name: str, batchnorm: Optional[str]) -> Optional[str]:
+    """The name of the residual block whose body ends with conv ``name`` (and the batch norm
+    ``batchnorm`` folded into it), when its ``post`` is nothing or a ReLU; else None."""
+    body_name, _, index = name.rpartition(".")
+    block_name, _, attribute = body_name.rpartition(".")
+    if attribute != "body" or not index.isdigit() or not block_name:
+        return None                    # (a residual block as the whole model is left alone)
+    block = model.get_submodule(block_name)
+    if not isinstance(block, _ResidualModule) or not isinstance(block.body, nn.Sequential):
+        return None
+    if not isinstance(block.post, (nn.ReLU, nn.Identity)):
+        return None
+    last = int(index) + (1 if batchnorm is not None else 0)
+    return block_name if last == len(block.body) - 1 else None
 
 
 def _batchnorm_relu_after(model: nn.Module, name: str):

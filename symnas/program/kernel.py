@@ -15,7 +15,7 @@ Example::
 import dataclasses
 from typing import Dict, List, Optional, Tuple
 
-EPILOGUES = (None, "bias", "bias_relu")
+EPILOGUES = (None, "bias", "bias_relu", "bias_residual", "bias_residual_relu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +193,10 @@ class Kernel:
         """(input, weights..., [bias,] output) TE tensors of the kernel's compute.
 
         ``epilogue`` fuses an inference epilogue into the kernel: ``"bias"`` adds a
-        per-output-channel bias (a folded batch norm), ``"bias_relu"`` then clamps at zero.
+        per-output-channel bias (a folded batch norm), ``"bias_relu"`` then clamps at zero;
+        ``"bias_residual"`` / ``"bias_residual_relu"`` also add a ``residual`` input of the
+        output's shape (a residual block's shortcut) before the clamp. The tensors are
+        (input, weights..., [bias, [residual,]] output).
         """
         from tvm import te  # pylint: disable=import-outside-toplevel
 
@@ -219,12 +222,17 @@ class Kernel:
         if epilogue is None:
             return [data] + weights + [out]
         bias = te.placeholder((out.shape[1],), name="bias")
+        residual = (te.placeholder(tuple(out.shape), name="residual")
+                    if epilogue.startswith("bias_residual") else None)
 
         def fused(n, c, *rest):
             value = out[(n, c) + rest] + bias[c]
-            return te.max(value, te.const(0.0, "float32")) if epilogue == "bias_relu" else value
+            if residual is not None:
+                value = value + residual[(n, c) + rest]
+            return te.max(value, te.const(0.0, "float32")) if epilogue.endswith("_relu") else value
 
-        return [data] + weights + [bias, te.compute(out.shape, fused, name="epilogue")]
+        extra = [bias] if residual is None else [bias, residual]
+        return [data] + weights + extra + [te.compute(out.shape, fused, name="epilogue")]
 
     def _te_part(self, part: KernelPart, padded, weight, name):
         from tvm import te  # pylint: disable=import-outside-toplevel

@@ -76,9 +76,9 @@ class Schedule(pg.Object):
     def lower(self, target: TargetLike = None, epilogue: Optional[str] = None):
         """The scheduled TVM IRModule (raises IllegalTransformation naming the bad step).
 
-        ``epilogue`` (``"bias"`` or ``"bias_relu"``, CPU only) fuses a per-channel bias
-        (a folded batch norm) and a ReLU into the kernel's output write; the kernel then
-        takes the bias after its weights.
+        ``epilogue`` (one of ``Kernel``'s ``EPILOGUES``, CPU only) fuses a per-channel bias
+        (a folded batch norm), optionally a residual input and a ReLU into the kernel's
+        output write; the kernel then takes the bias (and the residual) after its weights.
         """
         import tvm  # pylint: disable=import-outside-toplevel
         from tvm import s_tir  # pylint: disable=import-outside-toplevel

@@ -40,11 +40,13 @@ class TVMKernelModule(nn.Module):
     ``weights`` are the kernel's weights in OIHW order (one per kernel part, as
     ``schedule.weight_shapes``); ``bias`` (optional, one value per output channel) and,
     with ``relu``, a ReLU are fused into the kernel's output write (``sn.nn.compile_network``
-    folds each conv's batch norm into its weights and this bias).
+    folds each conv's batch norm into its weights and this bias). With ``residual`` the
+    module is called as ``module(x, residual)`` and adds ``residual`` (the output's shape,
+    a residual block's shortcut) before the ReLU, in the same write.
     """
 
     def __init__(self, schedule, weights: Sequence, bias: Optional[torch.Tensor] = None,
-                 target: TargetLike = None, relu: bool = False):
+                 target: TargetLike = None, relu: bool = False, residual: bool = False):
         super().__init__()
         if target_kind(target) != "llvm":
             raise ValueError("TVMKernelModule runs kernels compiled for this CPU; use a CPU target")
@@ -60,12 +62,14 @@ class TVMKernelModule(nn.Module):
         self.input_shape = tuple(schedule.input_shape)
         self.output_shape = tuple(schedule.output_shape)
         self.relu = relu
-        if bias is None and relu:
+        self.residual = residual
+        if bias is None and (relu or residual):
             bias = torch.zeros(self.output_shape[1])
         if bias is not None and tuple(bias.reshape(-1).shape) != (self.output_shape[1],):
             raise ValueError(f"bias has {bias.numel()} values, the kernel has {self.output_shape[1]} "
                              "output channels")
-        epilogue = None if bias is None else ("bias_relu" if relu else "bias")
+        epilogue = None if bias is None else (
+            "bias" + ("_residual" if residual else "") + ("_relu" if relu else ""))
         self._runtime = schedule.build(target, epilogue).jit()      # keeps the loaded library alive
         self._func = self._runtime["main"]
         for i, w in enumerate(weights):
@@ -81,25 +85,38 @@ class TVMKernelModule(nn.Module):
             self.bias = None
 
     def extra_repr(self) -> str:
-        fused = "" if self.bias is None else (" + bias + relu" if self.relu else " + bias")
+        fused = "" if self.bias is None else (" + bias" + (" + residual" if self.residual else "")
+                                              + (" + relu" if self.relu else ""))
         return f"{self.input_shape} -> {self.output_shape}: {self.schedule.describe()}{fused}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape) != self.input_shape:
-            raise ValueError(f"the compiled kernel takes input {self.input_shape}, got {tuple(x.shape)} "
-                             f"(the batch size is part of the compiled operator)")
-        if x.dtype != torch.float32 or x.device.type != "cpu":
-            raise TypeError(f"the compiled kernel takes float32 CPU tensors, got {x.dtype} on {x.device}")
-        if x.requires_grad and torch.is_grad_enabled():
-            raise RuntimeError("TVMKernelModule is for inference: it has no backward; "
-                               "call it under torch.no_grad() or train the schedule's to_torch() module")
-        x = x.contiguous()
-        if x.data_ptr() % _ALIGNMENT:
-            x = x.clone()                 # a view at an offset: TVM assumes aligned buffers
-        out = torch.empty(self.output_shape, dtype=torch.float32)
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = _kernel_input(x, self.input_shape, "input")
         extra = () if self.bias is None else (self.bias,)
+        if self.residual:
+            if residual is None:
+                raise TypeError("this kernel adds a residual: call it as module(x, residual)")
+            extra += (_kernel_input(residual, self.output_shape, "residual"),)
+        elif residual is not None:
+            raise TypeError("this kernel was compiled without a residual input (residual=False)")
+        out = torch.empty(self.output_shape, dtype=torch.float32)
         self._func(x, *(getattr(self, f"weight{i}") for i in range(self._num_weights)), *extra, out)
         return out
+
+
+def _kernel_input(x: torch.Tensor, shape, what: str) -> torch.Tensor:
+    """``x`` as the compiled kernel reads it (contiguous, aligned), or a clear error."""
+    if tuple(x.shape) != shape:
+        raise ValueError(f"the compiled kernel takes {what} {shape}, got {tuple(x.shape)} "
+                         f"(the batch size is part of the compiled operator)")
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        raise TypeError(f"the compiled kernel takes float32 CPU tensors, got {x.dtype} on {x.device}")
+    if x.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError("TVMKernelModule is for inference: it has no backward; "
+                           "call it under torch.no_grad() or train the schedule's to_torch() module")
+    x = x.contiguous()
+    if x.data_ptr() % _ALIGNMENT:
+        x = x.clone()                 # a view at an offset: TVM assumes aligned buffers
+    return x
 
 
 @contextlib.contextmanager
