@@ -9,15 +9,21 @@ qualified name; layers that two networks share by name start identical.
 
 Example::
 
-    net = sn.nn.ResNet34().build((3, 32, 32))
-    sn.nn.init_by_name(net, seed=0)
+    import symnas as sn
+    model = sn.nn.resnet34().build((3, 32, 32))
+    sn.nn.init_by_name(model, seed=0)
 """
 import zlib
 
 import torch
 from torch import nn
 
-__all__ = ["init_by_name"]
+__all__ = ["init_by_name", "layer_seed"]
+
+
+def layer_seed(seed: int, name: str) -> int:
+    """The seed of the generator that initialises the layer called ``name``."""
+    return zlib.crc32(f"{seed}:{name}".encode()) & 0x7FFFFFFF
 
 
 def init_by_name(module: nn.Module, seed: int) -> nn.Module:
@@ -37,7 +43,7 @@ def init_by_name(module: nn.Module, seed: int) -> nn.Module:
         if callable(getattr(sub, "reset_parameters", None)):
             if any(True for _ in sub.parameters()):
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(zlib.crc32(f"{seed}:{name}".encode()))
+                    torch.manual_seed(layer_seed(seed, name))
                     sub.reset_parameters()
                 done.append(name)
         elif any(True for _ in sub.parameters(recurse=False)):

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
 import pyglove as pg
 import torch
 from torch import nn
 
+from symnas.nn.init import init_by_name, layer_seed
 from symnas.proxies import base
 from symnas.proxies.base import NonFiniteScore, ProxyError
 
@@ -57,38 +57,22 @@ class LegalityResult:
                 "legal": self.legal, "reason": self.reason, "legality_mode": self.mode}
 
 
-def _module_seed(seed: int, name: str) -> int:
-    return zlib.crc32(f"{seed}:{name}".encode()) & 0x7FFFFFFF
-
-
 def build_module(layer, in_shape, seed: int, name: str) -> nn.Module:
-    """Builds one layer with weights that depend only on ``(seed, name)``."""
+    """Builds one layer with weights that depend only on ``(seed, name)`` (as ``sn.nn.init_by_name``)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_module_seed(seed, name))
+        torch.manual_seed(layer_seed(seed, name))
         return layer.build(in_shape)
 
 
 def seeded_build(net, in_shape=(3, 32, 32), seed: int = 0) -> nn.Module:
-    """``net.build(in_shape)`` with each conv/transformed kernel/linear initialised from ``(seed, its name)``.
+    """``net.build(in_shape)`` with each layer initialised from ``(seed, its name)`` (``sn.nn.init_by_name``).
 
     Two networks that differ in some layers then have identical weights in all others.
     """
-    from symnas.nn.backbones import TransformedConv, transformable_convs  # pylint: disable=import-outside-toplevel
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = net.build(in_shape)
-    transformed = {s.torch_name: s for s in transformable_convs(net, in_shape, include_all=True)
-                   if isinstance(s.layer, TransformedConv)}
-    for name, site in transformed.items():
-        model.set_submodule(name, build_module(site.layer, site.in_shape, seed, name))
-    for name, module in model.named_modules():
-        if name in transformed or any(name.startswith(t + ".") for t in transformed):
-            continue
-        if hasattr(module, "reset_parameters") and any(True for _ in module.parameters(recurse=False)):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_module_seed(seed, name))
-                module.reset_parameters()
-    return model
+    return init_by_name(model, seed)
 
 
 class LegalityCheck(pg.Object):
