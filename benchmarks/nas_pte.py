@@ -474,9 +474,18 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                    and chosen[path_by_name[n]][0]]
         if verdict.legal or not failing:
             break
-        if args.mode == "network":   # drop the layer that lost the most
-            failing = [min(failing, key=lambda p: verdict.per_layer[site_by_path[p].torch_name][1]
-                           - verdict.per_layer[site_by_path[p].torch_name][0])]
+        if args.mode == "network":
+            # move the layers that lost the most, until their losses cover the network's deficit
+            def loss(p):
+                orig, cand = verdict.per_layer[site_by_path[p].torch_name]
+                return orig - cand
+            deficit, covered, worst = verdict.original_score - verdict.candidate_score, 0.0, []
+            for p in sorted(failing, key=loss, reverse=True):
+                if worst and covered >= deficit:
+                    break
+                worst.append(p)
+                covered += loss(p)
+            failing = worst
         rounds += 1
         for p in failing:
             # the next-fastest option that was legal in isolation and not tried here yet; after
