@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import io
 import json
 import os
@@ -64,7 +65,6 @@ def load_model(path: str, seed: int, init: str = "by-name") -> torch.nn.Module:
     if init not in ("by-name", "build-order"):
         raise ValueError(f"unknown init {init!r}: use 'by-name' or 'build-order'")
     if path.endswith(".json"):
-        import importlib
         import pyglove as pg
         # registers the symbolic classes for from_json_str (explicit modules: the packages may be stubs)
         for module in ("symnas.nn.layers", "symnas.nn.backbones", "symnas.program.operators",
@@ -77,7 +77,6 @@ def load_model(path: str, seed: int, init: str = "by-name") -> torch.nn.Module:
     else:
         model = torch.load(path, weights_only=False, map_location="cpu")
     if init == "by-name":
-        import importlib
         importlib.import_module("symnas.nn.init").init_by_name(model, seed)
     return model
 

@@ -14,32 +14,28 @@ def _original_and_transformed():
     return net, sn.nn.replace_convs(net, {site.path: sched}), site
 
 
+def _build(net, build_seed, init_seed=None):
+    """The net built after ``torch.manual_seed(build_seed)``, then initialised by name unless None."""
+    torch.manual_seed(build_seed)
+    model = net.build((3, 8, 8))
+    return model if init_seed is None else sn.nn.init_by_name(model, seed=init_seed)
+
+
 def test_layers_shared_by_name_start_identical_and_the_changed_one_differs():
-    net, fast, site = _original_and_transformed()
-    torch.manual_seed(0)
-    a = sn.nn.init_by_name(net.build((3, 8, 8)), seed=3)
-    torch.manual_seed(0)
-    b = sn.nn.init_by_name(fast.build((3, 8, 8)), seed=3)
-    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    net, fast, _ = _original_and_transformed()
+    pa, pb = dict(_build(net, 0, 3).named_parameters()), dict(_build(fast, 0, 3).named_parameters())
     shared = [k for k in pa if k in pb]
     assert len(shared) == len(pa) - 1 and len(shared) == len(pb) - 1
     assert all(torch.equal(pa[k], pb[k]) for k in shared)
     # without it, the smaller grouped kernel shifts the draws of every later layer
-    torch.manual_seed(0)
-    pa = dict(net.build((3, 8, 8)).named_parameters())
-    torch.manual_seed(0)
-    pb = dict(fast.build((3, 8, 8)).named_parameters())
+    pa, pb = dict(_build(net, 0).named_parameters()), dict(_build(fast, 0).named_parameters())
     later = [k for k in shared if k.startswith(("3.", "4.", "5."))]
     assert later and not all(torch.equal(pa[k], pb[k]) for k in later)
 
 
 def test_weights_depend_on_the_seed_only_not_on_the_build_order_draws():
     net, _, _ = _original_and_transformed()
-    torch.manual_seed(1)
-    a = sn.nn.init_by_name(net.build((3, 8, 8)), seed=0)
-    torch.manual_seed(2)
-    b = sn.nn.init_by_name(net.build((3, 8, 8)), seed=0)
-    c = sn.nn.init_by_name(net.build((3, 8, 8)), seed=1)
+    a, b, c = _build(net, 1, 0), _build(net, 2, 0), _build(net, 2, 1)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     convs = [(p, q) for p, q in zip(a.parameters(), c.parameters()) if p.dim() == 4]
     assert not any(torch.equal(p, q) for p, q in convs)

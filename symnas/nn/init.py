@@ -36,16 +36,17 @@ def init_by_name(module: nn.Module, seed: int) -> nn.Module:
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"init_by_name: seed must be an int, got {seed!r}")
-    done = []
+    done = set()                       # submodules reset with all their children
     for name, sub in module.named_modules():
-        if any(name == d or name.startswith(d + ".") or d == "" for d in done):
+        parts = name.split(".") if name else []
+        if "" in done or any(".".join(parts[:i]) in done for i in range(1, len(parts))):
             continue
         if callable(getattr(sub, "reset_parameters", None)):
             if any(True for _ in sub.parameters()):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(layer_seed(seed, name))
                     sub.reset_parameters()
-                done.append(name)
+                done.add(name)
         elif any(True for _ in sub.parameters(recurse=False)):
             raise TypeError(f"init_by_name: submodule {name or '<root>'!r} ({type(sub).__name__}) "
                             "has parameters but no reset_parameters()")
