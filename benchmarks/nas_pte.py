@@ -335,6 +335,15 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     fisher_original = sum(scorer.original_scores.values())
 
     counts = {"transformed": 0, "uncompilable": 0}
+    budget = orig_tvm_total / args.target_speedup if args.objective == "fisher" else math.inf
+
+    def legal_reward(latency: float, fisher: float) -> float:
+        # --objective latency: the fastest legal network. --objective fisher: within the latency budget
+        # the highest network Fisher Potential (reward = ratio to the original's, > 0); a legal network
+        # over the budget ranks below every one within it, faster above slower (reward = -latency)
+        if args.objective == "latency":
+            return -latency
+        return fisher / fisher_original if latency <= budget else -latency
 
     def evaluate(candidate) -> Dict[str, Any]:
         counts["transformed"] += sum(1 for l in candidate.layers if l.neural)
@@ -366,7 +375,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                 latency += best[site.key][0][0] - layer_ms
                 cand_total -= gain
             return {"fisher_original": fisher_original, "fisher_candidate": cand_total, "legal": True,
-                    "network_rejected": True, "rejected_layers": len(failing), "reward": -latency,
+                    "network_rejected": True, "rejected_layers": len(failing),
+                    "reward": legal_reward(latency, cand_total),
                     "latency_ms": latency, "reason": f"{len(failing)} illegal layer transformations rejected "
                                                      f"(kept the original layer), first {failing[0]}"}
         metrics = {"fisher_original": fisher_original, "fisher_candidate": cand_total,
@@ -379,7 +389,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                                    f"(first {failing[0]})" if args.mode == "per_layer" else
                                    f"network Fisher Potential {cand_total:.4g} < original {fisher_original:.4g}"))
         else:
-            metrics.update(reward=-latency, latency_ms=latency, reason="legal")
+            metrics.update(reward=legal_reward(latency, cand_total), latency_ms=latency, reason="legal")
         return metrics
 
     space = sn.spaces.network_transformations(name, menu=menus, templates=templates)
@@ -423,6 +433,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     best_candidate = pg.materialize(space, study.best)
     print(f"  search: {args.trials} candidates ({args.algorithm}, "
           f"{'rejection per ' + args.rejection if args.mode == 'per_layer' else 'network legality (sum of layer scores)'}; "
+          f"{'fastest legal' if args.objective == 'latency' else f'highest Fisher within {budget:.2f} ms of kernels'}; "
           f"{failed} failed; "
           f"{counts['uncompilable']} proposed layer kernels had no compiling template and kept the original), "
           f"{rejected} {'had an illegal layer' if args.mode == 'per_layer' else 'were illegal'} "
@@ -435,22 +446,40 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
           f"scoring in all, the rest is proposing, building and evaluating candidates)",
           flush=True)
 
-    if args.mode == "network":   # the per-layer optimum is only optimal for per-layer legality
-        greedy_tvm = math.inf
-    search_tvm = -evaluate(best_candidate)["reward"]
-    if args.mode == "per_layer" and args.rejection == "layer":   # its illegal layers keep the original
-        best_candidate = best_candidate.clone(deep=True)
-        for layer in best_candidate.layers:
+    if args.mode == "network" or args.objective != "latency":
+        greedy_tvm = math.inf   # the per-layer optimum is the fastest network under per-layer legality only
+    search_tvm = evaluate(best_candidate)["latency_ms"] or math.inf
+
+    def choice_of(candidate) -> Dict[str, Any]:
+        # path -> (neural steps, program); under per-layer rejection an illegal layer keeps the original
+        out = {}
+        for layer in candidate.layers:
             site = site_by_path[layer.path]
             idx = neural_index[site.key][steps_key(layer.neural)]
-            if idx and not layer_check(layer.path, idx)[0]:
-                layer.rebind(neural=[], program=list(best[site.key][0][1]), skip_notification=True)
+            if args.mode == "per_layer" and args.rejection == "layer" and idx and not layer_check(layer.path, idx)[0]:
+                out[layer.path] = ([], list(best[site.key][0][1]))
+            else:
+                out[layer.path] = (list(layer.neural), list(layer.program))
+        return out
+
+    # the best legal candidates of the search, best first, distinct: the exact check takes the first
+    # of them that passes it (the isolated scores add up to an estimate of the network's)
+    shortlist, seen = [], set()
+    for record in sorted(study.completed, key=lambda r: r.metrics["reward"], reverse=True):
+        if len(shortlist) >= args.exact_candidates or not record.metrics.get("legal"):
+            break
+        choice = choice_of(pg.materialize(space, record.to_dna()))
+        key = tuple((p, fmt(n), fmt(pr)) for p, (n, pr) in sorted(choice.items()))
+        if key not in seen:
+            seen.add(key)
+            shortlist.append(choice)
     if greedy_tvm < search_tvm:
         chosen_source = "per-layer optimum over all scored options"
         chosen = {p: (menus[site_by_path[p].key][i], best[site_by_path[p].key][i][1]) for p, (_, i) in greedy.items()}
+        shortlist = []
     else:
         chosen_source = f"best of the {args.algorithm} search"
-        chosen = {l.path: (list(l.neural), list(l.program)) for l in best_candidate.layers}
+        chosen = choice_of(best_candidate)
 
     # NAS-only: group G=2 on every transformable conv, then compiled (BlockSwap-style, no legality)
     nas_tvm = fixed_tvm + sum(best[s.key][neural_index[s.key][steps_key([sn.program.Group(2)])]][0] for s in sites)
@@ -463,11 +492,29 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     exact_check = sn.proxies.LegalityCheck(seed=args.seed, mode=args.mode)
     original_scores = exact_check.layer_scores(original, x, y)
     moves: List[str] = []              # "layer: from -> to" for every layer the exact check moved
+
+    def network_of(choice):
+        return sn.nn.replace_convs(original, {p: sn.program.Schedule(site_by_path[p].operator(), n + pr)
+                                              for p, (n, pr) in choice.items() if n})
+    screened = []                      # exact verdicts of the shortlist, in order, until one passes
+    for rank, choice in enumerate(shortlist):
+        verdict = exact_check.check(original, network_of(choice), x, y, original_scores=original_scores)
+        trim_memory()
+        screened.append(verdict.legal)
+        if verdict.legal:
+            chosen = choice
+            if rank:
+                chosen_source += f" that passes the exact check (rank {rank + 1} of the search's legal candidates)"
+            break
+    if shortlist:
+        print(f"  exact check of the search's {len(screened)} best legal candidates: "
+              f"{'passed by rank ' + str(screened.index(True) + 1) if any(screened) else 'none passed; repairing the best'}",
+              flush=True)
     tried = {p: {neural_index[site_by_path[p].key][steps_key(n)]} for p, (n, _) in chosen.items()}
     rounds = 0
-    while True:
-        chosen_net = sn.nn.replace_convs(original, {p: sn.program.Schedule(site_by_path[p].operator(), n + pr)
-                                                    for p, (n, pr) in chosen.items() if n})
+    chosen_net = network_of(chosen)
+    while not any(screened):
+        chosen_net = network_of(chosen)
         verdict = exact_check.check(original, chosen_net, x, y, original_scores=original_scores)
         trim_memory()
         failing = [path_by_name[n] for n in verdict.failing_layers if path_by_name.get(n) in chosen
@@ -499,6 +546,27 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             before = short(chosen[p][0])
             chosen[p] = (list(menus[site.key][idx]), list(best[site.key][idx][1]))
             moves.append(f"{site.torch_name}: {before} -> {short(chosen[p][0])}")
+    if not any(screened) and not verdict.legal and args.mode == "network":
+        # no transformed layer fails any more, yet they lower the layers after them: give the earliest
+        # transformed layers (those with the most layers after them) their original operators back, as
+        # few as the exact check allows (bisection; reverting all of them gives the original network)
+        def reverted(count):
+            out = dict(chosen)
+            for p in transformed[:count]:
+                out[p] = ([], list(best[site_by_path[p].key][0][1]))
+            return out
+
+        transformed = [s.path for s in sites if chosen[s.path][0]]
+        low, high = min(1, len(transformed)), len(transformed)   # reverting none fails (checked above)
+        while low < high:
+            mid = (low + high) // 2
+            ok = exact_check.check(original, network_of(reverted(mid)), x, y, original_scores=original_scores).legal
+            trim_memory()
+            rounds += 1
+            low, high = (low, mid) if ok else (mid + 1, high)
+        moves += [f"{site_by_path[p].torch_name}: {short(chosen[p][0])} -> original (prefix)" for p in transformed[:high]]
+        chosen = reverted(high)
+        chosen_net = network_of(chosen)
     if moves:
         print(f"  exact check of the chosen network: {rounds} rounds; layer transformations that failed it moved to "
               f"their next-fastest legal option (the original operator after {args.repair_rounds} rounds): "
@@ -585,6 +653,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
                 f"{torch.__version__}, threads {torch.get_num_threads()}",
         trials=len(trials), algorithm=args.algorithm, legality_mode=args.mode, rejection=args.rejection,
+        objective=args.objective, kernel_budget_ms=budget if math.isfinite(budget) else None,
         failed_trials=failed, uncompilable_layer_choices=counts["uncompilable"],
         proposed_layer_transformations=counts["transformed"], rejected_layer_transformations=rejected_layer_choices, rejected=rejected, rejection_rate=rejected / len(trials),
         layer_candidates=layer_candidates, layer_rejected=layer_rejected,
@@ -605,7 +674,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         speedup_vs_best_baseline=baseline / ours_tvm, nas_speedup=baseline / nas_tvm,
         chosen_from=chosen_source, params=params,
         exact_legality={m: r.as_metrics() | {"failing": r.failing_layers} for m, r in exact.items()},
-        exact_legality_seconds=exact_seconds, moved_by_exact_check=moves, exact_check_rounds=rounds, layers=rows,
+        exact_legality_seconds=exact_seconds, exact_screening=screened, moved_by_exact_check=moves, exact_check_rounds=rounds, layers=rows,
         chosen={p: dict(neural=fmt(n), program=fmt(pr)) for p, (n, pr) in chosen.items()})
     print(f"\n  end-to-end batch 1 (ms): torch original {torch_orig:.2f} "
           f"(runs {', '.join(f'{v:.2f}' for v in torch_runs[0])}); torch per-conv sum {torch_conv_sum:.2f}; "
@@ -658,6 +727,14 @@ def main(argv=None):
     parser.add_argument("--rejection", default="layer", choices=["layer", "network"],
                         help="an illegal layer transformation is rejected alone (the layer keeps the original "
                              "operator) or rejects the whole candidate network")
+    parser.add_argument("--objective", default="latency", choices=["latency", "fisher"],
+                        help="the fastest legal network, or the legal network of highest network Fisher Potential "
+                             "whose kernels sum to at most the original's / --target-speedup")
+    parser.add_argument("--target-speedup", type=float, default=3.0,
+                        help="latency budget of --objective fisher, as a speedup over the TVM original's kernel sum")
+    parser.add_argument("--exact-candidates", type=int, default=10,
+                        help="the search's best legal candidates checked exactly, as whole networks, in order; "
+                             "the first that passes is chosen (the best is repaired when none does)")
     parser.add_argument("--repair-rounds", type=int, default=4,
                         help="rounds in which a layer that fails the exact whole-network check tries its next-"
                              "fastest legal option before it gets the original operator")
@@ -670,6 +747,10 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--export", default=None, help="save the original and chosen torch models here")
     args = parser.parse_args(argv)
+    if args.exact_candidates < 0:
+        parser.error(f"--exact-candidates must be >= 0, got {args.exact_candidates}")
+    if not args.target_speedup > 0:
+        parser.error(f"--target-speedup must be positive, got {args.target_speedup}")
     if args.quick:
         args.backbone, args.trials, args.fisher_batch, args.max_templates = ["resnet18"], 100, 32, 1
     torch.set_num_threads(sn.program.measure.num_threads())
