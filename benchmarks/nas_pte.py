@@ -15,6 +15,13 @@ For each backbone:
      every layer transformation that fails there moves to its next-fastest option that was
      legal in isolation (for ``--repair-rounds`` rounds, then to its original operator) until
      the network passes, so the reported network is legal by the exact check.
+     Before that, the search's ``--exact-candidates`` best legal candidates are checked exactly in
+     order and the first that passes is taken. In network mode, when moving the failing layers
+     cannot make the network legal, the fewest earliest transformed layers get their original
+     operators back (bisection). ``--objective fisher|params`` makes the search maximise the
+     network's Fisher Potential / conv weights within ``--target-speedup`` instead of minimising
+     latency; ``--fill-budget`` spends what is left of that latency budget after the exact check
+     on conv weights, one upgrade at a time, each kept only when the network stays legal exactly.
   4. tables: per-layer latencies (original torch / TVM, NAS-only = group G=2 then compile,
      ours), end-to-end batch-1 latency of whole networks in one process (torch eager, and
      every conv a TVM kernel via sn.nn.compile_network) beside the per-layer sums of the
@@ -25,6 +32,7 @@ Usage::
 
     python benchmarks/nas_pte.py --backbone resnet34 --trials 1000
     python benchmarks/nas_pte.py --quick            # resnet18, 100 trials, small Fisher batch
+    python benchmarks/nas_pte.py --mode network --fill-budget --target-speedup 3.4   # network legality
 """
 from __future__ import annotations
 
@@ -335,19 +343,29 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     fisher_original = sum(scorer.original_scores.values())
 
     counts = {"transformed": 0, "uncompilable": 0}
-    budget = orig_tvm_total / args.target_speedup if args.objective == "fisher" else math.inf
+    budget = orig_tvm_total / args.target_speedup if args.objective != "latency" else math.inf
+    # (--fill-budget spends orig_tvm_total / args.target_speedup after the search, whatever the objective)
+    layer_weights: Dict[Any, int] = {}  # (layer key, neural idx) -> weights of the transformed conv
 
-    def legal_reward(latency: float, fisher: float) -> float:
-        # --objective latency: the fastest legal network. --objective fisher: within the latency budget
-        # the highest network Fisher Potential (reward = ratio to the original's, > 0); a legal network
-        # over the budget ranks below every one within it, faster above slower (reward = -latency)
+    def weights_of(key, idx: int) -> int:
+        if (key, idx) not in layer_weights:
+            layer_weights[(key, idx)] = sn.program.Schedule(ops[key], list(menus[key][idx])).params
+        return layer_weights[(key, idx)]
+    original_weights = sum(weights_of(s.key, 0) for s in sites)
+
+    def legal_reward(latency: float, fisher: float, weights: int) -> float:
+        # --objective latency: the fastest legal network. fisher / params: within the latency budget the
+        # highest network Fisher Potential / the most conv weights (reward = ratio to the original's, > 0);
+        # a legal network over the budget ranks below every one within it, faster above slower
         if args.objective == "latency":
             return -latency
-        return fisher / fisher_original if latency <= budget else -latency
+        if latency > budget:
+            return -latency
+        return fisher / fisher_original if args.objective == "fisher" else weights / original_weights
 
     def evaluate(candidate) -> Dict[str, Any]:
         counts["transformed"] += sum(1 for l in candidate.layers if l.neural)
-        failing, cand_total, latency = [], fisher_original, fixed_tvm
+        failing, cand_total, latency, weights = [], fisher_original, fixed_tvm, original_weights
         illegal = []                    # (site, its kernel's latency, candidate - original score)
         for layer in candidate.layers:
             site = site_by_path[layer.path]
@@ -363,20 +381,22 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             if idx:
                 ok, cand, orig, _ = layer_check(layer.path, idx)
                 cand_total += cand - orig
+                weights += weights_of(site.key, idx) - weights_of(site.key, 0)
                 if not ok:
                     failing.append(site.torch_name)
-                    illegal.append((site, layer_ms, cand - orig))
+                    illegal.append((site, layer_ms, cand - orig, idx))
         if args.mode == "network":
             failing = [] if cand_total >= fisher_original else ["network"] * max(1, len(failing))
         elif args.rejection == "layer" and failing:
             # each illegal layer transformation is rejected on its own: that layer keeps the original
             # operator (its best compiled kernel) and the rest of the candidate goes on
-            for site, layer_ms, gain in illegal:
+            for site, layer_ms, gain, idx in illegal:
                 latency += best[site.key][0][0] - layer_ms
                 cand_total -= gain
+                weights -= weights_of(site.key, idx) - weights_of(site.key, 0)
             return {"fisher_original": fisher_original, "fisher_candidate": cand_total, "legal": True,
                     "network_rejected": True, "rejected_layers": len(failing),
-                    "reward": legal_reward(latency, cand_total),
+                    "reward": legal_reward(latency, cand_total, weights), "conv_weights": weights,
                     "latency_ms": latency, "reason": f"{len(failing)} illegal layer transformations rejected "
                                                      f"(kept the original layer), first {failing[0]}"}
         metrics = {"fisher_original": fisher_original, "fisher_candidate": cand_total,
@@ -389,7 +409,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                                    f"(first {failing[0]})" if args.mode == "per_layer" else
                                    f"network Fisher Potential {cand_total:.4g} < original {fisher_original:.4g}"))
         else:
-            metrics.update(reward=legal_reward(latency, cand_total), latency_ms=latency, reason="legal")
+            metrics.update(reward=legal_reward(latency, cand_total, weights), latency_ms=latency,
+                           conv_weights=weights, reason="legal")
         return metrics
 
     space = sn.spaces.network_transformations(name, menu=menus, templates=templates)
@@ -433,7 +454,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     best_candidate = pg.materialize(space, study.best)
     print(f"  search: {args.trials} candidates ({args.algorithm}, "
           f"{'rejection per ' + args.rejection if args.mode == 'per_layer' else 'network legality (sum of layer scores)'}; "
-          f"{'fastest legal' if args.objective == 'latency' else f'highest Fisher within {budget:.2f} ms of kernels'}; "
+          f"{'fastest legal' if args.objective == 'latency' else f'highest {args.objective} within {budget:.2f} ms of kernels'}; "
           f"{failed} failed; "
           f"{counts['uncompilable']} proposed layer kernels had no compiling template and kept the original), "
           f"{rejected} {'had an illegal layer' if args.mode == 'per_layer' else 'were illegal'} "
@@ -567,6 +588,40 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         moves += [f"{site_by_path[p].torch_name}: {short(chosen[p][0])} -> original (prefix)" for p in transformed[:high]]
         chosen = reverted(high)
         chosen_net = network_of(chosen)
+    filled: List[str] = []             # "layer: from -> to" for every upgrade --fill-budget made
+    fill_checks = 0
+    if args.fill_budget and exact_check.check(original, chosen_net, x, y, original_scores=original_scores).legal:
+        # spend the latency budget left on weights: upgrade the layer option that adds the most conv
+        # weights per ms and still fits, keep it when the whole network stays legal by the exact check
+        fill_to = orig_tvm_total / args.target_speedup
+        current = fixed_tvm + sum(table.measure(ops[site_by_path[p].key], n, pr) for p, (n, pr) in chosen.items())
+        refused = set()
+        while fill_checks < args.fill_checks:
+            upgrades = []
+            for site in sites:
+                n, pr = chosen[site.path]
+                now_ms, now_w = table.measure(ops[site.key], n, pr), weights_of(site.key, neural_index[site.key][steps_key(n)])
+                for i in range(len(menus[site.key])):
+                    gain, cost = weights_of(site.key, i) - now_w, best[site.key][i][0] - now_ms
+                    if gain > 0 and current + cost <= fill_to and (site.path, i) not in refused:
+                        upgrades.append((gain / max(cost, 1e-3), site.path, i, cost))
+            if not upgrades:
+                break
+            _, p, i, cost = max(upgrades)
+            site = site_by_path[p]
+            trial = dict(chosen)
+            trial[p] = (list(menus[site.key][i]), list(best[site.key][i][1]))
+            fill_checks += 1
+            legal = exact_check.check(original, network_of(trial), x, y, original_scores=original_scores).legal
+            trim_memory()
+            if legal:
+                filled.append(f"{site.torch_name}: {short(chosen[p][0])} -> {short(trial[p][0])}")
+                chosen, current = trial, current + cost
+            else:
+                refused.add((p, i))
+        chosen_net = network_of(chosen)
+        print(f"  --fill-budget: {len(filled)} upgrades kept of {fill_checks} checked exactly "
+              f"(kernels {current:.2f} ms of {fill_to:.2f}): {'; '.join(filled)}", flush=True)
     if moves:
         print(f"  exact check of the chosen network: {rounds} rounds; layer transformations that failed it moved to "
               f"their next-fastest legal option (the original operator after {args.repair_rounds} rounds): "
@@ -674,7 +729,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         speedup_vs_best_baseline=baseline / ours_tvm, nas_speedup=baseline / nas_tvm,
         chosen_from=chosen_source, params=params,
         exact_legality={m: r.as_metrics() | {"failing": r.failing_layers} for m, r in exact.items()},
-        exact_legality_seconds=exact_seconds, exact_screening=screened, moved_by_exact_check=moves, exact_check_rounds=rounds, layers=rows,
+        exact_legality_seconds=exact_seconds, exact_screening=screened, fill_upgrades=filled,
+        fill_checks=fill_checks, moved_by_exact_check=moves, exact_check_rounds=rounds, layers=rows,
         chosen={p: dict(neural=fmt(n), program=fmt(pr)) for p, (n, pr) in chosen.items()})
     print(f"\n  end-to-end batch 1 (ms): torch original {torch_orig:.2f} "
           f"(runs {', '.join(f'{v:.2f}' for v in torch_runs[0])}); torch per-conv sum {torch_conv_sum:.2f}; "
@@ -727,11 +783,16 @@ def main(argv=None):
     parser.add_argument("--rejection", default="layer", choices=["layer", "network"],
                         help="an illegal layer transformation is rejected alone (the layer keeps the original "
                              "operator) or rejects the whole candidate network")
-    parser.add_argument("--objective", default="latency", choices=["latency", "fisher"],
+    parser.add_argument("--objective", default="latency", choices=["latency", "fisher", "params"],
                         help="the fastest legal network, or the legal network of highest network Fisher Potential "
-                             "whose kernels sum to at most the original's / --target-speedup")
+                             "/ of most conv weights whose kernels sum to at most the original's / --target-speedup")
     parser.add_argument("--target-speedup", type=float, default=3.0,
-                        help="latency budget of --objective fisher, as a speedup over the TVM original's kernel sum")
+                        help="latency budget of --objective fisher|params, as a speedup over the TVM original's "
+                             "kernel sum")
+    parser.add_argument("--fill-budget", action="store_true",
+                        help="after the exact check, spend the latency budget (--target-speedup) left on conv "
+                             "weights: upgrade layers (most weights per ms first) while the network stays legal")
+    parser.add_argument("--fill-checks", type=int, default=40, help="exact checks --fill-budget may spend")
     parser.add_argument("--exact-candidates", type=int, default=10,
                         help="the search's best legal candidates checked exactly, as whole networks, in order; "
                              "the first that passes is chosen (the best is repaired when none does)")
