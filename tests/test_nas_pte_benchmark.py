@@ -1,0 +1,42 @@
+"""The NAS-PTE benchmark script end to end on ResNet-18 (``-m slow``: ~80 s on 2 cores)."""
+import importlib.util
+import json
+import math
+import pathlib
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "nas_pte.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("nas_pte", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_network_mode_with_fill_budget_reports_a_legal_network_within_the_budget(cifar10_file, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("SYMNAS_DATA", str(cifar10_file.parents[1]))
+    out = tmp_path / "result.json"
+    load_script().main(["--quick", "--no-relax", "--mode", "network", "--fill-budget", "--target-speedup", "2",
+                        "--exact-candidates", "3", "--json", str(out)])
+    result, = json.loads(out.read_text())
+    assert result["legality_mode"] == "network" and result["trials"] == 100
+    assert result["exact_legality"]["network"]["legal"]          # the reported network passes the exact check
+    latency = result["latency_ms"]
+    assert latency["tvm_ours"] < latency["tvm_original"]
+    if result["fill_upgrades"]:                                  # upgrades never overspend the budget
+        assert latency["tvm_ours"] <= latency["tvm_original"] / 2 + 1e-9
+    assert result["params"]["ours"] < result["params"]["original"]
+    assert math.isfinite(result["end_to_end_ms"]["tvm_ours"])
+
+
+@pytest.mark.parametrize("argv, message", [(["--target-speedup", "0"], "--target-speedup must be positive"),
+                                           (["--exact-candidates", "-1"], "--exact-candidates must be >= 0")])
+def test_bad_options_are_refused_by_name_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        load_script().main(argv)
+    assert message in capsys.readouterr().err
