@@ -141,3 +141,26 @@ def test_fisher_detects_in_place_change_of_hooked_output():
     x, y = tiny_batch()
     with pytest.raises(ProxyError, match="modified in place"):
         sn.proxies.get("fisher").score(net, x, y)
+
+
+@pytest.mark.parametrize("proxy", ["fisher", "snip", "grad_norm", "synflow"])
+def test_a_transformed_conv_scores_like_the_torch_conv_it_computes(proxy):
+    # a transformed kernel's module keeps its weights as "weights.0", ...; weight-based proxies once
+    # skipped such layers, so whole-network scores silently left every transformed layer out
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+    op = sn.program.Conv2d(c_in=4, c_out=6, h=4, w=4, k=3)
+    transformed = sn.program.Schedule(op, []).to_torch([conv.weight.detach()])
+
+    def net(layer):
+        torch.manual_seed(1)
+        head = nn.Linear(96, 3, bias=False)
+        return nn.Sequential(layer, nn.ReLU(), nn.Flatten(), head)
+    x, y = torch.randn(5, 4, 4, 4, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        torch.testing.assert_close(transformed(x), conv(x), atol=1e-5, rtol=1e-5)
+    reference = sn.proxies.get(proxy).score(net(conv), x, y)
+    score = sn.proxies.get(proxy).score(net(transformed), x, y)
+    assert "0" in score.per_layer and score.per_layer["0"] > 0
+    assert score.per_layer["0"] == pytest.approx(reference.per_layer["0"], rel=1e-4)
+    assert score.total == pytest.approx(reference.total, rel=1e-4)

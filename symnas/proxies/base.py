@@ -128,12 +128,21 @@ def classification_loss(model: nn.Module, inputs: torch.Tensor, targets: Optiona
     return nn.functional.cross_entropy(logits, targets)
 
 
+def conv_types() -> tuple:
+    """2-D convolution module types scored by default: torch's and transformed kernels (``Schedule.to_torch``)."""
+    from symnas.program.torch_module import TransformedConv  # pylint: disable=import-outside-toplevel
+    return nn.Conv2d, TransformedConv
+
+
 def weight_layers(model: nn.Module, layers: LayerSelection) -> Dict[str, List[torch.nn.Parameter]]:
-    """name -> weight parameters of the selected modules (conv and linear by default)."""
-    modules = select_modules(model, layers, (nn.Conv2d, nn.Conv1d, nn.Linear))
+    """name -> weight parameters (every parameter with more than one dimension) of the selected modules
+    (convs, transformed convs and linears by default)."""
+    modules = select_modules(model, layers, conv_types() + (nn.Conv1d, nn.Linear))
     result = {}
     for name, module in modules.items():
-        params = [p for pn, p in module.named_parameters() if pn.endswith("weight") and p.dim() > 1]
+        # a transformed conv holds one weight per kernel part ("weights.0", ...); biases and batch-norm
+        # scales are one-dimensional
+        params = [p for p in module.parameters() if p.dim() > 1]
         if params:
             result[name] = params
     return result

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from symnas.proxies.base import (LayerSelection, NonFiniteScore, Proxy, ProxyError, classification_loss,
-                                 select_modules)
+                                 conv_types, select_modules)
 
 
 class FisherHooks:
@@ -77,7 +77,7 @@ class FisherPotential(Proxy):
     name = "fisher"
 
     def _score(self, model, inputs, targets, layers: LayerSelection) -> Dict[str, float]:
-        modules = select_modules(model, layers, (nn.Conv2d,))
+        modules = select_modules(model, layers, conv_types())
         if not modules:
             raise ProxyError("Fisher Potential: the model has no transformable (conv) layer to score")
         was_training = model.training
