@@ -596,14 +596,32 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         fill_to = orig_tvm_total / args.target_speedup
         current = fixed_tvm + sum(table.measure(ops[site_by_path[p].key], n, pr) for p, (n, pr) in chosen.items())
         refused = set()
+        if args.fill_by == "snip":
+            # each layer option's SNIP in the otherwise original network (exact tail context), cached
+            snip_scorer = sn.proxies.LegalityCheck(seed=args.seed, mode="network", proxy="snip").isolated_scorer(
+                original, x, y, context="tail")
+        snip_cache: Dict[Any, float] = {}
+
+        def value_of(site, i: int) -> float:
+            # what an option adds: conv weights, or (--fill-by snip) its SNIP score
+            if args.fill_by == "weights":
+                return weights_of(site.key, i)
+            if (site.path, i) not in snip_cache:
+                snip_cache[(site.path, i)] = (snip_scorer.original_scores[site.torch_name] if i == 0 else
+                                              snip_scorer.score(site.path, sn.program.Schedule(
+                                                  site.operator(), list(menus[site.key][i]))))
+            return snip_cache[(site.path, i)]
         while fill_checks < args.fill_checks:
             upgrades = []
             for site in sites:
                 n, pr = chosen[site.path]
-                now_ms, now_w = table.measure(ops[site.key], n, pr), weights_of(site.key, neural_index[site.key][steps_key(n)])
+                now_ms, now_v = table.measure(ops[site.key], n, pr), value_of(site, neural_index[site.key][steps_key(n)])
                 for i in range(len(menus[site.key])):
-                    gain, cost = weights_of(site.key, i) - now_w, best[site.key][i][0] - now_ms
-                    if gain > 0 and current + cost <= fill_to and (site.path, i) not in refused:
+                    cost = best[site.key][i][0] - now_ms
+                    if current + cost > fill_to or (site.path, i) in refused or not math.isfinite(cost):
+                        continue
+                    gain = value_of(site, i) - now_v
+                    if gain > 0:
                         upgrades.append((gain / max(cost, 1e-3), site.path, i, cost))
             if not upgrades:
                 break
@@ -620,7 +638,10 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             else:
                 refused.add((p, i))
         chosen_net = network_of(chosen)
-        print(f"  --fill-budget: {len(filled)} upgrades kept of {fill_checks} checked exactly "
+        if args.fill_by == "snip":
+            snip_scorer.release()
+            trim_memory()
+        print(f"  --fill-budget (by {args.fill_by}): {len(filled)} upgrades kept of {fill_checks} checked exactly "
               f"(kernels {current:.2f} ms of {fill_to:.2f}): {'; '.join(filled)}", flush=True)
     if moves:
         print(f"  exact check of the chosen network: {rounds} rounds; layer transformations that failed it moved to "
@@ -729,7 +750,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         speedup_vs_best_baseline=baseline / ours_tvm, nas_speedup=baseline / nas_tvm,
         chosen_from=chosen_source, params=params,
         exact_legality={m: r.as_metrics() | {"failing": r.failing_layers} for m, r in exact.items()},
-        exact_legality_seconds=exact_seconds, exact_screening=screened, fill_upgrades=filled,
+        exact_legality_seconds=exact_seconds, exact_screening=screened, fill_upgrades=filled, fill_by=args.fill_by,
         fill_checks=fill_checks, moved_by_exact_check=moves, exact_check_rounds=rounds, layers=rows,
         chosen={p: dict(neural=fmt(n), program=fmt(pr)) for p, (n, pr) in chosen.items()})
     print(f"\n  end-to-end batch 1 (ms): torch original {torch_orig:.2f} "
@@ -792,6 +813,9 @@ def main(argv=None):
     parser.add_argument("--fill-budget", action="store_true",
                         help="after the exact check, spend the latency budget (--target-speedup) left on conv "
                              "weights: upgrade layers (most weights per ms first) while the network stays legal")
+    parser.add_argument("--fill-by", default="weights", choices=["weights", "snip"],
+                        help="what --fill-budget buys per ms: conv weights, or the layer's SNIP score (scored in "
+                             "the otherwise original network)")
     parser.add_argument("--fill-checks", type=int, default=40, help="exact checks --fill-budget may spend")
     parser.add_argument("--exact-candidates", type=int, default=10,
                         help="the search's best legal candidates checked exactly, as whole networks, in order; "
