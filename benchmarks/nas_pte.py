@@ -21,7 +21,8 @@ For each backbone:
      operators back (bisection). ``--objective fisher|params`` makes the search maximise the
      network's Fisher Potential / conv weights within ``--target-speedup`` instead of minimising
      latency; ``--fill-budget`` spends what is left of that latency budget after the exact check
-     on conv weights, one upgrade at a time, each kept only when the network stays legal exactly.
+     on conv weights (``--fill-by snip``: on the layers' SNIP scores), one upgrade at a time, the
+     most per ms first, each kept only when the network stays legal exactly.
   4. tables: per-layer latencies (original torch / TVM, NAS-only = group G=2 then compile,
      ours), end-to-end batch-1 latency of whole networks in one process (torch eager, and
      every conv a TVM kernel via sn.nn.compile_network) beside the per-layer sums of the
@@ -32,7 +33,7 @@ Usage::
 
     python benchmarks/nas_pte.py --backbone resnet34 --trials 1000
     python benchmarks/nas_pte.py --quick            # resnet18, 100 trials, small Fisher batch
-    python benchmarks/nas_pte.py --mode network --fill-budget --target-speedup 3.4   # network legality
+    python benchmarks/nas_pte.py --mode network --fill-budget --fill-by snip --target-speedup 4
 """
 from __future__ import annotations
 
@@ -590,7 +591,9 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         chosen_net = network_of(chosen)
     filled: List[str] = []             # "layer: from -> to" for every upgrade --fill-budget made
     fill_checks = 0
-    if args.fill_budget and exact_check.check(original, chosen_net, x, y, original_scores=original_scores).legal:
+    if args.fill_budget and not exact_check.check(original, chosen_net, x, y, original_scores=original_scores).legal:
+        print("  --fill-budget: skipped, the chosen network is not legal by the exact check", flush=True)
+    elif args.fill_budget:
         # spend the latency budget left on weights: upgrade the layer option that adds the most conv
         # weights per ms and still fits, keep it when the whole network stays legal by the exact check
         fill_to = orig_tvm_total / args.target_speedup

@@ -21,10 +21,12 @@ def test_network_mode_with_fill_budget_reports_a_legal_network_within_the_budget
                                                                                   monkeypatch):
     monkeypatch.setenv("SYMNAS_DATA", str(cifar10_file.parents[1]))
     out = tmp_path / "result.json"
-    load_script().main(["--quick", "--no-relax", "--mode", "network", "--fill-budget", "--target-speedup", "2",
+    load_script().main(["--quick", "--no-relax", "--mode", "network", "--fill-budget", "--fill-by", "snip",
+                        "--target-speedup", "2",
                         "--exact-candidates", "3", "--json", str(out)])
     result, = json.loads(out.read_text())
     assert result["legality_mode"] == "network" and result["trials"] == 100
+    assert result["fill_by"] == "snip" and len(result["fill_upgrades"]) <= result["fill_checks"]
     assert result["exact_legality"]["network"]["legal"]          # the reported network passes the exact check
     latency = result["latency_ms"]
     assert latency["tvm_ours"] < latency["tvm_original"]
