@@ -344,8 +344,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     fisher_original = sum(scorer.original_scores.values())
 
     counts = {"transformed": 0, "uncompilable": 0}
+    # the search's budget; --fill-budget spends orig_tvm_total / args.target_speedup after it, whatever the objective
     budget = orig_tvm_total / args.target_speedup if args.objective != "latency" else math.inf
-    # (--fill-budget spends orig_tvm_total / args.target_speedup after the search, whatever the objective)
     layer_weights: Dict[Any, int] = {}  # (layer key, neural idx) -> weights of the transformed conv
 
     def weights_of(key, idx: int) -> int:
@@ -732,7 +732,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
                 f"{torch.__version__}, threads {torch.get_num_threads()}",
         trials=len(trials), algorithm=args.algorithm, legality_mode=args.mode, rejection=args.rejection,
-        objective=args.objective, kernel_budget_ms=budget if math.isfinite(budget) else None,
+        objective=args.objective,
+        kernel_budget_ms=orig_tvm_total / args.target_speedup if args.objective != "latency" or args.fill_budget else None,
         failed_trials=failed, uncompilable_layer_choices=counts["uncompilable"],
         proposed_layer_transformations=counts["transformed"], rejected_layer_transformations=rejected_layer_choices, rejected=rejected, rejection_rate=rejected / len(trials),
         layer_candidates=layer_candidates, layer_rejected=layer_rejected,
