@@ -358,9 +358,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         # --objective latency: the fastest legal network. fisher / params: within the latency budget the
         # highest network Fisher Potential / the most conv weights (reward = ratio to the original's, > 0);
         # a legal network over the budget ranks below every one within it, faster above slower
-        if args.objective == "latency":
-            return -latency
-        if latency > budget:
+        if args.objective == "latency" or latency > budget:
             return -latency
         return fisher / fisher_original if args.objective == "fisher" else weights / original_weights
 
@@ -535,12 +533,13 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     tried = {p: {neural_index[site_by_path[p].key][steps_key(n)]} for p, (n, _) in chosen.items()}
     rounds = 0
     chosen_net = network_of(chosen)
-    while not any(screened):
-        chosen_net = network_of(chosen)
+    chosen_legal = any(screened)       # by the exact check
+    while not chosen_legal:
         verdict = exact_check.check(original, chosen_net, x, y, original_scores=original_scores)
         trim_memory()
         failing = [path_by_name[n] for n in verdict.failing_layers if path_by_name.get(n) in chosen
                    and chosen[path_by_name[n]][0]]
+        chosen_legal = verdict.legal
         if verdict.legal or not failing:
             break
         if args.mode == "network":
@@ -568,7 +567,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             before = short(chosen[p][0])
             chosen[p] = (list(menus[site.key][idx]), list(best[site.key][idx][1]))
             moves.append(f"{site.torch_name}: {before} -> {short(chosen[p][0])}")
-    if not any(screened) and not verdict.legal and args.mode == "network":
+        chosen_net = network_of(chosen)
+    if not chosen_legal and args.mode == "network":
         # no transformed layer fails any more, yet they lower the layers after them: give the earliest
         # transformed layers (those with the most layers after them) their original operators back, as
         # few as the exact check allows (bisection; reverting all of them gives the original network)
@@ -588,10 +588,10 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             low, high = (low, mid) if ok else (mid + 1, high)
         moves += [f"{site_by_path[p].torch_name}: {short(chosen[p][0])} -> original (prefix)" for p in transformed[:high]]
         chosen = reverted(high)
-        chosen_net = network_of(chosen)
+        chosen_net, chosen_legal = network_of(chosen), True
     filled: List[str] = []             # "layer: from -> to" for every upgrade --fill-budget made
     fill_checks = 0
-    if args.fill_budget and not exact_check.check(original, chosen_net, x, y, original_scores=original_scores).legal:
+    if args.fill_budget and not chosen_legal:
         print("  --fill-budget: skipped, the chosen network is not legal by the exact check", flush=True)
     elif args.fill_budget:
         # spend the latency budget left on weights: upgrade the layer option that adds the most conv
