@@ -594,8 +594,9 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     if args.fill_budget and not chosen_legal:
         print("  --fill-budget: skipped, the chosen network is not legal by the exact check", flush=True)
     elif args.fill_budget:
-        # spend the latency budget left on weights: upgrade the layer option that adds the most conv
-        # weights per ms and still fits, keep it when the whole network stays legal by the exact check
+        # spend the latency budget left: upgrade the layer option that adds the most value (conv weights,
+        # or SNIP with --fill-by snip) per ms and still fits; keep it when the whole network stays legal
+        # by the exact check
         fill_to = orig_tvm_total / args.target_speedup
         current = fixed_tvm + sum(table.measure(ops[site_by_path[p].key], n, pr) for p, (n, pr) in chosen.items())
         refused = set()
@@ -815,8 +816,8 @@ def main(argv=None):
                         help="latency budget of --objective fisher|params, as a speedup over the TVM original's "
                              "kernel sum")
     parser.add_argument("--fill-budget", action="store_true",
-                        help="after the exact check, spend the latency budget (--target-speedup) left on conv "
-                             "weights: upgrade layers (most weights per ms first) while the network stays legal")
+                        help="after the exact check, spend the latency budget (--target-speedup) left: upgrade "
+                             "layers (most --fill-by value per ms first) while the network stays legal")
     parser.add_argument("--fill-by", default="weights", choices=["weights", "snip"],
                         help="what --fill-budget buys per ms: conv weights, or the layer's SNIP score (scored in "
                              "the otherwise original network)")

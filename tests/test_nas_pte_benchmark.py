@@ -1,4 +1,4 @@
-"""The NAS-PTE benchmark script end to end on ResNet-18 (``-m slow``: ~80 s on 2 cores)."""
+"""The NAS-PTE benchmark script end to end on ResNet-18 (``-m slow``: ~2 min on 2 cores) and its option errors."""
 import importlib.util
 import json
 import math
