@@ -22,7 +22,8 @@ For each backbone:
      network's Fisher Potential / conv weights within ``--target-speedup`` instead of minimising
      latency; ``--fill-budget`` spends what is left of that latency budget after the exact check
      on conv weights (``--fill-by snip``: on the layers' SNIP scores), one upgrade at a time, the
-     most per ms first, each kept only when the network stays legal exactly.
+     most per ms first, each kept only when the network stays legal exactly. ``--channel-shuffle``
+     makes every grouping in the menu read interleaved input channels (``sn.program.ChannelShuffle``).
   4. tables: per-layer latencies (original torch / TVM, NAS-only = group G=2 then compile,
      ours), end-to-end batch-1 latency of whole networks in one process (torch eager, and
      every conv a TVM kernel via sn.nn.compile_network) beside the per-layer sums of the
@@ -114,6 +115,8 @@ def short(steps) -> str:
             names.append(f"B{d.factor}({d.axis})")
         elif type(s).__name__ == "Partition":
             names.append(f"split({d.axis},{d.parts})")
+        elif type(s).__name__ == "ChannelShuffle":
+            names.append("shuffle" + (f"[p{d.part}]" if d.part is not None else ""))
         else:
             names.append(type(s).__name__)
     return ">".join(names) or "original"
@@ -286,7 +289,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
 
     # 1. kernel table ------------------------------------------------------------------
     table = KernelTable(args.repeat)
-    menus = {k: sn.spaces.neural_menu(op) for k, op in ops.items() if k in {s.key for s in sites}}
+    menus = {k: sn.spaces.neural_menu(op, args.channel_shuffle) for k, op in ops.items()
+             if k in {s.key for s in sites}}
     templates = {k: sn.spaces.program_templates(op)[:args.max_templates] for k, op in ops.items()}
     best: Dict[Any, List] = {}          # key -> per neural option (latency, template)
     torch_conv: Dict[Any, float] = {}
@@ -306,6 +310,14 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             latency, prog = best[key][i]
             if math.isfinite(latency):
                 best[key][i] = (table.remeasure(op, neural, prog), prog)
+    # the NAS-only baseline (group G=2 then compile) per layer shape: from the table when the menu
+    # offers plain G=2, else timed here (--channel-shuffle offers only shuffled groupings)
+    nas_steps = [sn.program.Group(2)]
+    nas_best: Dict[Any, tuple] = {}
+    for key in menus:
+        found = [i for i, n in enumerate(menus[key]) if steps_key(n) == steps_key(nas_steps)]
+        nas_best[key] = best[key][found[0]] if found else min(
+            ((table.measure(ops[key], nas_steps, prog), prog) for prog in templates[key]), key=lambda t: t[0])
     table_seconds = time.perf_counter() - t0
     # a neural sequence that no template compiles for is not offered to the search
     for key in menus:
@@ -342,6 +354,17 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         return layer_legal[(path, idx)]
 
     fisher_original = sum(scorer.original_scores.values())
+
+    def nas_layer_legal(path: str) -> bool:
+        site = site_by_path[path]
+        in_menu = neural_index[site.key].get(steps_key(nas_steps))
+        if in_menu is not None:
+            return layer_check(path, in_menu)[0]
+        try:
+            return scorer.score(path, sn.program.Schedule(site.operator(), nas_steps)) >= \
+                scorer.original_scores[site.torch_name]
+        except sn.proxies.NonFiniteScore:
+            return False
 
     counts = {"transformed": 0, "uncompilable": 0}
     # the search's budget; --fill-budget spends orig_tvm_total / args.target_speedup after it, whatever the objective
@@ -433,6 +456,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         greedy[s.path] = min(choices)
     greedy_tvm = fixed_tvm + sum(v[0] for v in greedy.values())
     search_seconds = init_seconds + time.perf_counter() - t1
+    nas_legal = {s.path: nas_layer_legal(s.path) for s in sites}     # the NAS-only baseline's layers
     # every option of every layer is scored now: free the scorer's activations and gradients
     # (11 GB on DenseNet-161) before the whole-network checks below
     scorer.release()
@@ -502,7 +526,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         chosen = choice_of(best_candidate)
 
     # NAS-only: group G=2 on every transformable conv, then compiled (BlockSwap-style, no legality)
-    nas_tvm = fixed_tvm + sum(best[s.key][neural_index[s.key][steps_key([sn.program.Group(2)])]][0] for s in sites)
+    nas_tvm = fixed_tvm + sum(nas_best[s.key][0] for s in sites)
 
     # 3. networks, exact legality of the chosen one, end-to-end latency -----------------
     # the search scored layers in isolation (block context); check the chosen network exactly, as a
@@ -675,8 +699,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     t0 = time.perf_counter()
     originals = {s.path: list(best[s.key][0][1]) for s in all_convs}
     nas_programs = dict(originals)
-    nas_programs.update({s.path: list(best[s.key][neural_index[s.key][steps_key([sn.program.Group(2)])]][1])
-                         for s in sites})
+    nas_programs.update({s.path: list(nas_best[s.key][1]) for s in sites})
     ours_programs = {p: v for p, v in originals.items() if p not in chosen or not chosen[p][0]}
     ours_programs.update({p: list(pr) for p, (n, pr) in chosen.items() if not n})
     compiled = {
@@ -718,11 +741,11 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         idx = neural_index[s.key][steps_key(n)]
         _, cand, orig, _ = layer_check(s.path, idx) if idx else (True, scorer.original_scores[s.torch_name],
                                                                   scorer.original_scores[s.torch_name], "")
-        g2 = best[s.key][neural_index[s.key][steps_key([sn.program.Group(2)])]][0]
+        g2 = nas_best[s.key][0]
         row = dict(layer=s.torch_name, shape=f"{s.in_shape[0]}->{s.out_shape[0]} {s.in_shape[1]}x{s.in_shape[2]} "
                    f"s{s.layer.stride}", torch_ms=torch_conv[s.key], tvm_ms=best[s.key][0][0], nas_ms=g2,
                    ours_ms=ours_ms, sequence=short(n), template=template_name(pr), fisher_original=orig,
-                   fisher_ours=cand, nas_legal=layer_check(s.path, neural_index[s.key][steps_key([sn.program.Group(2)])])[0])
+                   fisher_ours=cand, nas_legal=nas_legal[s.path])
         rows.append(row)
         speed = min(row["torch_ms"], row["tvm_ms"]) / ours_ms
         print(f"  {row['layer']:28s} {row['shape']:22s} {row['torch_ms']:7.3f} {row['tvm_ms']:7.3f} {g2:7.3f} "
@@ -733,7 +756,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
                 f"{torch.__version__}, threads {torch.get_num_threads()}",
         trials=len(trials), algorithm=args.algorithm, legality_mode=args.mode, rejection=args.rejection,
-        objective=args.objective,
+        objective=args.objective, channel_shuffle=args.channel_shuffle,
         kernel_budget_ms=orig_tvm_total / args.target_speedup if args.objective != "latency" or args.fill_budget else None,
         failed_trials=failed, uncompilable_layer_choices=counts["uncompilable"],
         proposed_layer_transformations=counts["transformed"], rejected_layer_transformations=rejected_layer_choices, rejected=rejected, rejection_rate=rejected / len(trials),
@@ -828,6 +851,9 @@ def main(argv=None):
     parser.add_argument("--repair-rounds", type=int, default=4,
                         help="rounds in which a layer that fails the exact whole-network check tries its next-"
                              "fastest legal option before it gets the original operator")
+    parser.add_argument("--channel-shuffle", action="store_true",
+                        help="groupings in the menu read interleaved input channels (sn.program.ChannelShuffle: "
+                             "same cost, groups of consecutive layers mix)")
     parser.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel")
     parser.add_argument("--max-templates", type=int, default=6, help="program templates per kernel")
     parser.add_argument("--no-relax", dest="relax", action="store_false",

@@ -17,12 +17,12 @@ def load_script():
 
 
 @pytest.mark.slow
-def test_network_mode_with_fill_budget_reports_a_legal_network_within_the_budget(cifar10_file, tmp_path,
+def test_network_mode_with_fill_budget_and_shuffle_reports_a_legal_network_within_the_budget(cifar10_file, tmp_path,
                                                                                   monkeypatch):
     monkeypatch.setenv("SYMNAS_DATA", str(cifar10_file.parents[1]))
     out = tmp_path / "result.json"
     load_script().main(["--quick", "--no-relax", "--mode", "network", "--fill-budget", "--fill-by", "snip",
-                        "--target-speedup", "2",
+                        "--target-speedup", "2", "--channel-shuffle",
                         "--exact-candidates", "3", "--json", str(out)])
     result, = json.loads(out.read_text())
     assert result["legality_mode"] == "network" and result["trials"] == 100
@@ -34,6 +34,12 @@ def test_network_mode_with_fill_budget_reports_a_legal_network_within_the_budget
         assert latency["tvm_ours"] <= latency["tvm_original"] / 2 + 1e-9
     assert result["params"]["ours"] < result["params"]["original"]
     assert math.isfinite(result["end_to_end_ms"]["tvm_ours"])
+    # --channel-shuffle: every grouping the network uses reads shuffled channels; the NAS-only baseline
+    # (plain G=2, not in the menu then) is still timed per layer
+    assert result["channel_shuffle"]
+    grouped = [c["neural"] for _, c in result["chosen"] if "Group" in c["neural"]]
+    assert grouped and all("ChannelShuffle" in n for n in grouped)
+    assert all(math.isfinite(row["nas_ms"]) and row["nas_ms"] > 0 for row in result["layers"])
 
 
 @pytest.mark.parametrize("argv, message", [(["--target-speedup", "0"], "--target-speedup must be positive"),

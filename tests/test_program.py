@@ -94,6 +94,35 @@ def test_group_conv_matches_torch_grouped_conv():
     assert_tvm_matches_torch(schedule)
 
 
+def test_channel_shuffle_makes_each_group_read_interleaved_input_channels():
+    schedule = P.Schedule(CONV, [P.Group(4), P.ChannelShuffle()])
+    module = schedule.to_torch()
+    x = torch.rand(1, 16, 8, 8)
+    # group g reads channels g, g+4, g+8, g+12: ShuffleNet's shuffle, then a grouped conv
+    shuffled = x.reshape(1, 4, 4, 8, 8).transpose(1, 2).reshape(1, 16, 8, 8)
+    reference = torch.nn.functional.conv2d(shuffled, module.weights[0], padding=1, groups=4)
+    np.testing.assert_allclose(module(x).detach().numpy(), reference.detach().numpy(), atol=1e-5)
+    assert schedule.flops == P.Schedule(CONV, [P.Group(4)]).flops
+    assert_tvm_matches_torch(schedule)
+    assert_tvm_matches_torch(P.Schedule(CONV, [P.ChannelShuffle(), P.Group(4)] + P.cpu_conv_template(4, 2)))
+
+
+def test_channel_shuffle_with_input_bottleneck_reads_the_first_shuffled_channels():
+    schedule = P.Schedule(CONV, [P.Group(2), P.Bottleneck(2, axis="ci"), P.ChannelShuffle()])
+    part = schedule.kernel().parts[0]
+    assert schedule.kernel().input_channels(part) == [0, 2, 4, 6, 1, 3, 5, 7]
+    assert_tvm_matches_torch(schedule)
+    assert_tvm_matches_torch(P.Schedule(CONV, [P.Partition("co", 2), P.Group(2, part=0),
+                                               P.Group(4, part=1), P.ChannelShuffle(part=1)]))
+    assert_tvm_matches_torch(P.Schedule(P.Dense(c_in=32, c_out=16, batch=2),
+                                        [P.Group(4), P.ChannelShuffle()] + P.dense_template(4)))
+    # shuffled by the padding copy (row bands share it) and by the conv's index (no padding)
+    assert_tvm_matches_torch(P.Schedule(CONV, [P.Partition("oh", 2), P.Group(4), P.ChannelShuffle()]
+                                        + P.cpu_conv_template(4, 2)))
+    assert_tvm_matches_torch(P.Schedule(P.Conv2d(c_in=16, c_out=32, h=8, w=8, k=1),
+                                        [P.Group(4), P.ChannelShuffle()]))
+
+
 def test_bottlenecks_shrink_output_and_input_channel_domains():
     out_bottleneck = P.Schedule(CONV, [P.Bottleneck(4)])
     assert out_bottleneck.output_shape == (1, 4, 8, 8)
@@ -187,6 +216,7 @@ def test_random_transformation_sequences_agree_between_tvm_and_torch(shape):
     ([P.Fuse(["co", "ow"])], "adjacent"),
     ([P.Bind("co", "blockIdx.x")], "needs a GPU target"),
     ([P.Group(2), P.Partition("co", 2), P.Group(2, part=5)], "part 5 does not exist"),
+    ([P.ChannelShuffle(), P.Partition("co", 2)], "before shuffling"),
 ])
 def test_bad_steps_raise_illegal_transformation_naming_step_and_reason(steps, message):
     with pytest.raises(P.IllegalTransformation, match=message) as info:

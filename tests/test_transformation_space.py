@@ -67,3 +67,24 @@ def test_search_records_candidates_of_the_space(space):
     best = study.best
     assert isinstance(best, sn.spaces.NetworkTransformation)
     assert best == pg.materialize(space, study.best_trial.to_dna())
+
+
+def test_channel_shuffle_menu_shuffles_every_grouping_and_nothing_else():
+    op = sn.program.Conv2d(c_in=64, c_out=64, h=16, w=16)
+    plain, shuffled = sn.spaces.neural_menu(op), sn.spaces.neural_menu(op, channel_shuffle=True)
+    assert len(plain) == len(shuffled)
+    for before, after in zip(plain, shuffled):
+        grouped = any(isinstance(s, sn.program.Group) for s in before)
+        assert after == (before + [sn.program.ChannelShuffle()] if grouped else before)
+    assert sum(bool(steps) and isinstance(steps[-1], sn.program.ChannelShuffle) for steps in shuffled) >= 8
+
+
+def test_shuffled_space_candidates_read_interleaved_channels_and_run():
+    space = sn.spaces.network_transformations("resnet18", channel_shuffle=True)
+    candidate = next(pg.random_sample(space, seed=2))
+    kernels = [s.kernel() for s in candidate.replacements().values()]
+    assert any(p.shuffle for k in kernels for p in k.parts)
+    assert all(p.shuffle == (p.groups > 1) for k in kernels for p in k.parts)
+    model = candidate.network().build((3, 32, 32)).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)

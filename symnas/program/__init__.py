@@ -21,7 +21,7 @@ from symnas.program.kernel import Kernel, KernelPart
 from symnas.program.lower_tvm import cuda_target, host_target, resolve_target
 from symnas.program.measure import (Measurement, TuningResult, time_torch, time_torch_conv,
                                     tune_metaschedule)
-from symnas.program.neural import Bottleneck, Depthwise, Group, NeuralStep, Partition
+from symnas.program.neural import Bottleneck, ChannelShuffle, Depthwise, Group, NeuralStep, Partition
 from symnas.program.operators import Conv2d, Dense, DepthwiseConv2d, Operator
 from symnas.program.schedule import Schedule
 from symnas.program.search_space import (cpu_conv_template, cpu_packed_conv_template,
@@ -34,7 +34,7 @@ from symnas.program.torch_tvm import TVMKernelModule, torch_threads
 
 __all__ = ["IllegalTransformation", "Kernel", "KernelPart", "cuda_target", "host_target",
            "resolve_target", "Measurement", "TuningResult", "time_torch", "time_torch_conv",
-           "tune_metaschedule", "Bottleneck", "Depthwise", "Group", "NeuralStep", "Partition",
+           "tune_metaschedule", "Bottleneck", "ChannelShuffle", "Depthwise", "Group", "NeuralStep", "Partition",
            "Conv2d", "Dense", "DepthwiseConv2d", "Operator", "Schedule", "cpu_conv_template",
            "cpu_packed_conv_template", "cpu_templates", "PackWeights", "TVMKernelModule", "torch_threads",
            "dense_template", "gpu_conv_template", "neural_choices", "transformation_space",

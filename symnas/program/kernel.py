@@ -32,6 +32,7 @@ class KernelPart:
     groups: int = 1
     co_factor: int = 1
     ci_factor: int = 1
+    shuffle: bool = False    # groups read interleaved input channels (see input_channels)
 
     @property
     def c_out(self) -> int:
@@ -180,9 +181,14 @@ class Kernel:
                 "ci": part.ci_per_group, "kh": self.k, "kw": self.k}
 
     def input_channels(self, part: KernelPart) -> List[int]:
-        """Input channel read by each (group, ci) pair, in weight order."""
-        span_g = part.span // part.groups
-        return [part.in_start + g * span_g + r for g in range(part.groups)
+        """Input channel read by each (group, ci) pair, in weight order.
+
+        Contiguous: group ``g`` reads the ``g``-th block of the span (the first
+        ``ci_per_group`` of its channels under an input bottleneck). With ``shuffle``:
+        group ``g`` reads channels ``g, g + G, g + 2G, ...`` of the span (ShuffleNet's
+        channel shuffle; under an input bottleneck, the first ``ci_per_group`` of them).
+        """
+        return [part.in_start + _input_offset(part, g, r) for g in range(part.groups)
                 for r in range(part.ci_per_group)]
 
     def block_names(self) -> List[str]:
@@ -206,17 +212,29 @@ class Kernel:
         data = te.placeholder(self.input_shape(), name="data")
         weights = [te.placeholder(s, name=f"weight{i}")
                    for i, s in enumerate(self.tvm_weight_shapes())]
+        # a channel shuffle every part shares is done by the padding copy (the convolution
+        # then reads contiguous channels); otherwise by the convolution's input index
+        shuffle = self._shared_shuffle() if self.kind == "conv2d" and self.pad else None
         if self.kind == "conv2d" and self.pad:
             p = self.pad
+
+            def source(c):
+                if shuffle is None:
+                    return c
+                start, span_g, groups = shuffle.in_start, shuffle.span // shuffle.groups, shuffle.groups
+                local = c - start
+                return te.if_then_else(te.all(c >= start, c < shuffle.in_stop),
+                                       start + local % span_g * groups + local // span_g, c)
+
             padded = te.compute(
                 (self.batch, self.c_in, self.h + 2 * p, self.w + 2 * p),
                 lambda n, c, y, x: te.if_then_else(
                     te.all(y >= p, y < self.h + p, x >= p, x < self.w + p),
-                    data[n, c, y - p, x - p], te.const(0.0, "float32")),
+                    data[n, source(c), y - p, x - p], te.const(0.0, "float32")),
                 name="pad")
         else:
             padded = data
-        outputs = [self._te_part(part, padded, weight, name)
+        outputs = [self._te_part(part, padded, weight, name, shuffled=shuffle is not None)
                    for part, weight, name in zip(self.parts, weights, self.block_names())]
         out = outputs[0] if len(outputs) == 1 else self._te_concat(outputs)
         if epilogue is None:
@@ -234,18 +252,29 @@ class Kernel:
         extra = [bias] if residual is None else [bias, residual]
         return [data] + weights + extra + [te.compute(out.shape, fused, name="epilogue")]
 
-    def _te_part(self, part: KernelPart, padded, weight, name):
+    def _shared_shuffle(self) -> Optional[KernelPart]:
+        """The part whose channel shuffle every part shares (same input span and groups),
+        or None (no shuffle, or parts that read their inputs differently)."""
+        first = self.parts[0]
+        if not first.shuffle or first.groups == 1:
+            return None
+        key = (first.in_start, first.in_stop, first.groups, True)
+        return first if all((p.in_start, p.in_stop, p.groups, p.shuffle) == key for p in self.parts) else None
+
+    def _te_part(self, part: KernelPart, padded, weight, name, shuffled: bool = False):
+        """One part's compute; ``shuffled``: ``padded`` already holds the shuffled channels."""
         from tvm import te  # pylint: disable=import-outside-toplevel
 
         ext = self.loop_extents(self.parts.index(part))
         ci = te.reduce_axis((0, ext["ci"]), name="ci")
         out_per_group = part.c_out // part.groups
-        span_g = part.span // part.groups
 
         def channel(co):
             if part.groups == 1:
                 return part.in_start + ci
-            return part.in_start + (co // out_per_group) * span_g + ci
+            if shuffled:
+                return part.in_start + (co // out_per_group) * (part.span // part.groups) + ci
+            return part.in_start + _input_offset(part, co // out_per_group, ci)
 
         if self.kind == "dense":
             return te.compute((self.batch, part.c_out),
@@ -290,3 +319,11 @@ class Kernel:
         from tvm import te  # pylint: disable=import-outside-toplevel
 
         return te.create_prim_func(self.te_tensors(epilogue))
+
+
+def _input_offset(part: KernelPart, group, r):
+    """Offset in the part's input span of the ``r``-th channel group ``group`` reads (ints or
+    TE expressions)."""
+    if part.shuffle:
+        return r * part.groups + group
+    return group * (part.span // part.groups) + r

@@ -10,6 +10,11 @@ into the kernel first, regenerates the TE compute, then replays the program step
   outermost loop at that point of the sequence (seed §2.3/§5.3 form).
 * ``Group(groups)`` slices and offsets the two channel loops.
 * ``Depthwise()`` is grouping with ``groups = c_in = c_out``.
+* ``ChannelShuffle()`` makes each group read interleaved input channels (group ``g`` of
+  ``G`` reads ``g, g + G, ...``) instead of a contiguous block: the same loops and cost,
+  but stacked grouped convs then mix information across groups (ShuffleNet's shuffle,
+  done as an index change of the input read or of the padding copy, not as a separate
+  pass over the data).
 * ``Partition(axis, parts)`` splits the index set of ``co`` or ``oh`` into ``parts``
   sub-kernels (values unchanged) so later neural steps can treat them apart
   (``part=i``): e.g. ``[Partition("co", 2), Group(2, part=0), Group(4, part=1)]``.
@@ -127,6 +132,18 @@ class Depthwise(NeuralStep):
         return self._map_parts(kernel, change)
 
 
+class ChannelShuffle(NeuralStep):
+    """Each group reads every ``G``-th input channel, starting at its index, instead of a
+    contiguous block (with an input bottleneck: the first of those); changes only which input
+    channels the compute reads (on CPU the padding copy reorders them, so the convolution's
+    reads stay contiguous)."""
+
+    part: Optional[int] = None
+
+    def apply_to_kernel(self, kernel: Kernel, nest: LoopNest) -> Kernel:
+        return self._map_parts(kernel, lambda p: dataclasses.replace(p, shuffle=True))
+
+
 class Partition(NeuralStep):
     """Splits the index set of ``axis`` (``co`` or ``oh``) into ``parts`` equal sub-kernels.
 
@@ -162,6 +179,8 @@ class Partition(NeuralStep):
                     for j in range(count)]
         if self.axis != "co":
             raise StepError(f"partition axis must be 'co' or 'oh', got {self.axis!r}")
+        if part.shuffle:
+            raise StepError("partition the output channels before shuffling the input channels")
         if part.co_factor != 1:
             raise StepError("partition the output channels before bottlenecking them")
         total = part.co_stop - part.co_start

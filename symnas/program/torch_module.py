@@ -49,7 +49,8 @@ class TransformedConv(nn.Module):
     def extra_repr(self) -> str:
         k = self.kernel
         parts = ", ".join(f"[co {p.co_start}:{p.co_stop}/{p.co_factor}, oh {p.oh_start}:"
-                          f"{p.oh_stop}, g={p.groups}, ci/{p.ci_factor}]" for p in k.parts)
+                          f"{p.oh_stop}, g={p.groups}{' shuffled' if p.shuffle else ''}, ci/{p.ci_factor}]"
+                          for p in k.parts)
         return (f"{k.kind} {k.c_in}->{k.c_out} k={k.k} s={k.stride} p={k.pad} "
                 f"spatial/({k.bh},{k.bw}) parts: {parts}")
 
