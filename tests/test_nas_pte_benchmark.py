@@ -37,7 +37,7 @@ def test_network_mode_with_fill_budget_and_shuffle_reports_a_legal_network_withi
     # --channel-shuffle: every grouping the network uses reads shuffled channels; the NAS-only baseline
     # (plain G=2, not in the menu then) is still timed per layer
     assert result["channel_shuffle"]
-    grouped = [c["neural"] for _, c in result["chosen"] if "Group" in c["neural"]]
+    grouped = [c["neural"] for c in result["chosen"].values() if "Group" in c["neural"]]
     assert grouped and all("ChannelShuffle" in n for n in grouped)
     assert all(math.isfinite(row["nas_ms"]) and row["nas_ms"] > 0 for row in result["layers"])
 
