@@ -253,10 +253,11 @@ def test_measure_reports_latency_flops_params_and_caches_builds():
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
-def test_cuda_lowering_with_bind_steps_builds_cuda_source():
+@pytest.mark.parametrize("neural", [[P.Group(2)], [P.Group(2), P.ChannelShuffle()]])
+def test_cuda_lowering_with_bind_steps_builds_cuda_source(neural):
     op = P.Conv2d(c_in=16, c_out=32, h=16, w=16)
-    schedule = P.Schedule(op, [P.Group(2)] + P.gpu_conv_template(co_block=2, oh_block=2,
-                                                                   threads_co=8, threads_oh=4))
+    schedule = P.Schedule(op, neural + P.gpu_conv_template(co_block=2, oh_block=2,
+                                                           threads_co=8, threads_oh=4))
     source = schedule.cuda_source()
     assert "__global__" in source and "blockIdx.x" in source
 
