@@ -221,10 +221,11 @@ class Kernel:
             def source(c):
                 if shuffle is None:
                     return c
-                start, span_g, groups = shuffle.in_start, shuffle.span // shuffle.groups, shuffle.groups
+                # padded channel start + g * span_g + r holds what group g reads r-th
+                start, span_g = shuffle.in_start, shuffle.span // shuffle.groups
                 local = c - start
                 return te.if_then_else(te.all(c >= start, c < shuffle.in_stop),
-                                       start + local % span_g * groups + local // span_g, c)
+                                       start + _input_offset(shuffle, local // span_g, local % span_g), c)
 
             padded = te.compute(
                 (self.batch, self.c_in, self.h + 2 * p, self.w + 2 * p),
