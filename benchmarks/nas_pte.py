@@ -21,8 +21,9 @@ For each backbone:
      operators back (bisection). ``--objective fisher|params`` makes the search maximise the
      network's Fisher Potential / conv weights within ``--target-speedup`` instead of minimising
      latency; ``--fill-budget`` spends what is left of that latency budget after the exact check
-     on conv weights (``--fill-by snip``: on the layers' SNIP scores), one upgrade at a time, the
-     most per ms first, each kept only when the network stays legal exactly. ``--channel-shuffle``
+     on conv weights (``--fill-by snip``: on the layers' SNIP scores, ranked on ``--fill-images`` of
+     the batch), one upgrade at a time, the most per ms first, each kept only when the network stays
+     legal exactly. ``--channel-shuffle``
      makes every grouping in the menu read interleaved input channels (``sn.program.ChannelShuffle``).
   4. tables: per-layer latencies (original torch / TVM, NAS-only = group G=2 then compile,
      ours), end-to-end batch-1 latency of whole networks in one process (torch eager, and
@@ -626,8 +627,10 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         refused = set()
         if args.fill_by == "snip":
             # each layer option's SNIP in the otherwise original network (exact tail context), cached
+            # (ranking only: --fill-images of the batch; the exact checks use all of it)
+            n_fill = min(args.fill_images or len(x), len(x))
             snip_scorer = sn.proxies.LegalityCheck(seed=args.seed, mode="network", proxy="snip").isolated_scorer(
-                original, x, y, context="tail")
+                original, x[:n_fill], y[:n_fill], context="tail")
         snip_cache: Dict[Any, float] = {}
 
         def value_of(site, i: int) -> float:
@@ -779,7 +782,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         chosen_from=chosen_source, params=params,
         exact_legality={m: r.as_metrics() | {"failing": r.failing_layers} for m, r in exact.items()},
         exact_legality_seconds=exact_seconds, exact_screening=screened, fill_upgrades=filled, fill_by=args.fill_by,
-        fill_checks=fill_checks, moved_by_exact_check=moves, exact_check_rounds=rounds, layers=rows,
+        fill_images=args.fill_images, fill_checks=fill_checks, moved_by_exact_check=moves, exact_check_rounds=rounds, layers=rows,
         chosen={p: dict(neural=fmt(n), program=fmt(pr)) for p, (n, pr) in chosen.items()})
     print(f"\n  end-to-end batch 1 (ms): torch original {torch_orig:.2f} "
           f"(runs {', '.join(f'{v:.2f}' for v in torch_runs[0])}); torch per-conv sum {torch_conv_sum:.2f}; "
@@ -844,6 +847,9 @@ def main(argv=None):
     parser.add_argument("--fill-by", default="weights", choices=["weights", "snip"],
                         help="what --fill-budget buys per ms: conv weights, or the layer's SNIP score (scored in "
                              "the otherwise original network)")
+    parser.add_argument("--fill-images", type=int, default=None,
+                        help="images of the Fisher batch that --fill-by snip ranks options on (default: all; "
+                             "fewer is proportionally faster, the exact checks still use the whole batch)")
     parser.add_argument("--fill-checks", type=int, default=40, help="exact checks --fill-budget may spend")
     parser.add_argument("--exact-candidates", type=int, default=10,
                         help="the search's best legal candidates checked exactly, as whole networks, in order; "
@@ -865,6 +871,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.exact_candidates < 0:
         parser.error(f"--exact-candidates must be >= 0, got {args.exact_candidates}")
+    if args.fill_images is not None and args.fill_images < 1:
+        parser.error(f"--fill-images must be >= 1, got {args.fill_images}")
     if not args.target_speedup > 0:
         parser.error(f"--target-speedup must be positive, got {args.target_speedup}")
     if args.quick:

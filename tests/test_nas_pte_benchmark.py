@@ -22,11 +22,11 @@ def test_network_mode_with_fill_budget_and_shuffle_reports_a_legal_network_withi
     monkeypatch.setenv("SYMNAS_DATA", str(cifar10_file.parents[1]))
     out = tmp_path / "result.json"
     load_script().main(["--quick", "--no-relax", "--mode", "network", "--fill-budget", "--fill-by", "snip",
-                        "--target-speedup", "2", "--channel-shuffle",
-                        "--exact-candidates", "3", "--json", str(out)])
+                        "--fill-images", "16", "--target-speedup", "2",
+                        "--channel-shuffle", "--exact-candidates", "3", "--json", str(out)])
     result, = json.loads(out.read_text())
     assert result["legality_mode"] == "network" and result["trials"] == 100
-    assert result["fill_by"] == "snip" and len(result["fill_upgrades"]) <= result["fill_checks"]
+    assert result["fill_by"] == "snip" and result["fill_images"] == 16 and len(result["fill_upgrades"]) <= result["fill_checks"]
     assert result["exact_legality"]["network"]["legal"]          # the reported network passes the exact check
     latency = result["latency_ms"]
     assert latency["tvm_ours"] < latency["tvm_original"]
@@ -43,7 +43,8 @@ def test_network_mode_with_fill_budget_and_shuffle_reports_a_legal_network_withi
 
 
 @pytest.mark.parametrize("argv, message", [(["--target-speedup", "0"], "--target-speedup must be positive"),
-                                           (["--exact-candidates", "-1"], "--exact-candidates must be >= 0")])
+                                           (["--exact-candidates", "-1"], "--exact-candidates must be >= 0"),
+                                           (["--fill-images", "0"], "--fill-images must be >= 1")])
 def test_bad_options_are_refused_by_name_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit):
         load_script().main(argv)

@@ -147,7 +147,7 @@ def tune_metaschedule(op, trials: int = 32, target: TargetLike = None,
     """TVM MetaSchedule on the untransformed operator, bounded to `trials` measured candidates.
 
     ``cost_model="auto"`` uses MetaSchedule's XGBoost model when ``xgboost`` is installed
-    (``pip install xgboost``) and its random model otherwise; at a few dozen trials the
+    (``pip install -e ".[tune]"``) and its random model otherwise; at a few dozen trials the
     search is mostly its random initial population either way. Returns the tuned kernel's
     latency timed like every other kernel here; on failure the error is recorded and
     latency is ``nan`` (a baseline that did not run is not reported).
