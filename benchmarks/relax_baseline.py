@@ -18,7 +18,7 @@ Models are symbolic networks saved by ``nas_pte.py --export DIR`` (JSON). Tuning
 Usage::
 
     python benchmarks/relax_baseline.py --models runs/models/resnet34_original.json \
-        runs/models/resnet34_ours.json --trials-per-task 32 --tune-models 1
+        runs/models/resnet34_ours.json --trials-per-task 64 --tune-models 1
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class RelaxNetwork:
 def main(argv=None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--models", nargs="+", required=True, help="symbolic networks saved as JSON")
-    parser.add_argument("--trials-per-task", type=int, default=32,
+    parser.add_argument("--trials-per-task", type=int, default=64,
                         help="MetaSchedule trials per fused task (0: Relax untuned)")
     parser.add_argument("--tune-models", type=int, default=None,
                         help="tune only the first N models with Relax (default: all; tuning takes minutes)")
@@ -103,6 +103,8 @@ def main(argv=None) -> Dict[str, Any]:
     args = parser.parse_args(argv)
     if args.trials_per_task < 0:
         parser.error(f"--trials-per-task must be >= 0, got {args.trials_per_task}")
+    if args.tune_models is not None and args.tune_models < 0:
+        parser.error(f"--tune-models must be >= 0, got {args.tune_models}")
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
     missing = [m for m in args.models if not os.path.isfile(m)]

@@ -57,7 +57,8 @@ def test_tuning_without_xgboost_is_refused_by_name(monkeypatch):
 @pytest.mark.parametrize("argv, message", [(["--models", "no/such.json"], "no such model file: no/such.json"),
                                            (["--models", "x", "--trials-per-task", "-1"],
                                             "--trials-per-task must be >= 0"),
-                                           (["--models", "x", "--rounds", "0"], "--rounds must be >= 1")])
+                                           (["--models", "x", "--rounds", "0"], "--rounds must be >= 1"),
+                                           (["--models", "x", "--tune-models", "-1"], "--tune-models must be >= 0")])
 def test_bad_options_are_refused_by_name(argv, message, capsys):
     with pytest.raises(SystemExit):
         load_script().main(argv)
