@@ -1,4 +1,5 @@
-"""Shared fixtures: where the shared data lives (``SYMNAS_DATA``)."""
+"""Shared fixtures: where the shared data lives (``SYMNAS_DATA``); scripts loaded by path."""
+import importlib.util
 import os
 import pathlib
 
@@ -29,3 +30,17 @@ def cifar10_file():
 @pytest.fixture
 def mnist_file():
     return shared_data_path("mnist", "mnist.npz")
+
+
+@pytest.fixture
+def load_script():
+    """Imports a script of ``benchmarks/`` or ``examples/`` (not packages) by its path in the repository."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+
+    def load(relative_path: str):
+        path = root / relative_path
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

@@ -3,7 +3,6 @@
 Notebooks run with nbclient on the ``python3`` kernel (CI: ``python -m ipykernel install
 --sys-prefix`` makes it available in the virtual environment).
 """
-import importlib.util
 import pathlib
 
 import pytest
@@ -41,15 +40,8 @@ def test_joint_search_notebook_compares_three_spaces():
     assert "best validation accuracy" in text
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), EXAMPLES / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_mobilenetv2_s1_takes_at_most_23_added_lines_and_algorithms_swap_in_one_line(capsys):
-    example = _load_script("mobilenetv2_spaces.py")
+def test_mobilenetv2_s1_takes_at_most_23_added_lines_and_algorithms_swap_in_one_line(capsys, load_script):
+    example = load_script("examples/mobilenetv2_spaces.py")
     added = example.main(["--trials", "1", "--width", "0.1"])
     assert added <= 23
     out = capsys.readouterr().out

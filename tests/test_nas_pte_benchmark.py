@@ -1,27 +1,16 @@
 """The NAS-PTE benchmark script end to end on ResNet-18 (``-m slow``: ~2 min on 2 cores) and its option errors."""
-import importlib.util
 import json
 import math
-import pathlib
 
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "nas_pte.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("nas_pte", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_network_mode_with_fill_budget_and_shuffle_reports_a_legal_network_within_the_budget(cifar10_file, tmp_path,
-                                                                                  monkeypatch):
+                                                                                  monkeypatch, load_script):
     monkeypatch.setenv("SYMNAS_DATA", str(cifar10_file.parents[1]))
     out = tmp_path / "result.json"
-    load_script().main(["--quick", "--no-relax", "--mode", "network", "--fill-budget", "--fill-by", "snip",
+    load_script("benchmarks/nas_pte.py").main(["--quick", "--no-relax", "--mode", "network", "--fill-budget", "--fill-by", "snip",
                         "--fill-images", "16", "--target-speedup", "2",
                         "--channel-shuffle", "--exact-candidates", "3", "--json", str(out)])
     result, = json.loads(out.read_text())
@@ -45,7 +34,7 @@ def test_network_mode_with_fill_budget_and_shuffle_reports_a_legal_network_withi
 @pytest.mark.parametrize("argv, message", [(["--target-speedup", "0"], "--target-speedup must be positive"),
                                            (["--exact-candidates", "-1"], "--exact-candidates must be >= 0"),
                                            (["--fill-images", "0"], "--fill-images must be >= 1")])
-def test_bad_options_are_refused_by_name_before_any_work(argv, message, capsys):
+def test_bad_options_are_refused_by_name_before_any_work(argv, message, capsys, load_script):
     with pytest.raises(SystemExit):
-        load_script().main(argv)
+        load_script("benchmarks/nas_pte.py").main(argv)
     assert message in capsys.readouterr().err

@@ -1,6 +1,4 @@
 """The whole-network Relax baseline script: Relax-compiled networks compute what torch computes."""
-import importlib.util
-import pathlib
 import sys
 
 import pyglove as pg
@@ -9,14 +7,7 @@ import torch
 
 import symnas as sn
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "relax_baseline.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("relax_baseline", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = "benchmarks/relax_baseline.py"
 
 
 def _small_net():
@@ -24,21 +15,21 @@ def _small_net():
                              sn.nn.GlobalPool(), sn.nn.Dense(10)])
 
 
-def test_untuned_relax_network_matches_torch():
+def test_untuned_relax_network_matches_torch(load_script):
     torch.manual_seed(0)
     model = _small_net().build((3, 32, 32)).eval()
     x = torch.randn(1, 3, 32, 32)
-    relax_net = load_script().RelaxNetwork.compile(model, trials_per_task=0)
+    relax_net = load_script(SCRIPT).RelaxNetwork.compile(model, trials_per_task=0)
     assert relax_net.trials == 0 and relax_net.tasks == 0
     with torch.no_grad():
         torch.testing.assert_close(relax_net(x), model(x), atol=1e-4, rtol=1e-4)
 
 
-def test_script_times_every_way_of_running_each_model_and_writes_json(tmp_path):
+def test_script_times_every_way_of_running_each_model_and_writes_json(tmp_path, load_script):
     path = tmp_path / "small.json"
     pg.save(_small_net(), str(path))
     out = tmp_path / "result.json"
-    result = load_script().main(["--models", str(path), "--trials-per-task", "0", "--rounds", "1",
+    result = load_script(SCRIPT).main(["--models", str(path), "--trials-per-task", "0", "--rounds", "1",
                                  "--json", str(out)])
     assert set(result["ms"]) == {"small | torch eager", "small | symnas TVM", "small | Relax untuned"}
     assert all(0 < ms < 1000 for ms in result["ms"].values())
@@ -47,11 +38,11 @@ def test_script_times_every_way_of_running_each_model_and_writes_json(tmp_path):
     assert out.exists()
 
 
-def test_tuning_without_xgboost_is_refused_by_name(monkeypatch):
+def test_tuning_without_xgboost_is_refused_by_name(monkeypatch, load_script):
     monkeypatch.setitem(sys.modules, "xgboost", None)        # import xgboost raises ImportError
     model = _small_net().build((3, 32, 32)).eval()
     with pytest.raises(ImportError, match="needs xgboost"):
-        load_script().RelaxNetwork.compile(model, trials_per_task=2)
+        load_script(SCRIPT).RelaxNetwork.compile(model, trials_per_task=2)
 
 
 @pytest.mark.parametrize("argv, message", [(["--models", "no/such.json"], "no such model file: no/such.json"),
@@ -59,7 +50,7 @@ def test_tuning_without_xgboost_is_refused_by_name(monkeypatch):
                                             "--trials-per-task must be >= 0"),
                                            (["--models", "x", "--rounds", "0"], "--rounds must be >= 1"),
                                            (["--models", "x", "--tune-models", "-1"], "--tune-models must be >= 0")])
-def test_bad_options_are_refused_by_name(argv, message, capsys):
+def test_bad_options_are_refused_by_name(argv, message, capsys, load_script):
     with pytest.raises(SystemExit):
-        load_script().main(argv)
+        load_script(SCRIPT).main(argv)
     assert message in capsys.readouterr().err
