@@ -782,7 +782,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         chosen_from=chosen_source, params=params,
         exact_legality={m: r.as_metrics() | {"failing": r.failing_layers} for m, r in exact.items()},
         exact_legality_seconds=exact_seconds, exact_screening=screened, fill_upgrades=filled, fill_by=args.fill_by,
-        fill_images=args.fill_images, fill_checks=fill_checks, moved_by_exact_check=moves, exact_check_rounds=rounds, layers=rows,
+        fill_images=args.fill_images, fill_checks=fill_checks, moved_by_exact_check=moves, exact_check_rounds=rounds,
+        layers=rows,
         chosen={p: dict(neural=fmt(n), program=fmt(pr)) for p, (n, pr) in chosen.items()})
     print(f"\n  end-to-end batch 1 (ms): torch original {torch_orig:.2f} "
           f"(runs {', '.join(f'{v:.2f}' for v in torch_runs[0])}); torch per-conv sum {torch_conv_sum:.2f}; "
