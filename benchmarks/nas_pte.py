@@ -66,8 +66,13 @@ STD = np.array([63.0, 62.1, 66.7], dtype=np.float32) / 255
 def cifar_batch(n: int, seed: int):
     """``n`` random CIFAR-10 training images (normalised NCHW) and labels from $SYMNAS_DATA."""
     from PIL import Image
-    root = os.environ.get("SYMNAS_DATA", "/work/shared/data")
+    root = os.environ.get("SYMNAS_DATA")
+    if not root:
+        raise FileNotFoundError("the Fisher batch needs CIFAR-10: set SYMNAS_DATA to the data folder that holds "
+                                "cifar10/cifar10_jpeg.npz (../shared/data in this project)")
     path = os.path.join(root, "cifar10", "cifar10_jpeg.npz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"the Fisher batch needs CIFAR-10: {path} does not exist (SYMNAS_DATA={root})")
     data = np.load(path)
     raw, off, labels = data["train_jpeg"].tobytes(), data["train_offsets"], data["y_train"]
     idx = np.random.default_rng(seed).choice(len(labels), n, replace=False)

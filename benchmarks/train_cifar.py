@@ -172,8 +172,7 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", required=True)
-    parser.add_argument("--data", default=os.path.join(os.environ.get("SYMNAS_DATA", "/work/shared/data"),
-                                                       "cifar10", "cifar10_jpeg.npz"))
+    parser.add_argument("--data", default=None, help="cifar10_jpeg.npz (default: $SYMNAS_DATA/cifar10/...)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--lr", type=float, default=0.2)
@@ -185,6 +184,12 @@ def main(argv=None):
                              "so layers the search left alone start identical in both networks")
     parser.add_argument("--time-limit", type=float, default=0, help="stop a model's training after this many s")
     args = parser.parse_args(argv)
+    if args.data is None:
+        if not os.environ.get("SYMNAS_DATA"):
+            parser.error("give --data path/to/cifar10_jpeg.npz or set SYMNAS_DATA to the data folder")
+        args.data = os.path.join(os.environ["SYMNAS_DATA"], "cifar10", "cifar10_jpeg.npz")
+    if not os.path.exists(args.data):
+        parser.error(f"--data: {args.data} does not exist")
     make_classes_importable()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True

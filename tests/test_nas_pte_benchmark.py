@@ -38,3 +38,13 @@ def test_bad_options_are_refused_by_name_before_any_work(argv, message, capsys, 
     with pytest.raises(SystemExit):
         load_script("benchmarks/nas_pte.py").main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_fisher_batch_without_cifar10_names_symnas_data(tmp_path, monkeypatch, load_script):
+    cifar_batch = load_script("benchmarks/nas_pte.py").cifar_batch
+    monkeypatch.delenv("SYMNAS_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="set SYMNAS_DATA to the data folder"):
+        cifar_batch(4, 0)
+    monkeypatch.setenv("SYMNAS_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="cifar10_jpeg.npz does not exist"):
+        cifar_batch(4, 0)

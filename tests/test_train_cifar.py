@@ -1,0 +1,56 @@
+"""The CIFAR-10 training script (the accuracy column of the NAS-PTE tables), as a CPU smoke run."""
+import json
+
+import pyglove as pg
+import pytest
+import torch
+
+import symnas as sn
+
+SCRIPT = "benchmarks/train_cifar.py"
+
+
+def _saved_net(tmp_path, name="tiny"):
+    net = sn.nn.Sequential([sn.nn.Conv(8, 3), sn.nn.BatchNorm(), sn.nn.ReLU(), sn.nn.GlobalPool(), sn.nn.Dense(10)])
+    path = tmp_path / f"{name}.json"
+    path.write_text(pg.to_json_str(net))
+    return path
+
+
+def test_trains_each_model_with_one_recipe_and_writes_the_results(cifar10_file, tmp_path, load_script):
+    path = _saved_net(tmp_path)
+    out = tmp_path / "out"
+    results = load_script(SCRIPT).main(["--models", str(path), "--data", str(cifar10_file), "--epochs", "2",
+                                        "--batch", "16", "--limit", "64", "--seed", "3", "--out", str(out)])
+    run = results["models"]["tiny"]
+    assert 0.0 <= run["test_accuracy"] <= 1.0 and run["epochs_run"] == 2
+    assert run["params"] == 8 * 3 * 9 + 2 * 8 + 8 * 10 + 10     # conv (no bias), batch norm, dense
+    assert results["recipe"] == {"epochs": 2, "batch": 16, "lr": 0.2, "seed": 3, "init": "by-name"}
+    assert json.loads((out / "train_cifar.json").read_text())["models"]["tiny"]["epochs_run"] == 2
+
+
+def test_by_name_init_gives_the_same_weights_to_the_same_layer_in_two_networks(tmp_path, load_script):
+    script = load_script(SCRIPT)
+    a = script.load_model(str(_saved_net(tmp_path, "a")), seed=5)
+    b = script.load_model(str(_saved_net(tmp_path, "b")), seed=5)
+    c = script.load_model(str(_saved_net(tmp_path, "c")), seed=6)
+    first = lambda m: next(p for p in m.parameters() if p.dim() > 1)  # noqa: E731
+    assert torch.equal(first(a), first(b)) and not torch.equal(first(a), first(c))
+
+
+def test_data_is_found_through_symnas_data_or_refused_by_name(tmp_path, monkeypatch, capsys, load_script):
+    path = str(_saved_net(tmp_path))
+    monkeypatch.delenv("SYMNAS_DATA", raising=False)
+    with pytest.raises(SystemExit):
+        load_script(SCRIPT).main(["--models", path])
+    assert "give --data path/to/cifar10_jpeg.npz or set SYMNAS_DATA" in capsys.readouterr().err
+    monkeypatch.setenv("SYMNAS_DATA", str(tmp_path))
+    with pytest.raises(SystemExit):
+        load_script(SCRIPT).main(["--models", path])
+    assert f"--data: {tmp_path}/cifar10/cifar10_jpeg.npz does not exist" in capsys.readouterr().err
+
+
+def test_a_schedule_too_short_for_one_cycle_is_refused(cifar10_file, tmp_path, load_script):
+    with pytest.raises(ValueError, match="needs at least 8 steps"):
+        load_script(SCRIPT).main(["--models", str(_saved_net(tmp_path)), "--data", str(cifar10_file),
+                                  "--epochs", "1", "--batch", "16", "--limit", "64", "--out", str(tmp_path)])
