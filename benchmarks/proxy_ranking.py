@@ -73,19 +73,21 @@ def main(argv=None):
     print(f"score / the original's ({names[0]}), {args.batch} CIFAR-10 training images, seed {args.seed}")
     print(row("proxy", names[1:]) + ("   Kendall tau vs accuracy" if args.accuracy else ""))
     params = [sum(p.numel() for p in net.build((3, 32, 32)).parameters()) for net in nets]
-    print(row("params", [f"{p / 1e6:.2f}M" for p in params[1:]]))
-    if args.accuracy:
-        print(row("accuracy", [f"{a:.2f}" for a in args.accuracy[1:]]) + f"   (original {args.accuracy[0]:.2f})")
     result = {"models": dict(zip(names, args.models)), "params": dict(zip(names, params)),
               "ratio": {}, "kendall_tau": {}}
+    line = row("params", [f"{p / 1e6:.2f}M" for p in params[1:]])
     if args.accuracy:
         result["accuracy"] = dict(zip(names, args.accuracy))
+        result["kendall_tau"]["params"] = kendall_tau(params, args.accuracy)   # the baseline a proxy must beat
+        line += f"   {result['kendall_tau']['params']:+.2f} (parameter count)"
+        print(row("accuracy", [f"{a:.2f}" for a in args.accuracy[1:]]) + f"   (original {args.accuracy[0]:.2f})")
+    print(line)
     for proxy in args.proxies:
         check = sn.proxies.LegalityCheck(seed=args.seed, mode="network", proxy=proxy)
         scores = [sum(check.layer_scores(net, x, y).values()) for net in nets]
         ratios = [s / scores[0] for s in scores]
         result["ratio"][proxy] = dict(zip(names[1:], ratios[1:]))
-        line = row(proxy, [f"{r:.3f}" for r in ratios[1:]])
+        line = row(proxy, [f"{r:.3f}" if abs(r) >= 0.01 else f"{r:.2e}" for r in ratios[1:]])
         if args.accuracy:
             tau = kendall_tau(ratios, args.accuracy)    # the original (ratio 1) ranks with the others
             result["kendall_tau"][proxy] = tau

@@ -36,6 +36,7 @@ def test_ratios_params_and_rank_correlation_of_each_proxy(cifar10_file, tmp_path
     assert result["ratio"]["snip"]["g8"] < result["ratio"]["snip"]["g2"] < 1
     assert result["kendall_tau"]["snip"] == pytest.approx(1.0)
     assert -1 <= result["kendall_tau"]["fisher"] <= 1
+    assert result["kendall_tau"]["params"] == pytest.approx(1.0)     # the baseline: fewer weights, lower accuracy here
     assert json.loads(out.read_text())["kendall_tau"] == result["kendall_tau"]
     printed = capsys.readouterr().out
     assert "Kendall tau vs accuracy" in printed and "+1.00" in printed
