@@ -697,7 +697,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                                                                  groups=2 * s.layer.groups, padding=s.layer.padding)
                                              for s in sites})
     nas_model = nas_net.build((3, 32, 32))
-    params = {k: sum(p.numel() for p in m.parameters()) for k, m in
+    params = {k: sn.nn.count_params(m) for k, m in
               (("original", orig_model), ("nas", nas_model), ("ours", ours_model))}
     keys = list(ops)
     torch_conv.update(zip(keys, torch_conv_timings([ops[k] for k in keys])))

@@ -72,7 +72,7 @@ def main(argv=None):
 
     print(f"score / the original's ({names[0]}), {args.batch} CIFAR-10 training images, seed {args.seed}")
     print(row("proxy", names[1:]) + ("   Kendall tau vs accuracy" if args.accuracy else ""))
-    params = [sum(p.numel() for p in net.build((3, 32, 32)).parameters()) for net in nets]
+    params = [sn.nn.count_params(net.build((3, 32, 32))) for net in nets]
     result = {"models": dict(zip(names, args.models)), "params": dict(zip(names, params)),
               "ratio": {}, "kendall_tau": {}}
     line = row("params", [f"{p / 1e6:.2f}M" for p in params[1:]])

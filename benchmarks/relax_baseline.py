@@ -124,7 +124,7 @@ def main(argv=None) -> Dict[str, Any]:
             reference = model(x)
         start = time.time()
         compiled = sn.nn.compile_network(net, copy.deepcopy(model), tune=True)   # same weights
-        info[name] = {"params": sum(p.numel() for p in model.parameters()),
+        info[name] = {"params": sn.nn.count_params(model),
                       "symnas_compile_seconds": time.time() - start}
         timed[f"{name} | torch eager"] = model
         timed[f"{name} | symnas TVM"] = compiled
