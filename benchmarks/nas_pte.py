@@ -63,9 +63,8 @@ MEAN = np.array([125.3, 123.0, 113.9], dtype=np.float32) / 255
 STD = np.array([63.0, 62.1, 66.7], dtype=np.float32) / 255
 
 
-def cifar_batch(n: int, seed: int):
-    """``n`` random CIFAR-10 training images (normalised NCHW) and labels from $SYMNAS_DATA."""
-    from PIL import Image
+def cifar_path() -> str:
+    """$SYMNAS_DATA/cifar10/cifar10_jpeg.npz; FileNotFoundError naming what is missing."""
     root = os.environ.get("SYMNAS_DATA")
     if not root:
         raise FileNotFoundError("the Fisher batch needs CIFAR-10: set SYMNAS_DATA to the data folder that holds "
@@ -73,7 +72,13 @@ def cifar_batch(n: int, seed: int):
     path = os.path.join(root, "cifar10", "cifar10_jpeg.npz")
     if not os.path.exists(path):
         raise FileNotFoundError(f"the Fisher batch needs CIFAR-10: {path} does not exist (SYMNAS_DATA={root})")
-    data = np.load(path)
+    return path
+
+
+def cifar_batch(n: int, seed: int):
+    """``n`` random CIFAR-10 training images (normalised NCHW) and labels from $SYMNAS_DATA."""
+    from PIL import Image
+    data = np.load(cifar_path())
     raw, off, labels = data["train_jpeg"].tobytes(), data["train_offsets"], data["y_train"]
     idx = np.random.default_rng(seed).choice(len(labels), n, replace=False)
     images = np.stack([np.asarray(Image.open(io.BytesIO(raw[off[i]:off[i + 1]])).convert("RGB"))
@@ -286,7 +291,7 @@ def torch_conv_timings(ops: List[Any]) -> List[float]:
 def run_backbone(name: str, args) -> Dict[str, Any]:
     print(f"\n=== {name} ===", flush=True)
     original = sn.nn.backbone(name)
-    sites = sn.nn.transformable_convs(original)
+    sites = sn.spaces.kept_out(sn.nn.transformable_convs(original), args.keep)
     all_convs = sn.nn.transformable_convs(original, include_all=True)
     fixed_convs = [s for s in all_convs if s.path not in {t.path for t in sites}]
     ops = {}
@@ -441,7 +446,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                            conv_weights=weights, reason="legal")
         return metrics
 
-    space = sn.spaces.network_transformations(name, menu=menus, templates=templates)
+    space = sn.spaces.network_transformations(name, menu=menus, templates=templates, keep=args.keep)
     algorithm = {"evolution": lambda: sn.algorithms.RegularizedEvolution(population_size=20, tournament_size=5,
                                                                           seed=args.seed),
                  "random": lambda: sn.algorithms.Random(seed=args.seed),
@@ -866,6 +871,9 @@ def main(argv=None):
     parser.add_argument("--channel-shuffle", action="store_true",
                         help="groupings in the menu read interleaved input channels (sn.program.ChannelShuffle: "
                              "same cost, groups of consecutive layers mix)")
+    parser.add_argument("--keep", nargs="+", default=[], metavar="LAYER",
+                        help="layers the search leaves original (torch names as in the per-layer table, "
+                             "e.g. 3.body.0)")
     parser.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel")
     parser.add_argument("--max-templates", type=int, default=6, help="program templates per kernel")
     parser.add_argument("--no-relax", dest="relax", action="store_false",
@@ -881,6 +889,10 @@ def main(argv=None):
         parser.error(f"--fill-images must be >= 1, got {args.fill_images}")
     if not args.target_speedup > 0:
         parser.error(f"--target-speedup must be positive, got {args.target_speedup}")
+    try:
+        cifar_path()  # before minutes of kernel compiles, not after
+    except FileNotFoundError as e:
+        parser.error(str(e))
     if args.quick:
         args.backbone, args.trials, args.fisher_batch, args.max_templates = ["resnet18"], 100, 32, 1
     torch.set_num_threads(sn.program.measure.num_threads())

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyglove as pg
 
-__all__ = ["LayerTransformation", "NetworkTransformation", "SharedSteps", "network_transformations", "neural_menu",
+__all__ = ["LayerTransformation", "NetworkTransformation", "SharedSteps", "kept_out", "network_transformations", "neural_menu",
            "program_templates"]
 
 
@@ -125,18 +125,24 @@ def program_templates(op) -> List[list]:
 
 def network_transformations(backbone: str = "resnet34", num_classes: int = 10,
                             in_shape: Sequence[int] = (3, 32, 32), templates: Optional[Dict] = None,
-                            menu: Optional[Dict] = None, channel_shuffle: bool = False) -> NetworkTransformation:
+                            menu: Optional[Dict] = None, channel_shuffle: bool = False,
+                            keep: Sequence[str] = ()) -> NetworkTransformation:
     """The search space: per transformable conv, ``pg.oneof`` over neural sequences and over templates.
 
     ``templates`` / ``menu`` may map a site key (``ConvSite.key``) to the lists to offer
     (e.g. only the best-measured template per neural sequence), to keep a search small.
     ``channel_shuffle`` is ``neural_menu``'s (groupings read interleaved input channels).
+    ``keep`` names layers (torch names, e.g. ``"3.body.0"``) left out of the space: they stay the
+    original conv. Example::
+
+        space = network_transformations("resnet18", keep=["3.body.0"])
+        assert "layers[3].body.layers[0]" not in [t.path for t in space.layers]
     """
     from symnas import nn as snn  # pylint: disable=import-outside-toplevel
     net = snn.backbone(backbone, num_classes)
     shared: Dict[Any, Any] = {}     # one read-only value per distinct step list, shared by the layers
     layers = []
-    for site in snn.transformable_convs(net, tuple(in_shape)):
+    for site in kept_out(snn.transformable_convs(net, tuple(in_shape)), keep):
         op = site.operator()
         neural = (menu or {}).get(site.key) or neural_menu(op, channel_shuffle)
         program = (templates or {}).get(site.key) or program_templates(op)
@@ -146,6 +152,20 @@ def network_transformations(backbone: str = "resnet34", num_classes: int = 10,
                                           pg.oneof(neural) if len(neural) > 1 else neural[0],
                                           pg.oneof(program) if len(program) > 1 else program[0]))
     return NetworkTransformation(backbone, num_classes, tuple(in_shape), layers)
+
+
+def kept_out(sites: list, keep: Sequence[str]) -> list:
+    """``sites`` (``ConvSite``) without the layers named in ``keep``; an unknown or all-covering ``keep``
+    raises ``ValueError`` naming the problem."""
+    names = [s.torch_name for s in sites]
+    unknown = [k for k in keep if k not in names]
+    if unknown:
+        raise ValueError(f"keep: {', '.join(map(repr, unknown))} is not a transformable layer; "
+                         f"transformable: {', '.join(names)}")
+    left = [s for s in sites if s.torch_name not in set(keep)]
+    if not left:
+        raise ValueError("keep names every transformable layer: nothing left to transform")
+    return left
 
 
 class SharedSteps(pg.Ref):

@@ -48,3 +48,18 @@ def test_fisher_batch_without_cifar10_names_symnas_data(tmp_path, monkeypatch, l
     monkeypatch.setenv("SYMNAS_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="cifar10_jpeg.npz does not exist"):
         cifar_batch(4, 0)
+
+
+def test_missing_cifar10_is_refused_before_any_kernel_is_compiled(tmp_path, monkeypatch, capsys, load_script):
+    monkeypatch.setenv("SYMNAS_DATA", str(tmp_path))
+    with pytest.raises(SystemExit):
+        load_script("benchmarks/nas_pte.py").main(["--quick"])
+    assert "cifar10_jpeg.npz does not exist" in capsys.readouterr().err
+
+
+def test_keep_of_an_unknown_layer_is_refused_before_any_kernel_is_compiled(tmp_path, monkeypatch, load_script):
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar10_jpeg.npz").touch()
+    monkeypatch.setenv("SYMNAS_DATA", str(tmp_path))
+    with pytest.raises(ValueError, match="'stem' is not a transformable layer"):
+        load_script("benchmarks/nas_pte.py").main(["--quick", "--keep", "stem"])

@@ -88,3 +88,21 @@ def test_shuffled_space_candidates_read_interleaved_channels_and_run():
     model = candidate.network().build((3, 32, 32)).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_kept_layers_are_left_out_of_the_space_and_stay_original(space):
+    kept = sn.spaces.network_transformations("resnet18", keep=["3.body.0", "3.body.3"])
+    paths = [t.path for t in kept.layers]
+    assert len(paths) == len(space.layers) - 2
+    assert "layers[3].body.layers[0]" not in paths and "layers[3].body.layers[3]" not in paths
+    candidate = pg.materialize(kept, _dna(kept, 1))
+    net = candidate.network()
+    assert net.sym_get("layers[3].body.layers[0]") == candidate.original().sym_get("layers[3].body.layers[0]")
+
+
+def test_keep_naming_an_unknown_layer_or_every_layer_is_refused_by_name():
+    with pytest.raises(ValueError, match="'3.body.9' is not a transformable layer; transformable: 3.body.0"):
+        sn.spaces.network_transformations("resnet18", keep=["3.body.9"])
+    sites = sn.nn.transformable_convs(sn.nn.backbone("resnet18"))
+    with pytest.raises(ValueError, match="nothing left to transform"):
+        sn.spaces.kept_out(sites, [s.torch_name for s in sites])
