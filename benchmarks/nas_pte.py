@@ -24,7 +24,8 @@ For each backbone:
      on conv weights (``--fill-by snip``: on the layers' SNIP scores, ranked on ``--fill-images`` of
      the batch), one upgrade at a time, the most per ms first, each kept only when the network stays
      legal exactly. ``--channel-shuffle``
-     makes every grouping in the menu read interleaved input channels (``sn.program.ChannelShuffle``).
+     makes every grouping in the menu read interleaved input channels (``sn.program.ChannelShuffle``);
+     ``--keep LAYER ...`` leaves the named layers original (out of the search space).
   4. tables: per-layer latencies (original torch / TVM, NAS-only = group G=2 then compile,
      ours), end-to-end batch-1 latency of whole networks in one process (torch eager, and
      every conv a TVM kernel via sn.nn.compile_network) beside the per-layer sums of the
@@ -872,8 +873,8 @@ def main(argv=None):
                         help="groupings in the menu read interleaved input channels (sn.program.ChannelShuffle: "
                              "same cost, groups of consecutive layers mix)")
     parser.add_argument("--keep", nargs="+", default=[], metavar="LAYER",
-                        help="layers the search leaves original (torch names as in the per-layer table, "
-                             "e.g. 3.body.0)")
+                        help="layers the search (and the NAS-only baseline) leave original (torch names as "
+                             "in the per-layer table, e.g. 3.body.0)")
     parser.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel")
     parser.add_argument("--max-templates", type=int, default=6, help="program templates per kernel")
     parser.add_argument("--no-relax", dest="relax", action="store_false",
