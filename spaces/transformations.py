@@ -29,8 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyglove as pg
 
-__all__ = ["LayerTransformation", "NetworkTransformation", "SharedSteps", "kept_out", "network_transformations", "neural_menu",
-           "program_templates"]
+__all__ = ["LayerTransformation", "NetworkTransformation", "SharedSteps", "kept_out", "network_transformations",
+           "neural_menu", "program_templates"]
 
 
 class LayerTransformation(pg.Object):
