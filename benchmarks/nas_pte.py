@@ -292,7 +292,7 @@ def torch_conv_timings(ops: List[Any]) -> List[float]:
 def run_backbone(name: str, args) -> Dict[str, Any]:
     print(f"\n=== {name} ===", flush=True)
     original = sn.nn.backbone(name)
-    sites = sn.spaces.kept_out(sn.nn.transformable_convs(original), args.keep)
+    sites = sn.spaces.drop_kept_layers(sn.nn.transformable_convs(original), args.keep)
     all_convs = sn.nn.transformable_convs(original, include_all=True)
     fixed_convs = [s for s in all_convs if s.path not in {t.path for t in sites}]
     ops = {}

@@ -29,8 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyglove as pg
 
-__all__ = ["LayerTransformation", "NetworkTransformation", "SharedSteps", "kept_out", "network_transformations",
-           "neural_menu", "program_templates"]
+__all__ = ["LayerTransformation", "NetworkTransformation", "SharedSteps", "drop_kept_layers",
+           "network_transformations", "neural_menu", "program_templates"]
 
 
 class LayerTransformation(pg.Object):
@@ -142,7 +142,7 @@ def network_transformations(backbone: str = "resnet34", num_classes: int = 10,
     net = snn.backbone(backbone, num_classes)
     shared: Dict[Any, Any] = {}     # one read-only value per distinct step list, shared by the layers
     layers = []
-    for site in kept_out(snn.transformable_convs(net, tuple(in_shape)), keep):
+    for site in drop_kept_layers(snn.transformable_convs(net, tuple(in_shape)), keep):
         op = site.operator()
         neural = (menu or {}).get(site.key) or neural_menu(op, channel_shuffle)
         program = (templates or {}).get(site.key) or program_templates(op)
@@ -154,7 +154,7 @@ def network_transformations(backbone: str = "resnet34", num_classes: int = 10,
     return NetworkTransformation(backbone, num_classes, tuple(in_shape), layers)
 
 
-def kept_out(sites: list, keep: Sequence[str]) -> list:
+def drop_kept_layers(sites: list, keep: Sequence[str]) -> list:
     """``sites`` (``ConvSite``) without the layers named in ``keep``; an unknown or all-covering ``keep``
     raises ``ValueError`` naming the problem."""
     names = [s.torch_name for s in sites]

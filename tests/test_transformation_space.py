@@ -105,4 +105,4 @@ def test_keep_naming_an_unknown_layer_or_every_layer_is_refused_by_name():
         sn.spaces.network_transformations("resnet18", keep=["3.body.9"])
     sites = sn.nn.transformable_convs(sn.nn.backbone("resnet18"))
     with pytest.raises(ValueError, match="nothing left to transform"):
-        sn.spaces.kept_out(sites, [s.torch_name for s in sites])
+        sn.spaces.drop_kept_layers(sites, [s.torch_name for s in sites])
