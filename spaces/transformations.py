@@ -162,7 +162,8 @@ def drop_kept_layers(sites: list, keep: Sequence[str]) -> list:
     if unknown:
         raise ValueError(f"keep: {', '.join(map(repr, unknown))} is not a transformable layer; "
                          f"transformable: {', '.join(names)}")
-    left = [s for s in sites if s.torch_name not in set(keep)]
+    kept = set(keep)
+    left = [s for s in sites if s.torch_name not in kept]
     if not left:
         raise ValueError("keep names every transformable layer: nothing left to transform")
     return left
