@@ -3,7 +3,9 @@
 For each backbone:
   1. kernel table: every distinct transformable conv shape x neural sequence x program
      template is compiled with TVM and timed (batch 1); the original convs too, and the
-     same convs in torch (oneDNN). Cached: a layer shape is measured once.
+     same convs in torch (oneDNN). Cached: a layer shape is measured once; ``--kernel-table FILE``
+     keeps the latencies for later runs on this machine (they skip those compiles and search the
+     same timings).
   2. network search: ``--trials`` candidate networks from ``sn.spaces.network_transformations``
      (one transformation sequence per transformable conv) proposed by a ``sn.algorithms``
      algorithm through ``sn.search``. Each candidate is first checked for legality by Fisher
@@ -139,8 +141,17 @@ def template_name(steps) -> str:
     return "tile(" + ",".join(splits) + ")"
 
 
+def this_machine() -> str:
+    return f"{platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
 class KernelTable:
-    """TVM latency of (layer shape, neural sequence, template), measured once each."""
+    """TVM latency of (layer shape, neural sequence, template), measured once each.
+
+    ``save(path)`` / ``load(path)`` keep the latencies in a JSON file, so a later run on the same
+    machine (another target, ``--keep``, algorithm or backbone order) reuses them instead of
+    compiling and timing every kernel again, and searches the same timings.
+    """
 
     def __init__(self, repeat: int):
         self.repeat = repeat
@@ -148,6 +159,31 @@ class KernelTable:
         self.compiles = 0
         self.seconds = 0.0
         self._op_keys: Dict[int, tuple] = {}
+        self._loaded: set = set()       # keys read from a file: already the min of two timings
+
+    def save(self, path: str) -> None:
+        entries = {repr(k): (v if math.isfinite(v) else None) for k, v in self.latency.items()}
+        with open(path, "w") as f:
+            json.dump({"machine": this_machine(), "repeat": self.repeat,
+                       "date": f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC", "latency_ms": entries}, f)
+
+    def load(self, path: str) -> int:
+        """Reads a saved table (``ValueError`` naming the file when it is not one); returns the
+        number of latencies read. A table from another machine is used with a warning."""
+        import ast  # pylint: disable=import-outside-toplevel
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+            entries = {ast.literal_eval(k): (math.inf if v is None else float(v))
+                       for k, v in saved["latency_ms"].items()}
+        except (OSError, ValueError, KeyError, TypeError, SyntaxError) as e:
+            raise ValueError(f"--kernel-table {path}: not a kernel table saved by nas_pte ({e})") from e
+        if saved.get("machine") != this_machine():
+            print(f"  warning: kernel table {path} was measured on {saved.get('machine')!r}, "
+                  f"this is {this_machine()!r}", flush=True)
+        self.latency.update(entries)
+        self._loaded.update(entries)
+        return len(entries)
 
     def _op_key(self, op) -> tuple:
         if id(op) not in self._op_keys:    # operators are the same few objects in every call
@@ -158,6 +194,8 @@ class KernelTable:
         """Times a measured kernel again (the build is cached) and keeps the lower value:
         load from other processes only ever adds time."""
         key = (self._op_key(op), steps_key(neural), steps_key(program))
+        if key in self._loaded:
+            return self.latency[key]
         old = self.latency.pop(key, math.inf)
         self.latency[key] = min(old, self.measure(op, neural, program))
         self.compiles -= 1                # the build was cached; only the timing is new
@@ -301,6 +339,9 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
 
     # 1. kernel table ------------------------------------------------------------------
     table = KernelTable(args.repeat)
+    loaded = table.load(args.kernel_table) if args.kernel_table and os.path.exists(args.kernel_table) else 0
+    if loaded:
+        print(f"  kernel table: {loaded} latencies read from {args.kernel_table}", flush=True)
     menus = {k: sn.spaces.neural_menu(op, args.channel_shuffle) for k, op in ops.items()
              if k in {s.key for s in sites}}
     templates = {k: sn.spaces.program_templates(op)[:args.max_templates] for k, op in ops.items()}
@@ -331,6 +372,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         nas_best[key] = best[key][found[0]] if found else min(
             ((table.measure(ops[key], nas_steps, prog), prog) for prog in templates[key]), key=lambda t: t[0])
     table_seconds = time.perf_counter() - t0
+    if args.kernel_table:
+        table.save(args.kernel_table)
     # a neural sequence that no template compiles for is not offered to the search
     for key in menus:
         keep = [i for i in range(len(menus[key])) if i == 0 or math.isfinite(best[key][i][0])]
@@ -778,7 +821,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         layer_rejection_rate=layer_rejected / max(layer_candidates, 1),
         search_seconds=search_seconds, fisher_init_seconds=init_seconds, fisher_scoring_seconds=scorer.seconds, fisher_batch=args.fisher_batch,
         fisher_context=args.context, layer_scorings=scorer.evaluations,
-        kernel_table_seconds=table_seconds, kernel_compiles=table.compiles,
+        kernel_table_seconds=table_seconds, kernel_compiles=table.compiles, kernel_table_loaded=loaded,
         latency_ms=dict(torch_original=torch_orig, torch_runs=dict(original=torch_runs[0], ours=torch_runs[1], nas=torch_runs[2]),
                         torch_nas=torch_nas,
                         torch_conv_sum_original=torch_conv_sum, tvm_original=orig_tvm_total, tvm_nas_g2=nas_tvm,
@@ -875,6 +918,9 @@ def main(argv=None):
     parser.add_argument("--keep", nargs="+", default=[], metavar="LAYER",
                         help="layers the search (and the NAS-only baseline) leave original (torch names as "
                              "in the per-layer table, e.g. 3.body.0)")
+    parser.add_argument("--kernel-table", default=None, metavar="FILE",
+                        help="read kernel latencies measured by an earlier run from FILE (when it exists) and "
+                             "write this run's table there: later runs on this machine skip those compiles")
     parser.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel")
     parser.add_argument("--max-templates", type=int, default=6, help="program templates per kernel")
     parser.add_argument("--no-relax", dest="relax", action="store_false",
@@ -892,7 +938,9 @@ def main(argv=None):
         parser.error(f"--target-speedup must be positive, got {args.target_speedup}")
     try:
         cifar_path()  # before minutes of kernel compiles, not after
-    except FileNotFoundError as e:
+        if args.kernel_table and os.path.exists(args.kernel_table):
+            KernelTable(args.repeat).load(args.kernel_table)
+    except (FileNotFoundError, ValueError) as e:
         parser.error(str(e))
     if args.quick:
         args.backbone, args.trials, args.fisher_batch, args.max_templates = ["resnet18"], 100, 32, 1

@@ -63,3 +63,33 @@ def test_keep_of_an_unknown_layer_is_refused_before_any_kernel_is_compiled(tmp_p
     monkeypatch.setenv("SYMNAS_DATA", str(tmp_path))
     with pytest.raises(ValueError, match="'stem' is not a transformable layer"):
         load_script("benchmarks/nas_pte.py").main(["--quick", "--keep", "stem"])
+
+
+def test_kernel_table_saved_to_a_file_is_reused_without_compiling(tmp_path, load_script):
+    import symnas as sn
+    nas_pte = load_script("benchmarks/nas_pte.py")
+    op = sn.program.Conv2d(c_in=8, c_out=8, h=8, w=8, k=3, stride=1, padding=1)
+    grouped, too_big_split = [sn.program.Group(2)], [sn.program.Split(loop="oh", factor=16)]
+    table = nas_pte.KernelTable(repeat=1)
+    ms = table.measure(op, grouped, [])
+    assert math.isfinite(ms) and table.measure(op, [], too_big_split) == math.inf and table.compiles == 2
+    path = str(tmp_path / "table.json")
+    table.save(path)
+
+    again = nas_pte.KernelTable(repeat=1)
+    assert again.load(path) == 2
+    assert again.measure(op, grouped, []) == ms and again.remeasure(op, grouped, []) == ms
+    assert again.measure(op, [], too_big_split) == math.inf
+    assert again.compiles == 0
+
+
+def test_a_kernel_table_file_that_is_not_one_is_refused_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                        load_script):
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar10_jpeg.npz").touch()
+    monkeypatch.setenv("SYMNAS_DATA", str(tmp_path))
+    bad = tmp_path / "table.json"
+    bad.write_text("{\"latency\": 1}")
+    with pytest.raises(SystemExit):
+        load_script("benchmarks/nas_pte.py").main(["--quick", "--kernel-table", str(bad)])
+    assert "not a kernel table saved by nas_pte" in capsys.readouterr().err
