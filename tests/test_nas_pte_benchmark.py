@@ -57,10 +57,16 @@ def test_missing_cifar10_is_refused_before_any_kernel_is_compiled(tmp_path, monk
     assert "cifar10_jpeg.npz does not exist" in capsys.readouterr().err
 
 
-def test_keep_of_an_unknown_layer_is_refused_before_any_kernel_is_compiled(tmp_path, monkeypatch, load_script):
+@pytest.fixture
+def placeholder_data(tmp_path, monkeypatch):
+    """SYMNAS_DATA with an empty cifar10_jpeg.npz: passes the path check, fails when read."""
     (tmp_path / "cifar10").mkdir()
     (tmp_path / "cifar10" / "cifar10_jpeg.npz").touch()
     monkeypatch.setenv("SYMNAS_DATA", str(tmp_path))
+    return tmp_path
+
+
+def test_keep_of_an_unknown_layer_is_refused_before_any_kernel_is_compiled(placeholder_data, load_script):
     with pytest.raises(ValueError, match="'stem' is not a transformable layer"):
         load_script("benchmarks/nas_pte.py").main(["--quick", "--keep", "stem"])
 
@@ -83,12 +89,8 @@ def test_kernel_table_saved_to_a_file_is_reused_without_compiling(tmp_path, load
     assert again.compiles == 0
 
 
-def test_a_kernel_table_file_that_is_not_one_is_refused_before_any_work(tmp_path, monkeypatch, capsys,
-                                                                        load_script):
-    (tmp_path / "cifar10").mkdir()
-    (tmp_path / "cifar10" / "cifar10_jpeg.npz").touch()
-    monkeypatch.setenv("SYMNAS_DATA", str(tmp_path))
-    bad = tmp_path / "table.json"
+def test_a_kernel_table_file_that_is_not_one_is_refused_before_any_work(placeholder_data, capsys, load_script):
+    bad = placeholder_data / "table.json"
     bad.write_text("{\"latency\": 1}")
     with pytest.raises(SystemExit):
         load_script("benchmarks/nas_pte.py").main(["--quick", "--kernel-table", str(bad)])
