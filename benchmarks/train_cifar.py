@@ -11,6 +11,9 @@ batch 512, one-cycle LR with peak 0.2 (scaled for batch 512), random crop (pad 4
 horizontal flip, bf16 autocast, channels_last, data resident on the GPU; each layer's initial
 weights drawn from the seed and the layer's name (``--init by-name``), so layers the search left
 alone start identical in the original and the transformed network.
+Longer runs want ``--clip-grad 2``: at 30 epochs the recipe without it diverged at the peak
+learning rate in 4 of 6 runs of the original ResNet-34 (each epoch's median and largest gradient
+norm are in the results, and the clipped steps when clipping).
 
 Usage::
 
@@ -123,7 +126,8 @@ def evaluate(model, x, y, batch: int = 1000) -> float:
     return correct / len(x)
 
 
-def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_limit: float = 0) -> dict:
+def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_limit: float = 0,
+          clip_grad: float = 0) -> dict:
     xtr, ytr, xte, yte = data
     device = xtr.device
     torch.manual_seed(seed)
@@ -144,6 +148,7 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_
         model.train()
         perm = torch.randperm(len(xtr), device=device)
         total, count = 0.0, 0
+        norms = []  # the gradient norm of every step, kept on the device (no sync per step)
         for k in range(0, len(xtr) - batch + 1, batch):
             idx = perm[k:k + batch]
             xb = augment(xtr[idx]).contiguous(memory_format=torch.channels_last)
@@ -151,11 +156,17 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_
                 loss = F.cross_entropy(model(xb), ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad if clip_grad > 0 else
+                                                        float("inf")))
             opt.step()
             sched.step()
             total += float(loss.detach()) if k % (20 * batch) == 0 else 0.0
             count += 1 if k % (20 * batch) == 0 else 0
-        entry = {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": time.time() - start}
+        norms = torch.stack(norms).float()
+        entry = {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": time.time() - start,
+                 "grad_norm_median": float(norms.median()), "grad_norm_max": float(norms.max())}
+        if clip_grad > 0:
+            entry["clipped_steps"] = int((norms > clip_grad).sum())
         if epoch + 1 == epochs or (epoch + 1) % 5 == 0:
             entry["test_accuracy"] = evaluate(model, xte, yte)
         history.append(entry)
@@ -182,8 +193,12 @@ def main(argv=None):
     parser.add_argument("--init", choices=("by-name", "build-order"), default="by-name",
                         help="by-name: each layer's initial weights depend on the seed and its name only, "
                              "so layers the search left alone start identical in both networks")
+    parser.add_argument("--clip-grad", type=float, default=0,
+                        help="clip the gradient's norm to this value before each step (0: no clipping)")
     parser.add_argument("--time-limit", type=float, default=0, help="stop a model's training after this many s")
     args = parser.parse_args(argv)
+    if args.clip_grad < 0:
+        parser.error(f"--clip-grad must be >= 0 (0: no clipping), got {args.clip_grad}")
     if args.data is None:
         if not os.environ.get("SYMNAS_DATA"):
             parser.error("give --data path/to/cifar10_jpeg.npz or set SYMNAS_DATA to the data folder")
@@ -199,14 +214,16 @@ def main(argv=None):
           flush=True)
     results = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-               "recipe": {k: getattr(args, k) for k in ("epochs", "batch", "lr", "seed", "init")}, "models": {}}
+               "recipe": {k: getattr(args, k) for k in ("epochs", "batch", "lr", "seed", "init",
+                                                                   "clip_grad")}, "models": {}}
     os.makedirs(args.out, exist_ok=True)
     for path in args.models:
         name = os.path.splitext(os.path.basename(path))[0]
         model = load_model(path, args.seed, args.init)
         print(f"== {name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
         results["models"][name] = train(model, data, args.epochs, args.batch, args.lr, args.seed,
-                                        lambda s: print(f"  {name} {s}", flush=True), args.time_limit)
+                                        lambda s: print(f"  {name} {s}", flush=True), args.time_limit,
+                                        args.clip_grad)
         with open(os.path.join(args.out, "train_cifar.json"), "w") as f:
             json.dump(results, f, indent=1)
     for name, r in results["models"].items():

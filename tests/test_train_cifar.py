@@ -25,7 +25,9 @@ def test_trains_each_model_with_one_recipe_and_writes_the_results(cifar10_file, 
     run = results["models"]["tiny"]
     assert 0.0 <= run["test_accuracy"] <= 1.0 and run["epochs_run"] == 2
     assert run["params"] == 8 * 3 * 9 + 2 * 8 + 8 * 10 + 10     # conv (no bias), batch norm, dense
-    assert results["recipe"] == {"epochs": 2, "batch": 16, "lr": 0.2, "seed": 3, "init": "by-name"}
+    assert results["recipe"] == {"epochs": 2, "batch": 16, "lr": 0.2, "seed": 3, "init": "by-name",
+                                 "clip_grad": 0}
+    assert all(e["grad_norm_max"] >= e["grad_norm_median"] > 0 for e in run["history"])
     assert json.loads((out / "train_cifar.json").read_text())["models"]["tiny"]["epochs_run"] == 2
 
 
@@ -54,3 +56,16 @@ def test_a_schedule_too_short_for_one_cycle_is_refused(cifar10_file, tmp_path, l
     with pytest.raises(ValueError, match="needs at least 8 steps"):
         load_script(SCRIPT).main(["--models", str(_saved_net(tmp_path)), "--data", str(cifar10_file),
                                   "--epochs", "1", "--batch", "16", "--limit", "64", "--out", str(tmp_path)])
+
+
+def test_clipping_bounds_every_step_and_counts_the_clipped_steps(cifar10_file, tmp_path, capsys, load_script):
+    script = load_script(SCRIPT)
+    args = ["--models", str(_saved_net(tmp_path)), "--data", str(cifar10_file), "--epochs", "2", "--batch", "16",
+            "--limit", "64", "--out", str(tmp_path)]
+    history = script.main(args + ["--clip-grad", "1e-6"])["models"]["tiny"]["history"]
+    assert [e["clipped_steps"] for e in history] == [4, 4]       # 64 images in batches of 16: every step
+    unclipped = script.main(args)["models"]["tiny"]["history"]
+    assert all("clipped_steps" not in e for e in unclipped)
+    with pytest.raises(SystemExit):
+        script.main(args + ["--clip-grad", "-1"])
+    assert "--clip-grad must be >= 0" in capsys.readouterr().err
