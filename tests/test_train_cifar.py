@@ -1,5 +1,9 @@
 """The CIFAR-10 training script (the accuracy column of the NAS-PTE tables), as a CPU smoke run."""
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import pyglove as pg
 import pytest
@@ -8,6 +12,7 @@ import torch
 import symnas as sn
 
 SCRIPT = "benchmarks/train_cifar.py"
+PARALLEL = str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "train_cifar_parallel.sh")
 
 
 def _saved_net(tmp_path, name="tiny"):
@@ -69,3 +74,26 @@ def test_clipping_bounds_every_step_and_counts_the_clipped_steps(cifar10_file, t
     with pytest.raises(SystemExit):
         script.main(args + ["--clip-grad", "-1"])
     assert "--clip-grad must be >= 0" in capsys.readouterr().err
+
+
+def test_the_parallel_script_trains_every_seed_model_pair_in_its_own_process(cifar10_file, tmp_path):
+    a, b = _saved_net(tmp_path, "a"), _saved_net(tmp_path, "b")
+    out = tmp_path / "out"
+    env = {**os.environ, "DATA": str(cifar10_file), "OUT": str(out), "EXTRA": "--limit 64 --batch 16",
+           "PYTHON": sys.executable}
+    done = subprocess.run(["bash", PARALLEL, "2", "by-name", f"0:{a}", f"1:{b}"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "a_s0: a: test accuracy" in done.stdout and "b_s1: b: test accuracy" in done.stdout
+    assert json.loads((out / "b_s1" / "train_cifar.json").read_text())["recipe"]["seed"] == 1
+
+
+def test_the_parallel_script_refuses_a_missing_model_or_data_by_name(cifar10_file, tmp_path):
+    env = {**os.environ, "DATA": str(cifar10_file), "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", PARALLEL, "2", "by-name", f"0:{tmp_path}/none.json"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and f"bad run '0:{tmp_path}/none.json'" in done.stderr
+    env = {**env, "DATA": str(tmp_path / "none.npz")}
+    done = subprocess.run(["bash", PARALLEL, "2", "by-name", f"0:{_saved_net(tmp_path)}"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "no CIFAR-10 file" in done.stderr
