@@ -126,6 +126,18 @@ def evaluate(model, x, y, batch: int = 1000) -> float:
     return correct / len(x)
 
 
+def diverging(history) -> bool:
+    """Whether the last epoch's training loss is not finite or rose to 1.3x the lowest before it
+    (and above 0.5): the jump back towards chance of a run that diverged at its peak learning rate."""
+    if not history:
+        return False
+    loss = history[-1]["loss"]
+    if not np.isfinite(loss):
+        return True
+    best = min((e["loss"] for e in history[:-1]), default=loss)
+    return loss > 1.3 * best and loss > 0.5
+
+
 def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_limit: float = 0,
           clip_grad: float = 0) -> dict:
     xtr, ytr, xte, yte = data
@@ -143,7 +155,7 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_
                          "use more epochs or images, or a smaller batch")
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25,
                                                 div_factor=10, final_div_factor=100)
-    history, start = [], time.time()
+    history, start, diverged = [], time.time(), None
     for epoch in range(epochs):
         model.train()
         perm = torch.randperm(len(xtr), device=device)
@@ -171,11 +183,15 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_
             entry["test_accuracy"] = evaluate(model, xte, yte)
         history.append(entry)
         log(json.dumps(entry))
+        if diverged is None and diverging(history):
+            diverged = epoch + 1
+            log(f"warning: the training loss rose from {min(e['loss'] for e in history[:-1]):.3f} to "
+                f"{entry['loss']:.3f} at epoch {diverged}: this run diverged (try --clip-grad 2 or a lower --lr)")
         if time_limit and time.time() - start > time_limit:
             log(f"stopping after epoch {epoch + 1}: time limit {time_limit} s")
             entry.setdefault("test_accuracy", evaluate(model, xte, yte))
             break
-    return {"test_accuracy": history[-1]["test_accuracy"], "epochs_run": len(history),
+    return {"test_accuracy": history[-1]["test_accuracy"], "epochs_run": len(history), "diverged_at_epoch": diverged,
             "train_seconds": time.time() - start,
             "history": history, "params": sum(p.numel() for p in model.parameters())}
 

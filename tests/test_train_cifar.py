@@ -29,6 +29,7 @@ def test_trains_each_model_with_one_recipe_and_writes_the_results(cifar10_file, 
                                         "--batch", "16", "--limit", "64", "--seed", "3", "--out", str(out)])
     run = results["models"]["tiny"]
     assert 0.0 <= run["test_accuracy"] <= 1.0 and run["epochs_run"] == 2
+    assert run["diverged_at_epoch"] is None
     assert run["params"] == 8 * 3 * 9 + 2 * 8 + 8 * 10 + 10     # conv (no bias), batch norm, dense
     assert results["recipe"] == {"epochs": 2, "batch": 16, "lr": 0.2, "seed": 3, "init": "by-name",
                                  "clip_grad": 0}
@@ -97,3 +98,23 @@ def test_the_parallel_script_refuses_a_missing_model_or_data_by_name(cifar10_fil
     done = subprocess.run(["bash", PARALLEL, "2", "by-name", f"0:{_saved_net(tmp_path)}"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 2 and "no CIFAR-10 file" in done.stderr
+
+
+def test_a_loss_jumping_back_towards_chance_or_not_finite_marks_the_run_diverged(load_script):
+    diverging = load_script(SCRIPT).diverging
+    epochs = lambda *losses: [{"loss": loss} for loss in losses]  # noqa: E731
+    assert diverging(epochs(1.67, 0.75, 0.53, 2.26))             # ResNet-34 seed 5, 30 epochs, at peak LR
+    assert diverging(epochs(1.2, float("nan")))
+    assert not diverging(epochs(1.67, 0.75, 0.53, 0.55))         # noise, not a jump
+    assert not diverging(epochs(0.30, 0.20, 0.32))               # a jump, but far below chance
+    assert not diverging(epochs(2.0))
+
+
+def test_a_run_that_diverges_is_reported_with_a_hint(cifar10_file, tmp_path, load_script):
+    logged = []
+    script = load_script(SCRIPT)
+    data = script.load_cifar(str(cifar10_file), 64, torch.device("cpu"))
+    model = script.load_model(str(_saved_net(tmp_path)), seed=0)
+    run = script.train(model, data, epochs=3, batch=16, lr=1e4, seed=0, log=logged.append)
+    assert run["diverged_at_epoch"] is not None
+    assert any("this run diverged (try --clip-grad 2" in line for line in logged)
