@@ -12,7 +12,7 @@ horizontal flip, bf16 autocast, channels_last, data resident on the GPU; each la
 weights drawn from the seed and the layer's name (``--init by-name``), so layers the search left
 alone start identical in the original and the transformed network.
 Longer runs want ``--clip-grad 2``: at 30 epochs the recipe without it diverged at the peak
-learning rate in 4 of 6 runs of the original ResNet-34 (each epoch's median and largest gradient
+learning rate in 4 of 8 runs of the original ResNet-34 (each epoch's median and largest gradient
 norm are in the results, and the clipped steps when clipping).
 
 Usage::
