@@ -191,8 +191,8 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_
             log(f"stopping after epoch {epoch + 1}: time limit {time_limit} s")
             entry.setdefault("test_accuracy", evaluate(model, xte, yte))
             break
-    return {"test_accuracy": history[-1]["test_accuracy"], "epochs_run": len(history), "diverged_at_epoch": diverged,
-            "train_seconds": time.time() - start,
+    return {"test_accuracy": history[-1]["test_accuracy"], "epochs_run": len(history),
+            "diverged_at_epoch": diverged, "train_seconds": time.time() - start,
             "history": history, "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -230,8 +230,8 @@ def main(argv=None):
           flush=True)
     results = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-               "recipe": {k: getattr(args, k) for k in ("epochs", "batch", "lr", "seed", "init",
-                                                                   "clip_grad")}, "models": {}}
+               "recipe": {k: getattr(args, k) for k in ("epochs", "batch", "lr", "seed", "init", "clip_grad")},
+               "models": {}}
     os.makedirs(args.out, exist_ok=True)
     for path in args.models:
         name = os.path.splitext(os.path.basename(path))[0]
