@@ -28,6 +28,8 @@ For each backbone:
      legal exactly. ``--channel-shuffle``
      makes every grouping in the menu read interleaved input channels (``sn.program.ChannelShuffle``);
      ``--keep LAYER ...`` leaves the named layers original (out of the search space).
+     ``--proxy NAME`` judges legality by another zero-cost proxy of ``sn.proxies`` (snip,
+     grad_norm, synflow, naswot; with ``--context tail``) instead of Fisher Potential.
   4. tables: per-layer latencies (original torch / TVM, NAS-only = group G=2 then compile,
      ours), end-to-end batch-1 latency of whole networks in one process (torch eager, and
      every conv a TVM kernel via sn.nn.compile_network) beside the per-layer sums of the
@@ -385,10 +387,10 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     # 2. search ---------------------------------------------------------------------------
     t0 = time.perf_counter()
     x, y = cifar_batch(args.fisher_batch, args.seed)
-    legality = sn.proxies.LegalityCheck(seed=args.seed, mode=args.mode)
+    legality = sn.proxies.LegalityCheck(seed=args.seed, mode=args.mode, proxy=args.proxy)
     scorer = legality.isolated_scorer(original, x, y, context=args.context)
     init_seconds = time.perf_counter() - t0
-    print(f"  Fisher of the original ({args.fisher_batch} images): {init_seconds:.1f} s", flush=True)
+    print(f"  {args.proxy} of the original ({args.fisher_batch} images): {init_seconds:.1f} s", flush=True)
 
     site_by_path = {s.path: s for s in sites}
     fixed_tvm = sum(best[s.key][0][0] for s in fixed_convs)
@@ -482,9 +484,9 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             # rejected before compilation; the reward ranks it below every legal network and
             # fewer failing layers above more, so an algorithm can learn its way to legality
             metrics.update(reward=-(orig_tvm_total * (1 + len(failing)) + latency), latency_ms=None,
-                           reason=(f"Fisher Potential below the original in {len(failing)} layers "
+                           reason=(f"{args.proxy} below the original in {len(failing)} layers "
                                    f"(first {failing[0]})" if args.mode == "per_layer" else
-                                   f"network Fisher Potential {cand_total:.4g} < original {fisher_original:.4g}"))
+                                   f"network {args.proxy} {cand_total:.4g} < original {fisher_original:.4g}"))
         else:
             metrics.update(reward=legal_reward(latency, cand_total, weights), latency_ms=latency,
                            conv_weights=weights, reason="legal")
@@ -588,7 +590,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     # whole, and give every layer that fails there its original operator back until it passes
     t0 = time.perf_counter()
     path_by_name = {s.torch_name: s.path for s in sites}
-    exact_check = sn.proxies.LegalityCheck(seed=args.seed, mode=args.mode)
+    exact_check = sn.proxies.LegalityCheck(seed=args.seed, mode=args.mode, proxy=args.proxy)
     original_scores = exact_check.layer_scores(original, x, y)
     moves: List[str] = []              # "layer: from -> to" for every layer the exact check moved
 
@@ -735,7 +737,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     ours_tvm = fixed_tvm + sum(table.measure(ops[site_by_path[p].key], n, pr) for p, (n, pr) in chosen.items())
     exact = {}
     for mode in ("per_layer", "network"):
-        exact[mode] = sn.proxies.LegalityCheck(seed=args.seed, mode=mode).check(
+        exact[mode] = sn.proxies.LegalityCheck(seed=args.seed, mode=mode, proxy=args.proxy).check(
             original, chosen_net, x, y, original_scores=original_scores)
     exact_seconds = time.perf_counter() - t0
     torch.manual_seed(args.seed)
@@ -812,7 +814,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         backbone=name, date=datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
                 f"{torch.__version__}, threads {torch.get_num_threads()}",
-        trials=len(trials), algorithm=args.algorithm, legality_mode=args.mode, rejection=args.rejection,
+        trials=len(trials), algorithm=args.algorithm, legality_proxy=args.proxy, legality_mode=args.mode,
+        rejection=args.rejection,
         objective=args.objective, channel_shuffle=args.channel_shuffle,
         kernel_budget_ms=orig_tvm_total / args.target_speedup if args.objective != "latency" or args.fill_budget else None,
         failed_trials=failed, uncompilable_layer_choices=counts["uncompilable"],
@@ -882,6 +885,9 @@ def main(argv=None):
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--algorithm", default="evolution", choices=["evolution", "random", "reinforce"])
     parser.add_argument("--fisher-batch", type=int, default=128)
+    parser.add_argument("--proxy", default="fisher", choices=sn.proxies.available(),
+                        help="the zero-cost proxy that judges legality (seed: fisher); other proxies need "
+                             "--context tail")
     parser.add_argument("--context", default="block", choices=["block", "tail"],
                         help="isolated Fisher scoring: the layer's block with the original's output gradient "
                              "(fast) or the whole rest of the network (exact)")
@@ -936,6 +942,9 @@ def main(argv=None):
         parser.error(f"--fill-images must be >= 1, got {args.fill_images}")
     if not args.target_speedup > 0:
         parser.error(f"--target-speedup must be positive, got {args.target_speedup}")
+    if args.proxy != "fisher" and args.context == "block":
+        parser.error(f"--proxy {args.proxy}: the block context reuses output gradients and is defined for fisher; "
+                     "add --context tail")
     try:
         cifar_path()  # before minutes of kernel compiles, not after
         if args.kernel_table and os.path.exists(args.kernel_table):

@@ -33,7 +33,10 @@ def test_network_mode_with_fill_budget_and_shuffle_reports_a_legal_network_withi
 
 @pytest.mark.parametrize("argv, message", [(["--target-speedup", "0"], "--target-speedup must be positive"),
                                            (["--exact-candidates", "-1"], "--exact-candidates must be >= 0"),
-                                           (["--fill-images", "0"], "--fill-images must be >= 1")])
+                                           (["--fill-images", "0"], "--fill-images must be >= 1"),
+                                           (["--proxy", "snip"], "--proxy snip: the block context reuses output "
+                                                                 "gradients and is defined for fisher; add --context tail"),
+                                           (["--proxy", "fisher_potential"], "invalid choice: 'fisher_potential'")])
 def test_bad_options_are_refused_by_name_before_any_work(argv, message, capsys, load_script):
     with pytest.raises(SystemExit):
         load_script("benchmarks/nas_pte.py").main(argv)
