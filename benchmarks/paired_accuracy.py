@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -25,8 +26,9 @@ from typing import Dict, List
 RECIPE_KEYS = ("epochs", "batch", "lr", "init", "clip_grad")
 
 
+@functools.lru_cache(maxsize=None)
 def _diverging():
-    """``train_cifar.diverging`` (loaded by path: benchmarks/ is not a package)."""
+    """``train_cifar.diverging`` (loaded by path, once: benchmarks/ is not a package)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_cifar.py")
     spec = importlib.util.spec_from_file_location("train_cifar", path)
     module = importlib.util.module_from_spec(spec)
