@@ -206,7 +206,35 @@ def test_compiled_network_runs_torch_glue_on_one_thread_and_restores_the_count()
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        compiled(torch.randn(1, 3, 32, 32))
-        assert seen == [1] and torch.get_num_threads() == 2
+        compiled(torch.randn(1, 3, 32, 32))       # (tracing the flat plan runs the hook once more)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_flat_plan_gives_the_modules_outputs_without_aliasing_its_buffers():
+    net = sn.nn.resnet18()
+    model = net.build((3, 32, 32)).eval()
+    planned = sn.nn.compile_network(net, copy.deepcopy(model), tune=False)
+    modules = sn.nn.compile_network(net, copy.deepcopy(model), tune=False, plan=False)
+    x, x2 = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+    assert planned.plan_status == "not built yet"
+    first = planned(x)                                  # through the modules; builds and checks the plan
+    assert planned.plan_status.startswith(f"flat plan: {len(planned.schedules)} kernels") and len(planned.schedules) == 20
+    assert modules.plan_status == "off"
+    second = planned(x2)                                # through the plan
+    torch.testing.assert_close(second, modules(x2), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(first, modules(x), rtol=1e-5, atol=1e-6)   # not overwritten by the next call
+    torch.testing.assert_close(planned(x.transpose(2, 3).contiguous().transpose(2, 3)), first, rtol=1e-5, atol=1e-6)
+
+
+class _DataDependent(torch.nn.Module):
+    def forward(self, x):
+        return x * 2 if x.sum() > 0 else x
+
+
+def test_a_model_the_plan_cannot_trace_runs_through_its_modules():
+    compiled = sn.nn.CompiledNetwork(_DataDependent(), {}, {})
+    x = torch.ones(1, 3)
+    assert torch.equal(compiled(x), x * 2) and torch.equal(compiled(x), x * 2)
+    assert compiled.plan_status.startswith("modules: the model could not be run as a flat plan")

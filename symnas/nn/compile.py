@@ -10,6 +10,14 @@ the network (other activations, concatenations, pooling, the classifier) stays i
 and runs on one thread, so only TVM's thread pool is parallel (two spinning pools fight
 over the cores: see ``sn.program.torch_tvm``).
 
+At batch 1 a small network's kernels take tens of microseconds each, so calling them
+through torch modules costs a fifth of the time. ``CompiledNetwork`` therefore runs a flat
+plan (``plan=True``, the default): the model traced once with ``torch.fx``, every kernel
+called directly with its weights and a preallocated output buffer, the rest as the traced
+torch calls; the plan's first output is checked against the modules' and a model that
+cannot be traced (or disagrees) runs through its modules. One plan serves one caller at a
+time (its buffers are reused between calls).
+
 Each kernel gets a program template: the one given in ``programs`` (key path -> steps),
 the program steps already in a transformed kernel's schedule, or the fastest of
 ``sn.program.cpu_templates`` measured here (cached per distinct kernel). A convolution
@@ -26,11 +34,12 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+import warnings
+from typing import Callable, Dict, List, Optional, Sequence
 
 import pyglove as pg
 import torch
-from torch import nn
+from torch import fx, nn
 
 from symnas.nn.backbones import CIFAR_SHAPE, TransformedConv, transformable_convs
 from symnas.nn.layers import _ResidualModule
@@ -42,24 +51,45 @@ class CompiledNetwork(nn.Module):
     """A torch model whose convolutions are TVM kernels; inference at a fixed batch size."""
 
     def __init__(self, model: nn.Module, schedules: Dict[str, object], fallbacks: Dict[str, str],
-                 glue_threads: int = 1, fused: Optional[Dict[str, str]] = None):
+                 glue_threads: int = 1, fused: Optional[Dict[str, str]] = None, plan: bool = True):
         super().__init__()
         self.model = model
         self.schedules = schedules          # torch module name -> compiled sn.program.Schedule
         self.fallbacks = fallbacks          # torch module name -> why it stayed in torch
         self.fused = fused or {}            # torch module name -> what its kernel absorbed
         self.glue_threads = glue_threads
+        self.plan = plan                    # run the flat plan (built and checked on the first call)
+        self._plan: Optional[_FlatPlan] = None
+        self.plan_status = "not built yet" if plan else "off"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from symnas.program.torch_tvm import torch_threads  # pylint: disable=import-outside-toplevel
         with torch.no_grad(), torch_threads(self.glue_threads):
-            return self.model(x)
+            if self._plan is not None:
+                return self._plan(x)
+            out = self.model(x)
+            if self.plan and self.plan_status == "not built yet":
+                self._build_plan(x, out)
+            return out
+
+    def _build_plan(self, x: torch.Tensor, expected: torch.Tensor) -> None:
+        try:
+            plan = _FlatPlan(self.model)
+            got = plan(x)
+        except Exception as error:  # pylint: disable=broad-except
+            self.plan_status = f"modules: the model could not be run as a flat plan ({error})"
+            return
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+            self.plan_status = "modules: the flat plan's output differed from the modules'"
+            warnings.warn(f"CompiledNetwork: {self.plan_status}; running through the modules")
+            return
+        self._plan, self.plan_status = plan, f"flat plan: {plan.kernels} kernels, {plan.others} other steps"
 
 
 def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[int] = CIFAR_SHAPE,
                     batch: int = 1, programs: Optional[Dict[str, List]] = None, tune: bool = True,
                     glue_threads: int = 1, repeat: int = 3, fold_batchnorm: bool = True,
-                    fuse_residual: bool = True) -> CompiledNetwork:
+                    fuse_residual: bool = True, plan: bool = True) -> CompiledNetwork:
     """Compiles every convolution of the symbolic network ``net`` to a TVM kernel.
 
     ``model`` is ``net.build(in_shape)`` with the weights to use (built here when None;
@@ -72,7 +102,7 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
     With ``fuse_residual`` (and ``fold_batchnorm``), a conv that ends a residual block's
     body (``sn.nn.Residual`` with no ``post`` or a ReLU ``post``) adds the shortcut and
     applies the ReLU in its kernel; the block then runs its body and shortcut and hands
-    both to that kernel.
+    both to that kernel. ``plan``: run the flat plan (module docstring) instead of the modules.
     """
     from symnas import program  # pylint: disable=import-outside-toplevel
     from symnas.program.torch_tvm import TVMKernelModule  # pylint: disable=import-outside-toplevel
@@ -139,7 +169,146 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
     for block, index in residual_ends.items():
         original = model.get_submodule(block)
         model.set_submodule(block, _FusedResidualModule(original.body, index, original.shortcut))
-    return CompiledNetwork(model, schedules, fallbacks, glue_threads, fused)
+    return CompiledNetwork(model, schedules, fallbacks, glue_threads, fused, plan)
+
+
+class _KernelLeafTracer(fx.Tracer):
+    """Traces through symnas' modules; the TVM kernels and torch's own modules stay calls."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        from symnas.program.torch_tvm import TVMKernelModule  # pylint: disable=import-outside-toplevel
+        return isinstance(m, TVMKernelModule) or super().is_leaf_module(m, module_qualified_name)
+
+
+class _FlatPlan:
+    """A compiled model's forward as a list of steps over a value list: each TVM kernel's function
+    called with its weights (and bias) and a preallocated output, everything else as traced."""
+
+    def __init__(self, model: nn.Module):
+        from symnas.program.torch_tvm import TVMKernelModule, _kernel_input  # pylint: disable=import-outside-toplevel
+        graph = _KernelLeafTracer().trace(model)
+        slot: Dict[fx.Node, int] = {}
+        self.steps: List[Callable[[list], None]] = []
+        self.kernels = self.others = 0
+        self._buffers = set()
+        kernel_slots = set()            # value slots that hold a kernel's output buffer
+
+        def value(arg):
+            # a node's value at run time, or a constant
+            return fx.node.map_arg(arg, lambda n: _Slot(slot[n]))
+
+        for node in graph.nodes:
+            if node.op == "call_module" and isinstance(model.get_submodule(node.target), nn.Identity):
+                slot[node] = slot[node.args[0]]           # (a folded batch norm or fused ReLU)
+                continue
+            slot[node] = len(slot)
+            dst = slot[node]
+            if node.op == "placeholder":
+                self._input = dst
+            elif node.op == "get_attr":
+                constant = _attribute(model, node.target)
+                self.steps.append(lambda env, dst=dst, constant=constant: env.__setitem__(dst, constant))
+            elif node.op == "call_module" and not isinstance(model.get_submodule(node.target), TVMKernelModule):
+                self.steps.append(self._generic_step(model.get_submodule(node.target), value(node.args),
+                                                     value(node.kwargs), dst))
+                self.others += 1
+            elif node.op == "call_module":
+                module = model.get_submodule(node.target)
+                if node.kwargs or len(node.args) != 1 + module.residual:
+                    raise TypeError(f"unexpected call of kernel {node.target!r}")
+                out = torch.empty(module.output_shape, dtype=torch.float32)
+                self._buffers.add(out.data_ptr())
+                weights = tuple(getattr(module, f"weight{i}") for i in range(module._num_weights))
+                weights += () if module.bias is None else (module.bias,)
+                sources = [slot[a] for a in node.args]
+                shapes = [module.input_shape, module.output_shape]
+                # a kernel's own buffer is contiguous and aligned: only other values are checked
+                checked = [None if slot[a] in kernel_slots else _kernel_input for a in node.args]
+                kernel_slots.add(dst)
+                self.steps.append(self._kernel_step(module._func, weights, sources, shapes, checked, out, dst))
+                self.kernels += 1
+            elif node.op in ("call_function", "call_method"):
+                args, kwargs = value(node.args), value(node.kwargs)
+                target = node.target
+                if node.op == "call_method":
+                    fn = lambda obj, *a, _name=target, **k: getattr(obj, _name)(*a, **k)  # noqa: E731
+                else:
+                    fn = target
+                self.steps.append(self._generic_step(fn, args, kwargs, dst))
+                self.others += 1
+            elif node.op == "output":
+                self._output = value(node.args[0])
+        self._size = len(slot) + 1
+
+    @staticmethod
+    def _kernel_step(func, weights, sources, shapes, checked, out, dst):
+        if len(sources) == 1:
+            src, = sources
+            check = checked[0]
+
+            def step(env):
+                x = env[src]
+                if check is not None:
+                    x = check(x, shapes[0], "input")
+                func(x, *weights, out)
+                env[dst] = out
+            return step
+        src, res = sources
+
+        def step_residual(env):
+            x, r = env[src], env[res]
+            if checked[0] is not None:
+                x = checked[0](x, shapes[0], "input")
+            if checked[1] is not None:
+                r = checked[1](r, shapes[1], "residual")
+            func(x, *weights, r, out)
+            env[dst] = out
+        return step_residual
+
+    @staticmethod
+    def _generic_step(fn, args, kwargs, dst):
+        def resolve(a):
+            return fx.node.map_aggregate(a, lambda v: v.get(env_ref[0]) if isinstance(v, _Slot) else v)
+        env_ref = [None]
+        simple = all(not isinstance(a, (list, tuple, dict)) for a in args) and not kwargs
+        if simple:
+            getters = [(a.index, None) if isinstance(a, _Slot) else (None, a) for a in args]
+
+            def step(env):
+                env[dst] = fn(*[env[i] if i is not None else c for i, c in getters])
+            return step
+
+        def step_nested(env):
+            env_ref[0] = env
+            env[dst] = fn(*resolve(args), **resolve(kwargs))
+        return step_nested
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        env = [None] * self._size
+        env[self._input] = x
+        for step in self.steps:
+            step(env)
+        out = fx.node.map_aggregate(self._output, lambda v: env[v.index] if isinstance(v, _Slot) else v)
+        # a kernel's buffer is overwritten by the next call: hand out a copy
+        return out.clone() if isinstance(out, torch.Tensor) and out.data_ptr() in self._buffers else out
+
+
+class _Slot:
+    """Where a traced node's value sits in the plan's value list."""
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def get(self, env):
+        return env[self.index]
+
+
+def _attribute(model: nn.Module, target: str):
+    obj = model
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 class _FusedResidualModule(nn.Module):
