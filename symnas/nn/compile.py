@@ -190,7 +190,8 @@ class _FlatPlan:
         slot: Dict[fx.Node, int] = {}
         self.steps: List[Callable[[list], None]] = []
         self.kernels = self.others = 0
-        self._buffers = set()
+        self._buffers = set()           # storage addresses of the kernels' output buffers
+        constants: Dict[int, object] = {}
         kernel_slots = set()            # value slots that hold a kernel's output buffer
 
         def value(arg):
@@ -206,8 +207,7 @@ class _FlatPlan:
             if node.op == "placeholder":
                 self._input = dst
             elif node.op == "get_attr":
-                constant = _attribute(model, node.target)
-                self.steps.append(lambda env, dst=dst, constant=constant: env.__setitem__(dst, constant))
+                constants[dst] = _attribute(model, node.target)
             elif node.op == "call_module" and not isinstance(model.get_submodule(node.target), TVMKernelModule):
                 self.steps.append(self._generic_step(model.get_submodule(node.target), value(node.args),
                                                      value(node.kwargs), dst))
@@ -217,7 +217,7 @@ class _FlatPlan:
                 if node.kwargs or len(node.args) != 1 + module.residual:
                     raise TypeError(f"unexpected call of kernel {node.target!r}")
                 out = torch.empty(module.output_shape, dtype=torch.float32)
-                self._buffers.add(out.data_ptr())
+                self._buffers.add(out.untyped_storage().data_ptr())
                 weights = tuple(getattr(module, f"weight{i}") for i in range(module._num_weights))
                 weights += () if module.bias is None else (module.bias,)
                 sources = [slot[a] for a in node.args]
@@ -225,7 +225,7 @@ class _FlatPlan:
                 # a kernel's own buffer is contiguous and aligned: only other values are checked
                 checked = [None if slot[a] in kernel_slots else _kernel_input for a in node.args]
                 kernel_slots.add(dst)
-                self.steps.append(self._kernel_step(module._func, weights, sources, shapes, checked, out, dst))
+                self.steps.append(self._kernel_step(module, weights, sources, shapes, checked, out, dst))
                 self.kernels += 1
             elif node.op in ("call_function", "call_method"):
                 args, kwargs = value(node.args), value(node.kwargs)
@@ -238,10 +238,11 @@ class _FlatPlan:
                 self.others += 1
             elif node.op == "output":
                 self._output = value(node.args[0])
-        self._size = len(slot) + 1
+        self._values = [constants.get(i) for i in range(len(slot))]   # a fresh copy per call
 
     @staticmethod
-    def _kernel_step(func, weights, sources, shapes, checked, out, dst):
+    def _kernel_step(module, weights, sources, shapes, checked, out, dst):
+        # module._func is looked up per call (not bound here), so a profiler can wrap it
         if len(sources) == 1:
             src, = sources
             check = checked[0]
@@ -250,7 +251,7 @@ class _FlatPlan:
                 x = env[src]
                 if check is not None:
                     x = check(x, shapes[0], "input")
-                func(x, *weights, out)
+                module._func(x, *weights, out)
                 env[dst] = out
             return step
         src, res = sources
@@ -261,17 +262,13 @@ class _FlatPlan:
                 x = checked[0](x, shapes[0], "input")
             if checked[1] is not None:
                 r = checked[1](r, shapes[1], "residual")
-            func(x, *weights, r, out)
+            module._func(x, *weights, r, out)
             env[dst] = out
         return step_residual
 
     @staticmethod
     def _generic_step(fn, args, kwargs, dst):
-        def resolve(a):
-            return fx.node.map_aggregate(a, lambda v: v.get(env_ref[0]) if isinstance(v, _Slot) else v)
-        env_ref = [None]
-        simple = all(not isinstance(a, (list, tuple, dict)) for a in args) and not kwargs
-        if simple:
+        if not kwargs and all(not isinstance(a, (list, tuple, dict)) for a in args):
             getters = [(a.index, None) if isinstance(a, _Slot) else (None, a) for a in args]
 
             def step(env):
@@ -279,18 +276,19 @@ class _FlatPlan:
             return step
 
         def step_nested(env):
-            env_ref[0] = env
-            env[dst] = fn(*resolve(args), **resolve(kwargs))
+            env[dst] = fn(*_resolve(args, env), **_resolve(kwargs, env))
         return step_nested
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        env = [None] * self._size
+        env = list(self._values)
         env[self._input] = x
         for step in self.steps:
             step(env)
-        out = fx.node.map_aggregate(self._output, lambda v: env[v.index] if isinstance(v, _Slot) else v)
+        out = _resolve(self._output, env)
         # a kernel's buffer is overwritten by the next call: hand out a copy
-        return out.clone() if isinstance(out, torch.Tensor) and out.data_ptr() in self._buffers else out
+        if isinstance(out, torch.Tensor) and out.untyped_storage().data_ptr() in self._buffers:
+            out = out.clone()
+        return out
 
 
 class _Slot:
@@ -300,8 +298,10 @@ class _Slot:
     def __init__(self, index: int):
         self.index = index
 
-    def get(self, env):
-        return env[self.index]
+
+def _resolve(arg, env: list):
+    """``arg`` (nested tuples, lists, dicts) with every ``_Slot`` replaced by its value in ``env``."""
+    return fx.node.map_aggregate(arg, lambda v: env[v.index] if isinstance(v, _Slot) else v)
 
 
 def _attribute(model: nn.Module, target: str):
