@@ -10,6 +10,7 @@ Every model given is timed, in one process with interleaved rounds, as:
 
 - torch eager,
 - ``sn.nn.compile_network(net, tune=True)`` (symnas; each conv its fastest measured template),
+  run as its flat plan, and the same kernels called through the torch modules (``plan=False``),
 - Relax + MetaSchedule (``--trials-per-task`` > 0), or Relax untuned (``--trials-per-task 0``).
 
 Models are symbolic networks saved by ``nas_pte.py --export DIR`` (JSON). Tuning needs
@@ -128,6 +129,8 @@ def main(argv=None) -> Dict[str, Any]:
                       "symnas_compile_seconds": time.time() - start}
         timed[f"{name} | torch eager"] = model
         timed[f"{name} | symnas TVM"] = compiled
+        timed[f"{name} | symnas TVM, through the modules"] = sn.nn.CompiledNetwork(
+            compiled.model, compiled.schedules, compiled.fallbacks, compiled.glue_threads, compiled.fused, plan=False)
         if args.tune_models is None or i < args.tune_models:
             work_dir = os.path.join(args.work_dir, name) if args.work_dir else None
             try:

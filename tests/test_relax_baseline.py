@@ -31,10 +31,11 @@ def test_script_times_every_way_of_running_each_model_and_writes_json(tmp_path, 
     out = tmp_path / "result.json"
     result = load_script(SCRIPT).main(["--models", str(path), "--trials-per-task", "0", "--rounds", "1",
                                  "--json", str(out)])
-    assert set(result["ms"]) == {"small | torch eager", "small | symnas TVM", "small | Relax untuned"}
+    assert set(result["ms"]) == {"small | torch eager", "small | symnas TVM", "small | symnas TVM, through the modules",
+                                 "small | Relax untuned"}
     assert all(0 < ms < 1000 for ms in result["ms"].values())
     errors = {k: v for k, v in result["models"]["small"].items() if k.startswith("max_abs_error")}
-    assert len(errors) == 3 and all(e < 1e-3 for e in errors.values())
+    assert len(errors) == 4 and all(e < 1e-3 for e in errors.values())
     assert out.exists()
 
 
