@@ -34,6 +34,7 @@ Example::
 """
 from __future__ import annotations
 
+import operator
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -207,7 +208,7 @@ class _FlatPlan:
             if node.op == "placeholder":
                 self._input = dst
             elif node.op == "get_attr":
-                constants[dst] = _attribute(model, node.target)
+                constants[dst] = operator.attrgetter(node.target)(model)
             elif node.op == "call_module" and not isinstance(model.get_submodule(node.target), TVMKernelModule):
                 self.steps.append(self._generic_step(model.get_submodule(node.target), value(node.args),
                                                      value(node.kwargs), dst))
@@ -302,13 +303,6 @@ class _Slot:
 def _resolve(arg, env: list):
     """``arg`` (nested tuples, lists, dicts) with every ``_Slot`` replaced by its value in ``env``."""
     return fx.node.map_aggregate(arg, lambda v: env[v.index] if isinstance(v, _Slot) else v)
-
-
-def _attribute(model: nn.Module, target: str):
-    obj = model
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 class _FusedResidualModule(nn.Module):
