@@ -200,7 +200,8 @@ class _FlatPlan:
             return fx.node.map_arg(arg, lambda n: _Slot(slot[n]))
 
         for node in graph.nodes:
-            if node.op == "call_module" and isinstance(model.get_submodule(node.target), nn.Identity):
+            module = model.get_submodule(node.target) if node.op == "call_module" else None
+            if isinstance(module, nn.Identity):
                 slot[node] = slot[node.args[0]]           # (a folded batch norm or fused ReLU)
                 continue
             slot[node] = len(slot)
@@ -209,12 +210,10 @@ class _FlatPlan:
                 self._input = dst
             elif node.op == "get_attr":
                 constants[dst] = operator.attrgetter(node.target)(model)
-            elif node.op == "call_module" and not isinstance(model.get_submodule(node.target), TVMKernelModule):
-                self.steps.append(self._generic_step(model.get_submodule(node.target), value(node.args),
-                                                     value(node.kwargs), dst))
+            elif module is not None and not isinstance(module, TVMKernelModule):
+                self.steps.append(self._generic_step(module, value(node.args), value(node.kwargs), dst))
                 self.others += 1
-            elif node.op == "call_module":
-                module = model.get_submodule(node.target)
+            elif module is not None:
                 if node.kwargs or len(node.args) != 1 + module.residual:
                     raise TypeError(f"unexpected call of kernel {node.target!r}")
                 out = torch.empty(module.output_shape, dtype=torch.float32)
