@@ -152,11 +152,14 @@ class KernelTable:
 
     ``save(path)`` / ``load(path)`` keep the latencies in a JSON file, so a later run on the same
     machine (another target, ``--keep``, algorithm or backbone order) reuses them instead of
-    compiling and timing every kernel again, and searches the same timings.
+    compiling and timing every kernel again, and searches the same timings. ``cold_weights=True``
+    times each kernel with its weights flushed from the caches (as inside a network at batch 1);
+    a saved table keeps its mode, and a table of the other mode is refused.
     """
 
-    def __init__(self, repeat: int):
+    def __init__(self, repeat: int, cold_weights: bool = False):
         self.repeat = repeat
+        self.cold_weights = cold_weights
         self.latency: Dict[Any, float] = {}
         self.compiles = 0
         self.seconds = 0.0
@@ -166,7 +169,7 @@ class KernelTable:
     def save(self, path: str) -> None:
         entries = {repr(k): (v if math.isfinite(v) else None) for k, v in self.latency.items()}
         with open(path, "w") as f:
-            json.dump({"machine": this_machine(), "repeat": self.repeat,
+            json.dump({"machine": this_machine(), "repeat": self.repeat, "cold_weights": self.cold_weights,
                        "date": f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC", "latency_ms": entries}, f)
 
     def load(self, path: str) -> int:
@@ -180,6 +183,10 @@ class KernelTable:
                        for k, v in saved["latency_ms"].items()}
         except (OSError, ValueError, KeyError, TypeError, SyntaxError) as e:
             raise ValueError(f"--kernel-table {path}: not a kernel table saved by nas_pte ({e})") from e
+        if bool(saved.get("cold_weights", False)) != self.cold_weights:
+            modes = {True: "with cold weights (--cold-weights)", False: "with warm weights"}
+            raise ValueError(f"--kernel-table {path}: its kernels were timed {modes[not self.cold_weights]}, "
+                             f"this run times them {modes[self.cold_weights]}; use another file")
         if saved.get("machine") != this_machine():
             print(f"  warning: kernel table {path} was measured on {saved.get('machine')!r}, "
                   f"this is {this_machine()!r}", flush=True)
@@ -209,7 +216,8 @@ class KernelTable:
             start = time.perf_counter()
             try:
                 # best of the repeats: other processes share this CPU, and contention only adds time
-                m = sn.program.Schedule(op, list(neural) + list(program)).measure(repeat=self.repeat)
+                m = sn.program.Schedule(op, list(neural) + list(program)).measure(
+                    repeat=self.repeat, cold_weights=self.cold_weights)
                 value = min(m.repeats) if m.repeats else m.latency_ms
             except (sn.program.IllegalTransformation, ValueError) as e:
                 print(f"    illegal schedule {fmt(neural)} + {template_name(program)}: {str(e)[:100]}")
@@ -340,7 +348,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         ops.setdefault(s.key, s.operator())
 
     # 1. kernel table ------------------------------------------------------------------
-    table = KernelTable(args.repeat)
+    table = KernelTable(args.repeat, args.cold_weights)
     loaded = table.load(args.kernel_table) if args.kernel_table and os.path.exists(args.kernel_table) else 0
     if loaded:
         print(f"  kernel table: {loaded} latencies read from {args.kernel_table}", flush=True)
@@ -789,7 +797,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     baseline_e2e = min(e2e["torch_original"], e2e["jit_original"], e2e["tvm_original"],
                        relax.get("ms", math.inf))   # whole networks
 
-    print(f"  kernel table: {table.compiles} TVM kernels compiled and timed in {table_seconds:.0f} s")
+    print(f"  kernel table: {table.compiles} TVM kernels compiled and timed in {table_seconds:.0f} s"
+          + (" (each call with its weights flushed from the caches: --cold-weights)" if args.cold_weights else ""))
     print("\n  per-layer latency (ms, batch 1; TVM = best of the program templates; NAS = G2 then compile)")
     print(f"  {'layer':28s} {'shape':22s} {'torch':>7s} {'TVM':>7s} {'NAS':>7s} {'ours':>7s} "
           f"{'x':>5s}  ours sequence (+template)   fisher orig->ours")
@@ -825,6 +834,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         search_seconds=search_seconds, fisher_init_seconds=init_seconds, fisher_scoring_seconds=scorer.seconds, fisher_batch=args.fisher_batch,
         fisher_context=args.context, layer_scorings=scorer.evaluations,
         kernel_table_seconds=table_seconds, kernel_compiles=table.compiles, kernel_table_loaded=loaded,
+        kernel_timing="cold weights" if args.cold_weights else "warm",
         latency_ms=dict(torch_original=torch_orig, torch_runs=dict(original=torch_runs[0], ours=torch_runs[1], nas=torch_runs[2]),
                         torch_nas=torch_nas,
                         torch_conv_sum_original=torch_conv_sum, tvm_original=orig_tvm_total, tvm_nas_g2=nas_tvm,
@@ -928,6 +938,9 @@ def main(argv=None):
                         help="read kernel latencies measured by an earlier run from FILE (when it exists) and "
                              "write this run's table there: later runs on this machine skip those compiles")
     parser.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel")
+    parser.add_argument("--cold-weights", action="store_true",
+                        help="time each kernel with its weights flushed from the caches, as inside a network "
+                             "at batch 1 whose weights do not fit them (default: warm, back-to-back calls)")
     parser.add_argument("--max-templates", type=int, default=6, help="program templates per kernel")
     parser.add_argument("--no-relax", dest="relax", action="store_false",
                         help="skip the original network through TVM's Relax frontend (untuned, ~1.5 s per run)")
@@ -948,7 +961,7 @@ def main(argv=None):
     try:
         cifar_path()  # before minutes of kernel compiles, not after
         if args.kernel_table and os.path.exists(args.kernel_table):
-            KernelTable(args.repeat).load(args.kernel_table)
+            KernelTable(args.repeat, args.cold_weights).load(args.kernel_table)
     except (FileNotFoundError, ValueError) as e:
         parser.error(str(e))
     if args.quick:

@@ -92,6 +92,19 @@ def test_kernel_table_saved_to_a_file_is_reused_without_compiling(tmp_path, load
     assert again.compiles == 0
 
 
+def test_a_kernel_table_timed_in_the_other_cache_mode_is_refused(tmp_path, load_script):
+    import symnas as sn
+    nas_pte = load_script("benchmarks/nas_pte.py")
+    op = sn.program.Conv2d(c_in=8, c_out=8, h=8, w=8, k=3, stride=1, padding=1)
+    cold = nas_pte.KernelTable(repeat=1, cold_weights=True)
+    assert math.isfinite(cold.measure(op, [sn.program.Group(2)], []))
+    path = str(tmp_path / "cold.json")
+    cold.save(path)
+    with pytest.raises(ValueError, match="timed with cold weights .* this run times them with warm"):
+        nas_pte.KernelTable(repeat=1).load(path)
+    assert nas_pte.KernelTable(repeat=1, cold_weights=True).load(path) == 1
+
+
 def test_a_kernel_table_file_that_is_not_one_is_refused_before_any_work(placeholder_data, capsys, load_script):
     bad = placeholder_data / "table.json"
     bad.write_text("{\"latency\": 1}")

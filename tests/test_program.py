@@ -252,6 +252,14 @@ def test_measure_reports_latency_flops_params_and_caches_builds():
     assert P.host_target()["kind"] == "llvm"
 
 
+def test_cold_weights_timing_flushes_before_every_single_call():
+    schedule = P.Schedule(P.Conv2d(c_in=16, c_out=16, h=16, w=16), P.cpu_conv_template(4, 2))
+    cold = schedule.measure(repeat=3, cold_weights=True)
+    # one call per repeat (a flush before each), at least 10 of them, each a real time
+    assert len(cold.repeats) == 10 and all(r > 0 for r in cold.repeats)
+    assert cold.params == schedule.params and cold.latency_ms > 0
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 @pytest.mark.parametrize("neural", [[P.Group(2)], [P.Group(2), P.ChannelShuffle()]])
 def test_cuda_lowering_with_bind_steps_builds_cuda_source(neural):

@@ -151,12 +151,14 @@ class Schedule(pg.Object):
         return out.numpy()
 
     def measure(self, target: TargetLike = None, number: int = 0, repeat: int = 5,
-                min_repeat_ms: float = 20.0):
-        """Compiles and times the kernel; returns a :class:`Measurement`."""
+                min_repeat_ms: float = 20.0, cold_weights: bool = False):
+        """Compiles and times the kernel; returns a :class:`Measurement`. ``cold_weights``
+        times each call with the weights flushed from the caches (a layer inside a network
+        at batch 1) instead of warm, back-to-back calls."""
         from symnas.program.measure import time_schedule  # pylint: disable=import-outside-toplevel
 
         return time_schedule(self, target, number=number, repeat=repeat,
-                             min_repeat_ms=min_repeat_ms)
+                             min_repeat_ms=min_repeat_ms, cold_weights=cold_weights)
 
     def describe(self) -> str:
         """A one-line trace of the steps."""
