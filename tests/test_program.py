@@ -252,12 +252,25 @@ def test_measure_reports_latency_flops_params_and_caches_builds():
     assert P.host_target()["kind"] == "llvm"
 
 
-def test_cold_weights_timing_flushes_before_every_single_call():
+def test_cold_weights_timing_makes_one_timed_call_per_repeat():
     schedule = P.Schedule(P.Conv2d(c_in=16, c_out=16, h=16, w=16), P.cpu_conv_template(4, 2))
     cold = schedule.measure(repeat=3, cold_weights=True)
-    # one call per repeat (a flush before each), at least 10 of them, each a real time
-    assert len(cold.repeats) == 10 and all(r > 0 for r in cold.repeats)
+    assert len(cold.repeats) == 10 and all(r > 0 for r in cold.repeats)   # at least 10 repeats
     assert cold.params == schedule.params and cold.latency_ms > 0
+
+
+def test_cold_weights_timing_asks_tvm_to_flush_all_but_the_activation_before_each_call():
+    from symnas.program.measure import time_module
+    asked = {}
+
+    class Runtime:
+        def time_evaluator(self, name, device, **kwargs):
+            asked.update(kwargs, name=name)
+            return lambda *args: type("Result", (), {"results": [1e-3] * kwargs["repeat"]})()
+
+    assert time_module(Runtime(), [], repeat=12, device="cpu", cold_weights=True) == [1.0] * 12
+    assert asked == {"name": "main", "number": 1, "repeat": 12,
+                     "f_preproc": "cache_flush_cpu_non_first_arg"}
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
