@@ -123,6 +123,59 @@ def test_channel_shuffle_with_input_bottleneck_reads_the_first_shuffled_channels
                                         [P.Group(4), P.ChannelShuffle()]))
 
 
+TRAINING_SCHEDULES = [
+    [P.Group(2), P.ChannelShuffle()],  # one part, channels permuted (2x8: not its own inverse)
+    [P.Group(2), P.Bottleneck(2, axis="ci"), P.ChannelShuffle()],  # one part, a subset of channels
+    [P.Partition("oh", 2), P.Group(4), P.ChannelShuffle()],    # row bands of one padded input
+    [P.Partition("co", 2), P.Group(2, part=0), P.Group(4, part=1), P.ChannelShuffle(part=1)],
+    [P.Bottleneck(2, axis="oh")],                              # a spatial bottleneck
+]
+
+
+def reference_forward(module, x):
+    """The kernel's parts with plain torch ops (torch's own index_select gradient), for comparison."""
+    k = module.kernel
+    padded = torch.nn.functional.pad(x, [k.pad] * 4)
+    out = torch.zeros((x.shape[0],) + tuple(k.output_shape()[1:]))
+    for (c0, r0), part, w in zip(k.placements(), k.parts, module.weights):
+        xs = padded.index_select(1, torch.tensor(k.input_channels(part)))
+        y = torch.nn.functional.conv2d(xs, w, stride=(k.stride * k.bh, k.stride * k.bw), groups=part.groups)
+        y = y[:, :, part.oh_start // k.bh:part.oh_start // k.bh + k.rows(part), :k.cols]
+        out[:, c0:c0 + part.c_out, r0:r0 + k.rows(part)] = y
+    return out
+
+
+@pytest.mark.parametrize("steps", TRAINING_SCHEDULES, ids=["shuffle", "subset", "row-bands", "co-parts",
+                                                           "spatial"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_torch_module_outputs_and_gradients_match_plain_torch_in_either_layout(steps, layout):
+    module = P.Schedule(CONV, steps).to_torch()
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.rand(2, 16, 8, 8).contiguous(memory_format=fmt).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    y = module(x)
+    y_ref = reference_forward(module, x_ref)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    grad = torch.rand_like(y_ref)
+    weight_grads = torch.autograd.grad(y_ref, [x_ref] + list(module.weights), grad)
+    ours = torch.autograd.grad(y, [x] + list(module.weights), grad)
+    for actual, expected in zip(ours, weight_grads):
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    if layout == "channels_last":  # the next layers keep the fast layout
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_torch_module_channel_index_travels_with_the_module_but_is_not_saved():
+    module = P.Schedule(CONV, [P.Group(2), P.ChannelShuffle()]).to_torch()
+    buffers = dict(module.named_buffers())
+    # buffers follow .to(device) once, instead of an index copied to the device in every call
+    assert buffers["channel_index_0"].tolist() == module.kernel.input_channels(module.kernel.parts[0])
+    assert (buffers["channel_index_0"][buffers["channel_inverse_0"]] == torch.arange(16)).all()
+    assert list(module.state_dict()) == ["weights.0"]
+    assert "channel_inverse_0" not in dict(P.Schedule(CONV, [P.Group(2), P.Bottleneck(2, axis="ci"),
+                                                              P.ChannelShuffle()]).to_torch().named_buffers())
+
+
 def test_bottlenecks_shrink_output_and_input_channel_domains():
     out_bottleneck = P.Schedule(CONV, [P.Bottleneck(4)])
     assert out_bottleneck.output_shape == (1, 4, 8, 8)

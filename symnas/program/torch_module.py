@@ -15,6 +15,36 @@ from torch import nn
 from symnas.program.kernel import Kernel
 
 
+class _GatherChannels(torch.autograd.Function):
+    """``x.index_select(dim, index)`` for distinct indices, whose gradient is a gather or a copy.
+
+    torch's own gradient of ``index_select`` adds with atomics, which made it a fifth of a searched
+    ResNet-34's training step on the GPU. ``inverse`` (given when ``index`` is a permutation) turns the
+    gradient into one more gather.
+    """
+
+    @staticmethod
+    def forward(ctx, x, dim, index, inverse):  # pylint: disable=arguments-differ
+        ctx.dim, ctx.shape = dim, x.shape
+        ctx.save_for_backward(index, inverse)
+        return x.index_select(dim, index)
+
+    @staticmethod
+    def backward(ctx, grad):  # pylint: disable=arguments-differ
+        index, inverse = ctx.saved_tensors
+        if inverse is not None:
+            return grad.index_select(ctx.dim, inverse), None, None, None
+        return grad.new_zeros(ctx.shape).index_copy_(ctx.dim, index, grad), None, None, None
+
+
+def _is_plain_conv(kernel: Kernel) -> bool:
+    """Whether the kernel's one part equals ``F.conv2d(x, w, stride, padding, groups)``."""
+    part = kernel.parts[0]
+    natural = [(size + 2 * kernel.pad - kernel.k) // kernel.stride + 1 for size in (kernel.h, kernel.w)]
+    return (kernel.bh == kernel.bw == 1 and part.oh_start == 0 and kernel.rows(part) == kernel.oh
+            and natural == [kernel.oh, kernel.ow] and kernel.cols == kernel.ow)
+
+
 class TransformedConv(nn.Module):
     """Computes what :meth:`Kernel.te_tensors` computes; owns one weight per kernel part."""
 
@@ -35,11 +65,23 @@ class TransformedConv(nn.Module):
             self.weights.append(nn.Parameter(tensor))
         if weights is None:
             self.reset_parameters()
-        self._channel_index: List[Optional[torch.Tensor]] = []
-        for part in kernel.parts:
+        # each part's input channels (None: all, in order), as buffers so that ``.to(device)`` moves them
+        # once: an index copied to the GPU in every forward would wait for the GPU each time
+        self._index_names: List[Optional[str]] = []
+        for i, part in enumerate(kernel.parts):
             channels = kernel.input_channels(part)
-            contiguous = channels == list(range(kernel.c_in))
-            self._channel_index.append(None if contiguous else torch.tensor(channels))
+            if channels == list(range(kernel.c_in)):
+                self._index_names.append(None)
+                continue
+            if len(set(channels)) != len(channels):
+                raise ValueError(f"part {i} reads an input channel twice: {channels}")
+            self._index_names.append(f"channel_index_{i}")
+            self.register_buffer(f"channel_index_{i}", torch.tensor(channels), persistent=False)
+            if sorted(channels) == list(range(kernel.c_in)):  # a permutation (a channel shuffle)
+                inverse = torch.empty(len(channels), dtype=torch.long)
+                inverse[torch.tensor(channels)] = torch.arange(len(channels))
+                self.register_buffer(f"channel_inverse_{i}", inverse, persistent=False)
+        self._plain = kernel.kind == "conv2d" and len(kernel.parts) == 1 and _is_plain_conv(kernel)
 
     def reset_parameters(self) -> None:
         """Draws every part's weight as ``nn.Conv2d`` / ``nn.Linear`` do (from torch's global generator)."""
@@ -59,6 +101,11 @@ class TransformedConv(nn.Module):
         if tuple(x.shape[1:]) != tuple(k.input_shape()[1:]):
             raise ValueError(f"input shape {tuple(x.shape)} does not match the kernel's "
                              f"{k.input_shape()}")
+        if self._plain:
+            # one part that is an ordinary (grouped, strided) convolution of the selected channels:
+            # torch pads inside the convolution, no padded copy, no slicing
+            return F.conv2d(self._select(x, 0), self.weights[0], stride=k.stride, padding=k.pad,
+                            groups=k.parts[0].groups)
         if k.kind == "dense":
             outputs = [self._dense_part(x, i) for i in range(len(k.parts))]
         else:
@@ -67,6 +114,8 @@ class TransformedConv(nn.Module):
         if len(outputs) == 1:
             return outputs[0]
         out = outputs[0].new_zeros((x.shape[0],) + tuple(k.output_shape()[1:]))
+        if out.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous(memory_format=torch.channels_last)  # keep the caller's layout
         for (c0, r0), part, y in zip(k.placements(), k.parts, outputs):
             if k.kind == "dense":
                 out[:, c0:c0 + part.c_out] = y
@@ -75,8 +124,16 @@ class TransformedConv(nn.Module):
         return out
 
     def _select(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        index = self._channel_index[i]
-        return x if index is None else x.index_select(1, index.to(x.device))
+        name = self._index_names[i]
+        if name is None:
+            return x
+        index = getattr(self, name).to(x.device)
+        inverse = getattr(self, f"channel_inverse_{i}", None)
+        inverse = None if inverse is None else inverse.to(x.device)
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            # gather along the innermost (channel) dimension so the result stays channels_last
+            return _GatherChannels.apply(x.permute(0, 2, 3, 1), 3, index, inverse).permute(0, 3, 1, 2)
+        return _GatherChannels.apply(x, 1, index, inverse)
 
     def _conv_part(self, padded: torch.Tensor, i: int) -> torch.Tensor:
         k, part = self.kernel, self.kernel.parts[i]
