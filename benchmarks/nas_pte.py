@@ -184,7 +184,8 @@ class KernelTable:
         except (OSError, ValueError, KeyError, TypeError, SyntaxError) as e:
             raise ValueError(f"--kernel-table {path}: not a kernel table saved by nas_pte ({e})") from e
         if bool(saved.get("cold_weights", False)) != self.cold_weights:
-            modes = {True: "with cold weights (--cold-weights)", False: "with warm weights"}
+            modes = {True: "with cold weights (--kernel-timing cold)",
+                     False: "with warm weights (--kernel-timing warm)"}
             raise ValueError(f"--kernel-table {path}: its kernels were timed {modes[not self.cold_weights]}, "
                              f"this run times them {modes[self.cold_weights]}; use another file")
         if saved.get("machine") != this_machine():
@@ -798,7 +799,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                        relax.get("ms", math.inf))   # whole networks
 
     print(f"  kernel table: {table.compiles} TVM kernels compiled and timed in {table_seconds:.0f} s"
-          + (" (each call with its weights flushed from the caches: --cold-weights)" if args.cold_weights else ""))
+          + (" (each call with its weights flushed from the caches: --kernel-timing cold)" if args.cold_weights else ""))
     print("\n  per-layer latency (ms, batch 1; TVM = best of the program templates; NAS = G2 then compile)")
     print(f"  {'layer':28s} {'shape':22s} {'torch':>7s} {'TVM':>7s} {'NAS':>7s} {'ours':>7s} "
           f"{'x':>5s}  ours sequence (+template)   fisher orig->ours")
@@ -938,9 +939,12 @@ def main(argv=None):
                         help="read kernel latencies measured by an earlier run from FILE (when it exists) and "
                              "write this run's table there: later runs on this machine skip those compiles")
     parser.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel")
-    parser.add_argument("--cold-weights", action="store_true",
-                        help="time each kernel with its weights flushed from the caches, as inside a network "
-                             "at batch 1 whose weights do not fit them (default: warm, back-to-back calls)")
+    parser.add_argument("--kernel-timing", choices=["cold", "warm"], default="cold",
+                        help="cold (default): time each kernel with its weights flushed from the caches, as "
+                             "inside a network at batch 1 whose weights do not fit them (the kernel sums then "
+                             "predict the whole network); warm: back-to-back calls, weights in cache")
+    parser.add_argument("--cold-weights", dest="kernel_timing", action="store_const", const="cold",
+                        help="the same as --kernel-timing cold (the default)")
     parser.add_argument("--max-templates", type=int, default=6, help="program templates per kernel")
     parser.add_argument("--no-relax", dest="relax", action="store_false",
                         help="skip the original network through TVM's Relax frontend (untuned, ~1.5 s per run)")
@@ -949,6 +953,7 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--export", default=None, help="save the original and chosen torch models here")
     args = parser.parse_args(argv)
+    args.cold_weights = args.kernel_timing == "cold"
     if args.exact_candidates < 0:
         parser.error(f"--exact-candidates must be >= 0, got {args.exact_candidates}")
     if args.fill_images is not None and args.fill_images < 1:

@@ -105,6 +105,20 @@ def test_a_kernel_table_timed_in_the_other_cache_mode_is_refused(tmp_path, load_
     assert nas_pte.KernelTable(repeat=1, cold_weights=True).load(path) == 1
 
 
+def test_kernels_are_timed_cold_by_default_and_a_warm_table_is_refused_naming_the_flag(
+        placeholder_data, capsys, load_script):
+    import symnas as sn
+    nas_pte = load_script("benchmarks/nas_pte.py")
+    warm = nas_pte.KernelTable(repeat=1)
+    warm.measure(sn.program.Conv2d(c_in=8, c_out=8, h=8, w=8, k=3, stride=1, padding=1), [], [])
+    path = str(placeholder_data / "warm.json")
+    warm.save(path)
+    with pytest.raises(SystemExit):
+        nas_pte.main(["--quick", "--kernel-table", path])
+    err = capsys.readouterr().err
+    assert "timed with warm weights (--kernel-timing warm), this run times them with cold weights" in err
+
+
 def test_a_kernel_table_file_that_is_not_one_is_refused_before_any_work(placeholder_data, capsys, load_script):
     bad = placeholder_data / "table.json"
     bad.write_text("{\"latency\": 1}")
