@@ -113,9 +113,10 @@ class TransformedConv(nn.Module):
             outputs = [self._conv_part(padded, i) for i in range(len(k.parts))]
         if len(outputs) == 1:
             return outputs[0]
-        out = outputs[0].new_zeros((x.shape[0],) + tuple(k.output_shape()[1:]))
-        if out.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            out = out.contiguous(memory_format=torch.channels_last)  # keep the caller's layout
+        shape = (x.shape[0],) + tuple(k.output_shape()[1:])
+        layout = (torch.channels_last if len(shape) == 4 and x.is_contiguous(memory_format=torch.channels_last)
+                  else torch.contiguous_format)  # keep the caller's layout
+        out = torch.empty(shape, dtype=outputs[0].dtype, device=x.device, memory_format=layout).zero_()
         for (c0, r0), part, y in zip(k.placements(), k.parts, outputs):
             if k.kind == "dense":
                 out[:, c0:c0 + part.c_out] = y
