@@ -176,6 +176,21 @@ def test_torch_module_channel_index_travels_with_the_module_but_is_not_saved():
                                                               P.ChannelShuffle()]).to_torch().named_buffers())
 
 
+def test_torch_module_saved_before_the_index_buffers_still_loads_and_computes_the_same(tmp_path):
+    module = P.Schedule(CONV, [P.Group(2), P.ChannelShuffle()]).to_torch()
+    x = torch.rand(1, 16, 8, 8)
+    expected = module(x)
+    # the attributes of the module as torch.save wrote it before 2026-12-02
+    for name in list(module._buffers):
+        del module._buffers[name]
+    del module.__dict__["_index_names"], module.__dict__["_plain"]
+    module.__dict__["_channel_index"] = [torch.tensor(module.kernel.input_channels(module.kernel.parts[0]))]
+    torch.save(module, tmp_path / "old.pt")
+    loaded = torch.load(tmp_path / "old.pt", weights_only=False)
+    torch.testing.assert_close(loaded(x), expected)
+    assert "_channel_index" not in loaded.__dict__ and "channel_index_0" in dict(loaded.named_buffers())
+
+
 def test_bottlenecks_shrink_output_and_input_channel_domains():
     out_bottleneck = P.Schedule(CONV, [P.Bottleneck(4)])
     assert out_bottleneck.output_shape == (1, 4, 8, 8)

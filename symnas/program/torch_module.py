@@ -65,8 +65,12 @@ class TransformedConv(nn.Module):
             self.weights.append(nn.Parameter(tensor))
         if weights is None:
             self.reset_parameters()
-        # each part's input channels (None: all, in order), as buffers so that ``.to(device)`` moves them
-        # once: an index copied to the GPU in every forward would wait for the GPU each time
+        self._register_channel_indices()
+
+    def _register_channel_indices(self) -> None:
+        """Each part's input channels (None: all, in order), as buffers so that ``.to(device)`` moves
+        them once: an index copied to the GPU in every forward waits for the GPU each time."""
+        kernel = self.kernel
         self._index_names: List[Optional[str]] = []
         for i, part in enumerate(kernel.parts):
             channels = kernel.input_channels(part)
@@ -82,6 +86,17 @@ class TransformedConv(nn.Module):
                 inverse[torch.tensor(channels)] = torch.arange(len(channels))
                 self.register_buffer(f"channel_inverse_{i}", inverse, persistent=False)
         self._plain = kernel.kind == "conv2d" and len(kernel.parts) == 1 and _is_plain_conv(kernel)
+
+    def __setstate__(self, state) -> None:
+        """Modules pickled before 2026-12-02 (``torch.save``) kept their indices in a plain list."""
+        super().__setstate__(state)
+        if "_index_names" not in self.__dict__:
+            self.__dict__.pop("_channel_index", None)
+            self._register_channel_indices()
+            device = self.weights[0].device if len(self.weights) else None
+            if device is not None:
+                for name, buffer in self._buffers.items():
+                    self._buffers[name] = buffer.to(device)
 
     def reset_parameters(self) -> None:
         """Draws every part's weight as ``nn.Conv2d`` / ``nn.Linear`` do (from torch's global generator)."""
