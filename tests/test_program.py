@@ -183,7 +183,7 @@ def test_torch_module_saved_before_the_index_buffers_still_loads_and_computes_th
     # the attributes of the module as torch.save wrote it before 2026-12-02
     for name in list(module._buffers):
         del module._buffers[name]
-    del module.__dict__["_index_names"], module.__dict__["_plain"]
+    del module.__dict__["_index_names"], module.__dict__["_inverse_names"], module.__dict__["_plain"]
     module.__dict__["_channel_index"] = [torch.tensor(module.kernel.input_channels(module.kernel.parts[0]))]
     torch.save(module, tmp_path / "old.pt")
     loaded = torch.load(tmp_path / "old.pt", weights_only=False)

@@ -72,8 +72,10 @@ class TransformedConv(nn.Module):
         them once: an index copied to the GPU in every forward waits for the GPU each time."""
         kernel = self.kernel
         self._index_names: List[Optional[str]] = []
+        self._inverse_names: List[Optional[str]] = []   # set where the index is a permutation
         for i, part in enumerate(kernel.parts):
             channels = kernel.input_channels(part)
+            self._inverse_names.append(None)
             if channels == list(range(kernel.c_in)):
                 self._index_names.append(None)
                 continue
@@ -85,6 +87,7 @@ class TransformedConv(nn.Module):
                 inverse = torch.empty(len(channels), dtype=torch.long)
                 inverse[torch.tensor(channels)] = torch.arange(len(channels))
                 self.register_buffer(f"channel_inverse_{i}", inverse, persistent=False)
+                self._inverse_names[i] = f"channel_inverse_{i}"
         self._plain = kernel.kind == "conv2d" and len(kernel.parts) == 1 and _is_plain_conv(kernel)
 
     def __setstate__(self, state) -> None:
@@ -144,8 +147,8 @@ class TransformedConv(nn.Module):
         if name is None:
             return x
         index = getattr(self, name).to(x.device)
-        inverse = getattr(self, f"channel_inverse_{i}", None)
-        inverse = None if inverse is None else inverse.to(x.device)
+        inverse_name = self._inverse_names[i]
+        inverse = None if inverse_name is None else getattr(self, inverse_name).to(x.device)
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             # gather along the innermost (channel) dimension so the result stays channels_last
             return _GatherChannels.apply(x.permute(0, 2, 3, 1), 3, index, inverse).permute(0, 3, 1, 2)
