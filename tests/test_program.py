@@ -157,9 +157,9 @@ def test_torch_module_outputs_and_gradients_match_plain_torch_in_either_layout(s
     y_ref = reference_forward(module, x_ref)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     grad = torch.rand_like(y_ref)
-    weight_grads = torch.autograd.grad(y_ref, [x_ref] + list(module.weights), grad)
+    expected_grads = torch.autograd.grad(y_ref, [x_ref] + list(module.weights), grad)
     ours = torch.autograd.grad(y, [x] + list(module.weights), grad)
-    for actual, expected in zip(ours, weight_grads):
+    for actual, expected in zip(ours, expected_grads):
         torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
     if layout == "channels_last":  # the next layers keep the fast layout
         assert y.is_contiguous(memory_format=torch.channels_last)
