@@ -37,14 +37,6 @@ class _GatherChannels(torch.autograd.Function):
         return grad.new_zeros(ctx.shape).index_copy_(ctx.dim, index, grad), None, None, None
 
 
-def _is_plain_conv(kernel: Kernel) -> bool:
-    """Whether the kernel's one part equals ``F.conv2d(x, w, stride, padding, groups)``."""
-    part = kernel.parts[0]
-    natural = [(size + 2 * kernel.pad - kernel.k) // kernel.stride + 1 for size in (kernel.h, kernel.w)]
-    return (kernel.bh == kernel.bw == 1 and part.oh_start == 0 and kernel.rows(part) == kernel.oh
-            and natural == [kernel.oh, kernel.ow] and kernel.cols == kernel.ow)
-
-
 class TransformedConv(nn.Module):
     """Computes what :meth:`Kernel.te_tensors` computes; owns one weight per kernel part."""
 
@@ -88,7 +80,9 @@ class TransformedConv(nn.Module):
                 inverse[torch.tensor(channels)] = torch.arange(len(channels))
                 self.register_buffer(f"channel_inverse_{i}", inverse, persistent=False)
                 self._inverse_names[i] = f"channel_inverse_{i}"
-        self._plain = kernel.kind == "conv2d" and len(kernel.parts) == 1 and _is_plain_conv(kernel)
+        # one part over every output row, no spatial bottleneck: F.conv2d(x, w, stride, padding, groups)
+        self._plain = (kernel.kind == "conv2d" and len(kernel.parts) == 1 and kernel.bh == kernel.bw == 1
+                       and not kernel.has_row_partitions())
 
     def __setstate__(self, state) -> None:
         """Modules pickled before 2026-12-02 (``torch.save``) kept their indices in a plain list."""
