@@ -121,21 +121,7 @@ def steps_key(steps) -> tuple:
     return tuple(_frozen(s) for s in steps)
 
 
-def short(steps) -> str:
-    names = []
-    for s in steps:
-        d = s.sym_init_args
-        if type(s).__name__ == "Group":
-            names.append(f"G{d.groups}" + (f"[p{d.part}]" if d.part is not None else ""))
-        elif type(s).__name__ == "Bottleneck":
-            names.append(f"B{d.factor}({d.axis})")
-        elif type(s).__name__ == "Partition":
-            names.append(f"split({d.axis},{d.parts})")
-        elif type(s).__name__ == "ChannelShuffle":
-            names.append("shuffle" + (f"[p{d.part}]" if d.part is not None else ""))
-        else:
-            names.append(type(s).__name__)
-    return ">".join(names) or "original"
+short = sn.spaces.describe_neural     # 'G4>B2(ci)>shuffle'
 
 
 def template_name(steps) -> str:

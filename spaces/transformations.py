@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyglove as pg
 
-__all__ = ["LayerTransformation", "NetworkTransformation", "SharedSteps", "drop_kept_layers",
+__all__ = ["LayerTransformation", "NetworkTransformation", "SharedSteps", "describe_neural", "drop_kept_layers",
            "network_transformations", "neural_menu", "program_templates"]
 
 
@@ -46,6 +46,10 @@ class LayerTransformation(pg.Object):
     @property
     def is_transformed(self) -> bool:
         return bool(self.neural)
+
+    def describe(self) -> str:
+        """The neural steps in short: ``"G4>B2(ci)>shuffle"``, ``"original"`` when there are none."""
+        return describe_neural(self.neural)
 
 
 class NetworkTransformation(pg.Object):
@@ -74,6 +78,34 @@ class NetworkTransformation(pg.Object):
         """The transformed backbone (convs with neural steps replaced by their kernels)."""
         from symnas import nn as snn  # pylint: disable=import-outside-toplevel
         return snn.replace_convs(self.original(), self.replacements())
+
+
+def describe_neural(steps) -> str:
+    """A short label of a neural step sequence, as the benchmark tables print it.
+
+    ``Group(4)`` -> ``G4``, ``Bottleneck(2, axis="ci")`` -> ``B2(ci)``, ``Partition("co", 2)`` ->
+    ``split(co,2)``, ``ChannelShuffle()`` -> ``shuffle``; a step on one part gets ``[pN]``::
+
+        from symnas import program as P
+        assert describe_neural([P.Group(4), P.ChannelShuffle()]) == "G4>shuffle"
+        assert describe_neural([]) == "original"
+    """
+    names = []
+    for step in steps:
+        args = step.sym_init_args
+        part = f"[p{args.part}]" if getattr(args, "part", None) is not None else ""
+        kind = type(step).__name__
+        if kind == "Group":
+            names.append(f"G{args.groups}{part}")
+        elif kind == "Bottleneck":
+            names.append(f"B{args.factor}({args.axis}){part}")
+        elif kind == "Partition":
+            names.append(f"split({args.axis},{args.parts})")
+        elif kind == "ChannelShuffle":
+            names.append(f"shuffle{part}")
+        else:
+            names.append(kind + part)
+    return ">".join(names) or "original"
 
 
 def neural_menu(op, channel_shuffle: bool = False) -> List[list]:

@@ -59,3 +59,15 @@ def test_kernel_search_notebook_searches_times_and_runs_the_kernel_in_torch():
     assert "best kernel" in text and "speedup" in text
     error = float(text.split("max |TVM - torch|:")[1].split()[0])
     assert error < 1e-4
+
+
+def test_network_search_notebook_rejects_by_fisher_and_compiles_a_faster_network():
+    outputs = _outputs(_execute_notebook("network_search.ipynb"))
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    counts = text.split("kernels compiled and timed")[0]
+    assert "completed" in counts and "rejected" in counts         # Fisher let some through, not all
+    error = float(text.split("max |TVM - torch| of ours:")[1].split()[0])
+    assert error < 1e-4
+    speedup = float(text.split("speedup ")[1].split("x")[0])
+    assert speedup > 1.2                                          # grouped kernels beat the original's

@@ -106,3 +106,15 @@ def test_keep_naming_an_unknown_layer_or_every_layer_is_refused_by_name():
     sites = sn.nn.transformable_convs(sn.nn.backbone("resnet18"))
     with pytest.raises(ValueError, match="nothing left to transform"):
         sn.spaces.drop_kept_layers(sites, [s.torch_name for s in sites])
+
+
+def test_neural_sequences_are_described_in_the_benchmark_tables_short_form():
+    P = sn.program
+    assert sn.spaces.describe_neural([]) == "original"
+    assert sn.spaces.describe_neural([P.Group(8), P.Bottleneck(2, axis="ci"), P.ChannelShuffle()]) == \
+        "G8>B2(ci)>shuffle"
+    assert sn.spaces.describe_neural([P.Partition("co", 2), P.Group(2, part=0), P.Group(4, part=1),
+                                      P.ChannelShuffle()]) == "split(co,2)>G2[p0]>G4[p1]>shuffle"
+    layer = sn.spaces.LayerTransformation("stem.conv", [P.Group(4), P.ChannelShuffle()], [])
+    assert layer.describe() == "G4>shuffle"
+    assert sn.spaces.LayerTransformation("stem.conv").describe() == "original"
