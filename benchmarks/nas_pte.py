@@ -63,6 +63,7 @@ import torch
 
 import symnas as sn
 from symnas.program.measure import time_torch, time_torch_conv
+from symnas.spaces import describe_neural
 
 MEAN = np.array([125.3, 123.0, 113.9], dtype=np.float32) / 255
 STD = np.array([63.0, 62.1, 66.7], dtype=np.float32) / 255
@@ -119,9 +120,6 @@ def steps_key(steps) -> tuple:
             cached = _SEALED_KEYS[id(steps)] = (steps, tuple(_frozen(s) for s in steps))
         return cached[1]
     return tuple(_frozen(s) for s in steps)
-
-
-short = sn.spaces.describe_neural     # 'G4>B2(ci)>shuffle'
 
 
 def template_name(steps) -> str:
@@ -352,7 +350,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             lat = [(table.measure(op, neural, prog), prog) for prog in templates[key]]
             best[key].append(min(lat, key=lambda t: t[0]))
         print(f"  {op.c_in:4d}->{op.c_out:4d} {op.h}x{op.w} k{op.k} s{op.stride}: TVM ms "
-              + ", ".join(f"{short(n)} {b[0]:.3f}" for n, b in zip(options, best[key])), flush=True)
+              + ", ".join(f"{describe_neural(n)} {b[0]:.3f}" for n, b in zip(options, best[key])), flush=True)
     # a second timing of each option's best kernel: a load spike during the first one would
     # otherwise decide the table (and the original convs are every speedup's denominator)
     for key, op in ops.items():
@@ -376,7 +374,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         keep = [i for i in range(len(menus[key])) if i == 0 or math.isfinite(best[key][i][0])]
         if len(keep) < len(menus[key]):
             print(f"  {key}: not offered (no template compiles): "
-                  + ", ".join(short(menus[key][i]) for i in range(len(menus[key])) if i not in keep))
+                  + ", ".join(describe_neural(menus[key][i]) for i in range(len(menus[key])) if i not in keep))
             menus[key], best[key] = [menus[key][i] for i in keep], [best[key][i] for i in keep]
 
     # 2. search ---------------------------------------------------------------------------
@@ -640,9 +638,9 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                              and best[site.key][i][0] < best[site.key][0][0])
             idx = options[0][1] if options else 0
             tried[p].add(idx)
-            before = short(chosen[p][0])
+            before = describe_neural(chosen[p][0])
             chosen[p] = (list(menus[site.key][idx]), list(best[site.key][idx][1]))
-            moves.append(f"{site.torch_name}: {before} -> {short(chosen[p][0])}")
+            moves.append(f"{site.torch_name}: {before} -> {describe_neural(chosen[p][0])}")
         chosen_net = network_of(chosen)
     if not chosen_legal and args.mode == "network":
         # no transformed layer fails any more, yet they lower the layers after them: give the earliest
@@ -662,7 +660,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             trim_memory()
             rounds += 1
             low, high = (low, mid) if ok else (mid + 1, high)
-        moves += [f"{site_by_path[p].torch_name}: {short(chosen[p][0])} -> original (prefix)" for p in transformed[:high]]
+        moves += [f"{site_by_path[p].torch_name}: {describe_neural(chosen[p][0])} -> original (prefix)" for p in transformed[:high]]
         chosen = reverted(high)
         chosen_net, chosen_legal = network_of(chosen), True
     filled: List[str] = []             # "layer: from -> to" for every upgrade --fill-budget made
@@ -715,7 +713,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
             legal = exact_check.check(original, network_of(trial), x, y, original_scores=original_scores).legal
             trim_memory()
             if legal:
-                filled.append(f"{site.torch_name}: {short(chosen[p][0])} -> {short(trial[p][0])}")
+                filled.append(f"{site.torch_name}: {describe_neural(chosen[p][0])} -> {describe_neural(trial[p][0])}")
                 chosen, current = trial, current + cost
             else:
                 refused.add((p, i))
@@ -799,7 +797,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         g2 = nas_best[s.key][0]
         row = dict(layer=s.torch_name, shape=f"{s.in_shape[0]}->{s.out_shape[0]} {s.in_shape[1]}x{s.in_shape[2]} "
                    f"s{s.layer.stride}", torch_ms=torch_conv[s.key], tvm_ms=best[s.key][0][0], nas_ms=g2,
-                   ours_ms=ours_ms, sequence=short(n), template=template_name(pr), fisher_original=orig,
+                   ours_ms=ours_ms, sequence=describe_neural(n), template=template_name(pr), fisher_original=orig,
                    fisher_ours=cand, nas_legal=nas_legal[s.path])
         rows.append(row)
         speed = min(row["torch_ms"], row["tvm_ms"]) / ours_ms

@@ -213,8 +213,9 @@ class _FlatPlan:
             elif node.op == "get_attr":
                 constants[dst] = operator.attrgetter(node.target)(model)
             elif module is not None and not isinstance(module, TVMKernelModule):
-                self.steps.append(self._generic_step(module, value(node.args), value(node.kwargs), dst))
-                reads.append(_slots_in((value(node.args), value(node.kwargs))))
+                args, kwargs = value(node.args), value(node.kwargs)
+                self.steps.append(self._generic_step(module, args, kwargs, dst))
+                reads.append(_slots_in((args, kwargs)))
                 self.others += 1
             elif module is not None:
                 if node.kwargs or len(node.args) != 1 + module.residual:
@@ -247,9 +248,8 @@ class _FlatPlan:
         self._drop_dead_values(reads, set(_slots_in(self._output)) | set(constants))
 
     def _drop_dead_values(self, reads: List[List[int]], keep: set) -> None:
-        """Makes each step drop the values that no later step reads, as eager torch frees them: a
-        DenseNet keeps every concatenation alive otherwise, and its flat plan ran 2x slower than
-        its modules (fresh memory for each large tensor on each call)."""
+        """Makes each step drop the values that no later step reads, as eager torch frees them
+        (kept to the end of the call, a DenseNet's concatenations take fresh memory on every call)."""
         last_read = {}
         for index, slots in enumerate(reads):
             for i in slots:
