@@ -11,7 +11,14 @@ Every model given is timed, in one process with interleaved rounds, as:
 - torch eager,
 - ``sn.nn.compile_network(net, tune=True)`` (symnas; each conv its fastest measured template),
   run as its flat plan, and the same kernels called through the torch modules (``plan=False``),
-- Relax + MetaSchedule (``--trials-per-task`` > 0), or Relax untuned (``--trials-per-task 0``).
+- Relax + MetaSchedule (``--trials-per-task`` > 0), or Relax untuned (``--trials-per-task 0``),
+- with ``--preactivation-in-torch``, also compiled with ``fuse_preactivation=False`` (the batch
+  norm + ReLU before a conv left to torch instead of read through the kernel's prologue), for
+  networks that have any (DenseNet).
+
+It then splits each flat plan's time into its TVM kernels and the rest (the torch glue: pre-activation
+batch norms, concatenations, pooling, the classifier) and prints the speedup over the first model that
+convs taking no time at all would give: the ceiling of any conv transformation of that network.
 
 Models are symbolic networks saved by ``nas_pte.py --export DIR`` (JSON). Tuning needs
 ``xgboost`` (``pip install -e ".[tune]"``).
@@ -39,7 +46,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import symnas as sn  # noqa: E402  pylint: disable=wrong-import-position
-from nas_pte import end_to_end_timings  # noqa: E402  pylint: disable=wrong-import-position
+from nas_pte import end_to_end_timings, kernel_share  # noqa: E402  pylint: disable=wrong-import-position
 
 
 class RelaxNetwork:
@@ -101,6 +108,8 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds (min is reported)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--work-dir", default=None, help="keep MetaSchedule's logs here (default: a temp folder)")
+    parser.add_argument("--preactivation-in-torch", action="store_true",
+                        help="also time each network with its pre-activation batch norms left to torch")
     args = parser.parse_args(argv)
     if args.trials_per_task < 0:
         parser.error(f"--trials-per-task must be >= 0, got {args.trials_per_task}")
@@ -131,6 +140,10 @@ def main(argv=None) -> Dict[str, Any]:
         timed[f"{name} | symnas TVM"] = compiled
         timed[f"{name} | symnas TVM, through the modules"] = sn.nn.CompiledNetwork(
             compiled.model, compiled.schedules, compiled.fallbacks, compiled.glue_threads, compiled.fused, plan=False)
+        info[name]["prologues_fused"] = sum("before" in what for what in compiled.fused.values())
+        if args.preactivation_in_torch and info[name]["prologues_fused"]:
+            timed[f"{name} | symnas TVM, pre-activation in torch"] = sn.nn.compile_network(
+                net, copy.deepcopy(model), tune=True, fuse_preactivation=False)
         if args.tune_models is None or i < args.tune_models:
             work_dir = os.path.join(args.work_dir, name) if args.work_dir else None
             try:
@@ -162,6 +175,13 @@ def main(argv=None) -> Dict[str, Any]:
     for key, ms in best.items():
         name = key.split(" | ")[0]
         print(f"  {key:60s} {ms:8.2f} {baseline / ms:7.2f}x   {info[name]['params'] / 1e6:.2f}M")
+    print(f"\n  inside each compiled network (flat plan, mean of {args.rounds * 3} calls, ms): its TVM kernels, "
+          f"the rest (torch glue), and the speedup over {first} if the convs took no time at all")
+    for name in info:
+        share = kernel_share(timed[f"{name} | symnas TVM"], rounds=args.rounds * 3)
+        rest = share["total"] - share["kernels"]
+        info[name].update(kernels_in_network_ms=share["kernels"], outside_kernels_ms=rest)
+        print(f"  {name:40s} kernels {share['kernels']:7.2f}   rest {rest:7.2f}   bound {baseline / rest:6.2f}x")
     result = {"date": f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC", "machine": platform.node(),
               "trials_per_task": args.trials_per_task, "ms": best, "runs": runs, "models": info}
     if args.json:

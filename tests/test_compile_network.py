@@ -76,6 +76,44 @@ def test_kernel_module_adds_a_residual_in_its_output_write(steps, relu):
         plain(x, shortcut)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("steps", [[], p.cpu_packed_conv_template(16, 2),
+                                   [p.Group(4), p.ChannelShuffle()] + p.cpu_conv_template(4, 2),
+                                   [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)]
+                                   + p.cpu_conv_template(4, 2)])
+def test_kernel_module_applies_a_batch_norm_and_relu_to_its_input_before_the_conv(steps, k):
+    op = p.Conv2d(c_in=16, c_out=16, h=8, w=8, k=k, stride=1)
+    sched = p.Schedule(op, list(steps))
+    reference = sched.to_torch()
+    scale, shift, bias = torch.rand(16) + 0.5, torch.randn(16), torch.randn(16)
+    fast = p.TVMKernelModule(sched, list(reference.weights), in_scale=scale, in_shift=shift)
+    x = torch.randn(1, 16, 8, 8)
+    before = torch.relu(x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1))
+    assert (before == 0).any() and (before > 0).any()    # the ReLU clamps some inputs, not all
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), reference(before), atol=1e-4, rtol=1e-4)
+        both = p.TVMKernelModule(sched, list(reference.weights), bias=bias, relu=True, residual=True,
+                                 in_scale=scale, in_shift=shift)
+        shortcut = torch.randn(1, 16, 8, 8)
+        expected = torch.relu(reference(before) + bias.view(1, -1, 1, 1) + shortcut)
+        torch.testing.assert_close(both(x, shortcut), expected, atol=1e-4, rtol=1e-4)
+    assert "batch norm + relu, then" in repr(fast)
+
+
+def test_prologue_errors_name_the_problem():
+    _, sched = _conv_and_module(steps=p.cpu_conv_template(4, 2))
+    weights = [torch.zeros(16, 16, 3, 3)]
+    with pytest.raises(ValueError, match="together"):
+        p.TVMKernelModule(sched, weights, in_scale=torch.ones(16))
+    with pytest.raises(ValueError, match="in_shift has 8 values, the kernel has 16 input channels"):
+        p.TVMKernelModule(sched, weights, in_scale=torch.ones(16), in_shift=torch.zeros(8))
+    with pytest.raises(ValueError, match="CPU kernels only"):
+        sched.lower("cuda", prologue=True)
+    dense = p.Schedule(p.Dense(c_in=16, c_out=8), [])
+    with pytest.raises(ValueError, match="convolutions only"):
+        dense.lower(prologue=True)
+
+
 def test_epilogue_errors_name_the_problem():
     _, sched = _conv_and_module(steps=p.cpu_conv_template(4, 2))
     with pytest.raises(ValueError, match="unknown epilogue"):
@@ -180,6 +218,39 @@ def test_compile_network_folds_batch_norm_and_fuses_relu_into_the_kernels():
     torch.testing.assert_close(unfused(x), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_compile_network_fuses_pre_activation_batch_norms_into_the_next_conv():
+    # a DenseNet layer (batch norm, ReLU, 1x1 conv, batch norm, ReLU, 3x3 conv) and a transition
+    net = sn.nn.Sequential([
+        sn.nn.Conv(16, 3),
+        sn.nn.Concat([sn.nn.Sequential([sn.nn.BatchNorm(), sn.nn.ReLU(), sn.nn.Conv(32, 1), sn.nn.BatchNorm(),
+                                        sn.nn.ReLU(), sn.nn.Conv(8, 3)])], include_input=True),
+        sn.nn.BatchNorm(), sn.nn.ReLU(), sn.nn.Conv(12, 3, stride=2), sn.nn.GlobalPool(), sn.nn.Dense(10)])
+    torch.manual_seed(0)
+    model = net.build((3, 32, 32))
+    model.train()
+    with torch.no_grad():                      # running statistics far from (0, 1)
+        for _ in range(3):
+            model(2 * torch.randn(8, 3, 32, 32) + 1)
+    model.eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    compiled = sn.nn.compile_network(net, copy.deepcopy(model), tune=False)
+    assert compiled.fused == {"1.branches.0.2": "batch norm + ReLU before, batch norm + ReLU after",
+                              "4": "batch norm + ReLU before"}
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.ReLU)) for m in compiled.model.modules())
+    torch.testing.assert_close(compiled(x), expected, atol=1e-4, rtol=1e-4)
+    modules = sn.nn.CompiledNetwork(compiled.model, compiled.schedules, compiled.fallbacks, plan=False)
+    torch.testing.assert_close(modules(x), expected, atol=1e-4, rtol=1e-4)
+    after_only = sn.nn.compile_network(net, copy.deepcopy(model), tune=False, fuse_preactivation=False)
+    assert after_only.fused == {"1.branches.0.2": "batch norm + ReLU"}
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in after_only.model.modules()) == 2
+    torch.testing.assert_close(after_only(x), expected, atol=1e-4, rtol=1e-4)
+    unfused = sn.nn.compile_network(net, copy.deepcopy(model), tune=False, fold_batchnorm=False)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in unfused.model.modules()) == 3
+    torch.testing.assert_close(unfused(x), expected, atol=1e-4, rtol=1e-4)
+
+
 def test_compile_network_uses_given_programs_and_falls_back_to_torch_when_nothing_fits():
     net = sn.nn.Sequential([sn.nn.Conv(8, 3), sn.nn.ReLU(), sn.nn.Conv(3, 3), sn.nn.GlobalPool(),
                             sn.nn.Dense(10)])
@@ -240,7 +311,8 @@ def test_the_flat_plan_frees_each_value_after_its_last_reader():
     # its modules: the plan must free what it no longer reads, as eager torch does
     net = sn.nn.densenet(blocks=(3, 3), growth=8, num_classes=10)
     model = net.build((3, 32, 32)).eval()
-    planned = sn.nn.compile_network(net, copy.deepcopy(model), tune=False)
+    # the pre-activation batch norms and ReLUs stay torch glue here (fused, they would leave none)
+    planned = sn.nn.compile_network(net, copy.deepcopy(model), tune=False, fuse_preactivation=False)
     x = torch.randn(1, 3, 32, 32)
     planned(x)                                          # builds the plan
     assert planned.plan_status.startswith("flat plan")

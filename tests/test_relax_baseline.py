@@ -36,7 +36,30 @@ def test_script_times_every_way_of_running_each_model_and_writes_json(tmp_path, 
     assert all(0 < ms < 1000 for ms in result["ms"].values())
     errors = {k: v for k, v in result["models"]["small"].items() if k.startswith("max_abs_error")}
     assert len(errors) == 4 and all(e < 1e-3 for e in errors.values())
+    small = result["models"]["small"]       # the flat plan split into its 2 TVM kernels and the torch rest
+    assert small["kernels_in_network_ms"] > 0 and small["outside_kernels_ms"] > 0
+    assert small["kernels_in_network_ms"] + small["outside_kernels_ms"] < 1000
     assert out.exists()
+
+
+def test_script_times_a_pre_activation_network_with_and_without_the_fused_prologue(tmp_path, load_script):
+    net = sn.nn.Sequential([sn.nn.Conv(8, 3), sn.nn.BatchNorm(), sn.nn.ReLU(), sn.nn.Conv(8, 3, stride=2),
+                            sn.nn.BatchNorm(), sn.nn.ReLU(), sn.nn.GlobalPool(), sn.nn.Dense(10)])
+    path = tmp_path / "preact.json"
+    pg.save(net, str(path))
+    result = load_script(SCRIPT).main(["--models", str(path), "--trials-per-task", "0", "--tune-models", "0",
+                                       "--rounds", "1", "--preactivation-in-torch"])
+    info = result["models"]["preact"]
+    # post-activation: each batch norm + ReLU is folded into the conv before it, none is a prologue
+    assert info["prologues_fused"] == 0 and "preact | symnas TVM, pre-activation in torch" not in result["ms"]
+    dense = sn.nn.densenet(blocks=(2,), growth=8, num_classes=10)
+    pg.save(dense, str(path))
+    result = load_script(SCRIPT).main(["--models", str(path), "--trials-per-task", "0", "--tune-models", "0",
+                                       "--rounds", "1", "--preactivation-in-torch"])
+    info = result["models"]["preact"]
+    assert info["prologues_fused"] == 2                 # the 1x1 conv of each of the 2 dense layers
+    assert "preact | symnas TVM, pre-activation in torch" in result["ms"]
+    assert info["max_abs_error symnas TVM, pre-activation in torch"] < 1e-3
 
 
 def test_tuning_without_xgboost_is_refused_by_name(monkeypatch, load_script):

@@ -4,7 +4,8 @@
 its trained weights) and swaps each convolution module for a ``TVMKernelModule``: the
 original convs and the transformed kernels (``TransformedConv``) alike. A batch norm right
 after a conv is folded into its weights and a bias, and a ReLU after that is fused into
-the kernel too (``fold_batchnorm``); the last conv of a residual block's body also adds the
+the kernel too (``fold_batchnorm``); a batch norm and ReLU right before a conv (pre-activation)
+are applied as the kernel reads its input; the last conv of a residual block's body also adds the
 shortcut and applies the block's ReLU in its output write (``fuse_residual``). The rest of
 the network (other activations, concatenations, pooling, the classifier) stays in torch
 and runs on one thread, so only TVM's thread pool is parallel (two spinning pools fight
@@ -90,7 +91,8 @@ class CompiledNetwork(nn.Module):
 def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[int] = CIFAR_SHAPE,
                     batch: int = 1, programs: Optional[Dict[str, List]] = None, tune: bool = True,
                     glue_threads: int = 1, repeat: int = 3, fold_batchnorm: bool = True,
-                    fuse_residual: bool = True, plan: bool = True) -> CompiledNetwork:
+                    fuse_residual: bool = True, fuse_preactivation: bool = True,
+                    plan: bool = True) -> CompiledNetwork:
     """Compiles every convolution of the symbolic network ``net`` to a TVM kernel.
 
     ``model`` is ``net.build(in_shape)`` with the weights to use (built here when None;
@@ -100,7 +102,9 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
     With ``fold_batchnorm``, a ``BatchNorm2d`` (with running statistics) that directly
     follows a conv in a ``Sequential`` is folded into the conv's weights and a bias, and a
     ``ReLU`` right after it is fused into the kernel; both modules become ``Identity``.
-    With ``fuse_residual`` (and ``fold_batchnorm``), a conv that ends a residual block's
+    With ``fuse_preactivation`` (and ``fold_batchnorm``), a ``BatchNorm2d`` and ``ReLU`` right
+    *before* a conv in a ``Sequential`` (pre-activation, as in DenseNet) are applied by the
+    conv's kernel as it reads its input, and also become ``Identity``. With ``fuse_residual`` (and ``fold_batchnorm``), a conv that ends a residual block's
     body (``sn.nn.Residual`` with no ``post`` or a ReLU ``post``) adds the shortcut and
     applies the ReLU in its kernel; the block then runs its body and shortcut and hands
     both to that kernel. ``plan``: run the flat plan (module docstring) instead of the modules.
@@ -117,7 +121,8 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
     unknown = set(programs) - {s.path for s in sites}
     if unknown:
         raise KeyError(f"programs name no convolution of the network: {sorted(unknown)}")
-    chosen: Dict[str, List] = {}       # template cache per (operator, neural steps)
+    chosen: Dict[tuple, List] = {}     # template cache per (operator, neural steps, prologue)
+    preactivation = fold_batchnorm and fuse_preactivation
     schedules, fallbacks, fused = {}, {}, {}
     residual_ends = {}                 # residual block's name -> index of its body's fused kernel
     for site in sites:
@@ -136,15 +141,18 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
         if site.path in programs:
             steps = neural + programs[site.path]
         elif not has_program:
-            key = (pg.format(op, compact=True), pg.format(neural, compact=True))
+            prologue = preactivation and _batchnorm_relu_before(model, site.torch_name)[0] is not None
+            key = (pg.format(op, compact=True), pg.format(neural, compact=True), prologue)
             if key not in chosen:
-                chosen[key] = _pick_template(op, neural, tune, repeat)
+                chosen[key] = _pick_template(op, neural, tune, repeat, prologue)
             if chosen[key] is None:
                 fallbacks[site.torch_name] = "no CPU template fits this kernel"
                 continue
             steps = neural + chosen[key]
         schedule = program.Schedule(op, steps)
         batchnorm, relu = _batchnorm_relu_after(model, site.torch_name) if fold_batchnorm else (None, None)
+        pre_bn, pre_relu = _batchnorm_relu_before(model, site.torch_name) if preactivation else (None, None)
+        in_scale, in_shift = _batchnorm_affine(model.get_submodule(pre_bn)) if pre_bn else (None, None)
         if batchnorm is not None:
             weights, bias = _fold_batchnorm(schedule.kernel(), weights, bias, model.get_submodule(batchnorm))
         block = (_residual_block_ended_by(model, site.torch_name, batchnorm)
@@ -152,13 +160,13 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
         post_relu = block is not None and isinstance(model.get_submodule(block).post, nn.ReLU)
         try:
             fast = TVMKernelModule(schedule, weights, bias, relu=relu is not None or post_relu,
-                                   residual=block is not None)
+                                   residual=block is not None, in_scale=in_scale, in_shift=in_shift)
         except (program.IllegalTransformation, ValueError) as error:
             fallbacks[site.torch_name] = str(error)
             continue
         model.set_submodule(site.torch_name, fast)
         schedules[site.torch_name] = schedule
-        for name in (batchnorm, relu):
+        for name in (batchnorm, relu, pre_bn, pre_relu):
             if name is not None:
                 model.set_submodule(name, nn.Identity())
         if block is not None:
@@ -167,6 +175,9 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
                 " + ReLU" if post_relu else "")
         elif batchnorm is not None:
             fused[site.torch_name] = "batch norm + ReLU" if relu is not None else "batch norm"
+        if pre_bn is not None:
+            after = fused.get(site.torch_name)
+            fused[site.torch_name] = "batch norm + ReLU before" + (f", {after} after" if after else "")
     for block, index in residual_ends.items():
         original = model.get_submodule(block)
         model.set_submodule(block, _FusedResidualModule(original.body, index, original.shortcut))
@@ -224,12 +235,13 @@ class _FlatPlan:
                 self._buffers.add(out.untyped_storage().data_ptr())
                 weights = tuple(getattr(module, f"weight{i}") for i in range(module._num_weights))
                 weights += () if module.bias is None else (module.bias,)
+                after = (module.in_scale, module.in_shift) if module.prologue else ()
                 sources = [slot[a] for a in node.args]
                 shapes = [module.input_shape, module.output_shape]
                 # a kernel's own buffer is contiguous and aligned: only other values are checked
                 checked = [None if slot[a] in kernel_slots else _kernel_input for a in node.args]
                 kernel_slots.add(dst)
-                self.steps.append(self._kernel_step(module, weights, sources, shapes, checked, out, dst))
+                self.steps.append(self._kernel_step(module, weights, after, sources, shapes, checked, out, dst))
                 reads.append(sources)
                 self.kernels += 1
             elif node.op in ("call_function", "call_method"):
@@ -262,11 +274,12 @@ class _FlatPlan:
                       for step, slots in zip(self.steps, dead)]
 
     @staticmethod
-    def _kernel_step(module, weights, sources, shapes, checked, out, dst):
+    def _kernel_step(module, weights, after, sources, shapes, checked, out, dst):
         # module._func is looked up per call (not bound here), so a profiler can wrap it
         if len(sources) == 1:
             src, = sources
             check = checked[0]
+            weights = weights + after
 
             def step(env):
                 x = env[src]
@@ -283,7 +296,7 @@ class _FlatPlan:
                 x = checked[0](x, shapes[0], "input")
             if checked[1] is not None:
                 r = checked[1](r, shapes[1], "residual")
-            module._func(x, *weights, r, out)
+            module._func(x, *weights, r, *after, out)
             env[dst] = out
         return step_residual
 
@@ -387,8 +400,24 @@ def _batchnorm_relu_after(model: nn.Module, name: str):
     return f"{prefix}{i + 1}", relu
 
 
-def _fold_batchnorm(kernel, weights: List[torch.Tensor], bias: Optional[torch.Tensor], bn: nn.BatchNorm2d):
-    """Weights and a bias that compute ``bn(conv(x))`` (inference statistics) in one conv."""
+def _batchnorm_relu_before(model: nn.Module, name: str):
+    """Names of a BatchNorm2d (with running statistics) and a ReLU right before module ``name``
+    in its Sequential, as in pre-activation networks (None, None where absent). Their output
+    is read only by the conv, so the conv's kernel can apply them as it reads its input."""
+    parent_name, _, index = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if not isinstance(parent, nn.Sequential) or not index.isdigit() or int(index) < 2:
+        return None, None
+    i = int(index)
+    bn, relu = parent[i - 2], parent[i - 1]
+    if not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None or not isinstance(relu, nn.ReLU):
+        return None, None
+    prefix = f"{parent_name}." if parent_name else ""
+    return f"{prefix}{i - 2}", f"{prefix}{i - 1}"
+
+
+def _batchnorm_affine(bn: nn.BatchNorm2d):
+    """Per-channel (scale, shift) with ``bn(x) == x * scale + shift`` (inference statistics)."""
     with torch.no_grad():
         scale = bn.running_var.add(bn.eps).rsqrt()
         if bn.weight is not None:
@@ -396,6 +425,13 @@ def _fold_batchnorm(kernel, weights: List[torch.Tensor], bias: Optional[torch.Te
         shift = -bn.running_mean * scale
         if bn.bias is not None:
             shift = shift + bn.bias
+    return scale, shift
+
+
+def _fold_batchnorm(kernel, weights: List[torch.Tensor], bias: Optional[torch.Tensor], bn: nn.BatchNorm2d):
+    """Weights and a bias that compute ``bn(conv(x))`` (inference statistics) in one conv."""
+    scale, shift = _batchnorm_affine(bn)
+    with torch.no_grad():
         folded = []
         # each kernel part writes a slice of the output channels (parts of a row partition
         # share theirs): scale the part's filters by its channels' factors
@@ -406,16 +442,16 @@ def _fold_batchnorm(kernel, weights: List[torch.Tensor], bias: Optional[torch.Te
     return folded, new_bias
 
 
-def _pick_template(op, neural: List, tune: bool, repeat: int) -> Optional[List]:
+def _pick_template(op, neural: List, tune: bool, repeat: int, prologue: bool = False) -> Optional[List]:
     from symnas import program  # pylint: disable=import-outside-toplevel
     best, best_ms = None, float("inf")
     for template in program.cpu_templates(op):
         schedule = program.Schedule(op, neural + template)
         try:
             if not tune:
-                schedule.build()
+                schedule.build(prologue=prologue)
                 return template
-            measurement = schedule.measure(repeat=repeat)
+            measurement = schedule.measure(repeat=repeat, prologue=prologue)
         except program.IllegalTransformation:
             continue
         latency = min(measurement.repeats) if measurement.repeats else measurement.latency_ms

@@ -195,27 +195,40 @@ class Kernel:
         return ["conv"] if len(self.parts) == 1 else [f"conv{i}" for i in range(len(self.parts))]
 
     # ---- TVM TE ------------------------------------------------------------
-    def te_tensors(self, epilogue: Optional[str] = None):
+    def te_tensors(self, epilogue: Optional[str] = None, prologue: bool = False):
         """(input, weights..., [bias,] output) TE tensors of the kernel's compute.
 
         ``epilogue`` fuses an inference epilogue into the kernel: ``"bias"`` adds a
         per-output-channel bias (a folded batch norm), ``"bias_relu"`` then clamps at zero;
         ``"bias_residual"`` / ``"bias_residual_relu"`` also add a ``residual`` input of the
-        output's shape (a residual block's shortcut) before the clamp. The tensors are
-        (input, weights..., [bias, [residual,]] output).
+        output's shape (a residual block's shortcut) before the clamp. ``prologue`` (convs
+        only) fuses a batch norm and ReLU *before* the conv, as in pre-activation networks
+        (DenseNet): the input is read as ``max(x * in_scale[c] + in_shift[c], 0)`` (the
+        zero padding after that), in the padding copy. The tensors are
+        (input, weights..., [bias, [residual,]] [in_scale, in_shift,] output).
         """
         from tvm import te  # pylint: disable=import-outside-toplevel
 
         if epilogue not in EPILOGUES:
             raise ValueError(f"unknown epilogue {epilogue!r}: use one of {EPILOGUES}")
+        if prologue and self.kind != "conv2d":
+            raise ValueError(f"a fused prologue is implemented for convolutions only, not {self.kind!r}")
 
         data = te.placeholder(self.input_shape(), name="data")
         weights = [te.placeholder(s, name=f"weight{i}")
                    for i, s in enumerate(self.tvm_weight_shapes())]
         # a channel shuffle every part shares is done by the padding copy (the convolution
         # then reads contiguous channels); otherwise by the convolution's input index
-        shuffle = self._shared_shuffle() if self.kind == "conv2d" and self.pad else None
-        if self.kind == "conv2d" and self.pad:
+        shuffle = self._shared_shuffle() if self.kind == "conv2d" and (self.pad or prologue) else None
+        in_scale = te.placeholder((self.c_in,), name="in_scale") if prologue else None
+        in_shift = te.placeholder((self.c_in,), name="in_shift") if prologue else None
+
+        def read(n, c, y, x):
+            if not prologue:
+                return data[n, c, y, x]
+            return te.max(data[n, c, y, x] * in_scale[c] + in_shift[c], te.const(0.0, "float32"))
+
+        if self.kind == "conv2d" and (self.pad or prologue):
             p = self.pad
 
             def source(c):
@@ -231,15 +244,16 @@ class Kernel:
                 (self.batch, self.c_in, self.h + 2 * p, self.w + 2 * p),
                 lambda n, c, y, x: te.if_then_else(
                     te.all(y >= p, y < self.h + p, x >= p, x < self.w + p),
-                    data[n, source(c), y - p, x - p], te.const(0.0, "float32")),
-                name="pad")
+                    read(n, source(c), y - p, x - p), te.const(0.0, "float32")),
+                name="pad" if p else "prologue")
         else:
             padded = data
         outputs = [self._te_part(part, padded, weight, name, shuffled=shuffle is not None)
                    for part, weight, name in zip(self.parts, weights, self.block_names())]
         out = outputs[0] if len(outputs) == 1 else self._te_concat(outputs)
+        before = [in_scale, in_shift] if prologue else []
         if epilogue is None:
-            return [data] + weights + [out]
+            return [data] + weights + before + [out]
         bias = te.placeholder((out.shape[1],), name="bias")
         residual = (te.placeholder(tuple(out.shape), name="residual")
                     if epilogue.startswith("bias_residual") else None)
@@ -251,7 +265,7 @@ class Kernel:
             return te.max(value, te.const(0.0, "float32")) if epilogue.endswith("_relu") else value
 
         extra = [bias] if residual is None else [bias, residual]
-        return [data] + weights + extra + [te.compute(out.shape, fused, name="epilogue")]
+        return [data] + weights + extra + before + [te.compute(out.shape, fused, name="epilogue")]
 
     def _shared_shuffle(self) -> Optional[KernelPart]:
         """The part whose channel shuffle every part shares (same input span and groups),
@@ -316,10 +330,10 @@ class Kernel:
 
         return te.compute(shape, select, name="out")
 
-    def prim_func(self, epilogue: Optional[str] = None):
+    def prim_func(self, epilogue: Optional[str] = None, prologue: bool = False):
         from tvm import te  # pylint: disable=import-outside-toplevel
 
-        return te.create_prim_func(self.te_tensors(epilogue))
+        return te.create_prim_func(self.te_tensors(epilogue, prologue))
 
 
 def _input_offset(part: KernelPart, group, r):

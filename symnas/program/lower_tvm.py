@@ -93,6 +93,12 @@ def schedule_helper_blocks(sch, kind: str) -> None:
             sch.compute_inline(pad)
         else:
             _parallel_copy(sch, pad)
+    if "prologue" in names:
+        prologue = sch.get_sblock("prologue")
+        if not _moved_under_a_loop(sch, prologue):
+            # the input's batch norm + ReLU, computed where the convolution (or its cache copy)
+            # reads each value: no pass of its own over the input
+            sch.compute_inline(prologue)
     if "out" in names:
         out = sch.get_sblock("out")
         if kind == "cuda":

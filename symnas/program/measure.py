@@ -72,21 +72,25 @@ def time_module(executable, args, number: int = 0, repeat: int = 5,
 
 
 def time_schedule(schedule, target: TargetLike = None, number: int = 0, repeat: int = 5,
-                  min_repeat_ms: float = 20.0, cold_weights: bool = False) -> Measurement:
+                  min_repeat_ms: float = 20.0, cold_weights: bool = False,
+                  prologue: bool = False) -> Measurement:
     """Builds `schedule` for the CPU target and times it with TVM's time evaluator
-    (``cold_weights``: see :func:`time_module`)."""
+    (``cold_weights``: see :func:`time_module`; ``prologue``: with the input's batch norm +
+    ReLU fused, see ``Kernel.te_tensors``)."""
     import tvm  # pylint: disable=import-outside-toplevel
 
     resolved = resolve_target(target)
     if resolved.kind.name != "llvm":
         raise ValueError("measure() times on this machine's CPU; CUDA kernels are timed "
                          "by benchmarks/gpu_conv.py on the GPU machine")
-    executable = schedule.build(resolved)
+    executable = schedule.build(resolved, prologue=prologue)
     x, weights = schedule.random_inputs()
     kernel = schedule.kernel()
     weights = [kernel.pack_weight(w) for w in weights]
     device = tvm.cpu()
-    args = [tvm.runtime.tensor(a, device) for a in [x] + weights]
+    affine = [np.random.default_rng(0).uniform(0.5, 1.5, x.shape[1]).astype("float32"),
+              np.zeros(x.shape[1], "float32")] if prologue else []
+    args = [tvm.runtime.tensor(a, device) for a in [x] + weights + affine]
     args.append(tvm.runtime.tensor(np.zeros(schedule.output_shape, "float32"), device))
     results = time_module(executable, args, number, repeat, min_repeat_ms, device, cold_weights)
     return Measurement(latency_ms=statistics.median(results), flops=schedule.flops,

@@ -73,21 +73,24 @@ class Schedule(pg.Object):
         return TransformedConv(self.kernel(), weights)
 
     # ---- TVM ---------------------------------------------------------------
-    def lower(self, target: TargetLike = None, epilogue: Optional[str] = None):
+    def lower(self, target: TargetLike = None, epilogue: Optional[str] = None, prologue: bool = False):
         """The scheduled TVM IRModule (raises IllegalTransformation naming the bad step).
 
         ``epilogue`` (one of ``Kernel``'s ``EPILOGUES``, CPU only) fuses a per-channel bias
         (a folded batch norm), optionally a residual input and a ReLU into the kernel's
         output write; the kernel then takes the bias (and the residual) after its weights.
+        ``prologue`` (CPU only) applies a per-input-channel scale, shift and ReLU to the
+        input as it is read (a pre-activation batch norm + ReLU); the kernel then takes
+        ``in_scale`` and ``in_shift`` after those (``Kernel.te_tensors``).
         """
         import tvm  # pylint: disable=import-outside-toplevel
         from tvm import s_tir  # pylint: disable=import-outside-toplevel
 
         kernel = self.kernel()
         kind = target_kind(target)
-        if epilogue is not None and kind != "llvm":
-            raise ValueError("a fused epilogue is implemented for CPU kernels only")
-        sch = s_tir.Schedule(kernel.prim_func(epilogue))
+        if (epilogue is not None or prologue) and kind != "llvm":
+            raise ValueError("a fused epilogue or prologue is implemented for CPU kernels only")
+        sch = s_tir.Schedule(kernel.prim_func(epilogue, prologue))
         initial = list(kernel.loop_extents())
         for block_name in kernel.block_names():
             nest = LoopNest(initial, sch, sch.get_sblock(block_name), target_kind=kind)
@@ -106,11 +109,11 @@ class Schedule(pg.Object):
             raise IllegalTransformation(f"helper blocks: {tvm_reason(error)}") from None
         return sch.mod
 
-    def build(self, target: TargetLike = None, epilogue: Optional[str] = None):
+    def build(self, target: TargetLike = None, epilogue: Optional[str] = None, prologue: bool = False):
         """Compiles for `target` (this CPU by default); cached by structural hash."""
         import tvm  # pylint: disable=import-outside-toplevel
 
-        mod = self.lower(target, epilogue)
+        mod = self.lower(target, epilogue, prologue)
         try:
             return compile_module(mod, target)
         except (RuntimeError, ValueError) as error:
@@ -151,14 +154,15 @@ class Schedule(pg.Object):
         return out.numpy()
 
     def measure(self, target: TargetLike = None, number: int = 0, repeat: int = 5,
-                min_repeat_ms: float = 20.0, cold_weights: bool = False):
+                min_repeat_ms: float = 20.0, cold_weights: bool = False, prologue: bool = False):
         """Compiles and times the kernel; returns a :class:`Measurement`. ``cold_weights``
         times each call with the weights flushed from the caches (a layer inside a network
-        at batch 1) instead of warm, back-to-back calls."""
+        at batch 1) instead of warm, back-to-back calls; ``prologue`` times it with the
+        input's batch norm + ReLU fused (``lower``)."""
         from symnas.program.measure import time_schedule  # pylint: disable=import-outside-toplevel
 
         return time_schedule(self, target, number=number, repeat=repeat,
-                             min_repeat_ms=min_repeat_ms, cold_weights=cold_weights)
+                             min_repeat_ms=min_repeat_ms, cold_weights=cold_weights, prologue=prologue)
 
     def describe(self) -> str:
         """A one-line trace of the steps."""

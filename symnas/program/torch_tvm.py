@@ -42,11 +42,14 @@ class TVMKernelModule(nn.Module):
     with ``relu``, a ReLU are fused into the kernel's output write (``sn.nn.compile_network``
     folds each conv's batch norm into its weights and this bias). With ``residual`` the
     module is called as ``module(x, residual)`` and adds ``residual`` (the output's shape,
-    a residual block's shortcut) before the ReLU, in the same write.
+    a residual block's shortcut) before the ReLU, in the same write. ``in_scale`` and
+    ``in_shift`` (one value per input channel, given together) fuse a batch norm and ReLU
+    *before* the conv: it reads ``relu(x * in_scale + in_shift)`` (pre-activation networks).
     """
 
     def __init__(self, schedule, weights: Sequence, bias: Optional[torch.Tensor] = None,
-                 target: TargetLike = None, relu: bool = False, residual: bool = False):
+                 target: TargetLike = None, relu: bool = False, residual: bool = False,
+                 in_scale: Optional[torch.Tensor] = None, in_shift: Optional[torch.Tensor] = None):
         super().__init__()
         if target_kind(target) != "llvm":
             raise ValueError("TVMKernelModule runs kernels compiled for this CPU; use a CPU target")
@@ -68,9 +71,17 @@ class TVMKernelModule(nn.Module):
         if bias is not None and tuple(bias.reshape(-1).shape) != (self.output_shape[1],):
             raise ValueError(f"bias has {bias.numel()} values, the kernel has {self.output_shape[1]} "
                              "output channels")
+        if (in_scale is None) != (in_shift is None):
+            raise ValueError("give in_scale and in_shift together (the prologue's batch norm)")
+        self.prologue = in_scale is not None
+        if self.prologue:
+            for what, v in (("in_scale", in_scale), ("in_shift", in_shift)):
+                if v.numel() != self.input_shape[1]:
+                    raise ValueError(f"{what} has {v.numel()} values, the kernel has {self.input_shape[1]} "
+                                     "input channels")
         epilogue = None if bias is None else (
             "bias" + ("_residual" if residual else "") + ("_relu" if relu else ""))
-        self._runtime = schedule.build(target, epilogue).jit()      # keeps the loaded library alive
+        self._runtime = schedule.build(target, epilogue, self.prologue).jit()   # keeps the library alive
         self._func = self._runtime["main"]
         for i, w in enumerate(weights):
             array = w.detach().cpu().numpy() if hasattr(w, "detach") else np.asarray(w)
@@ -83,11 +94,15 @@ class TVMKernelModule(nn.Module):
             self.register_buffer("bias", bias.detach().reshape(-1).to(torch.float32).contiguous().clone())
         else:
             self.bias = None
+        for what, v in (("in_scale", in_scale), ("in_shift", in_shift)):
+            self.register_buffer(what, None if v is None else
+                                 v.detach().reshape(-1).to(torch.float32).contiguous().clone())
 
     def extra_repr(self) -> str:
         fused = "" if self.bias is None else (" + bias" + (" + residual" if self.residual else "")
                                               + (" + relu" if self.relu else ""))
-        return f"{self.input_shape} -> {self.output_shape}: {self.schedule.describe()}{fused}"
+        before = "batch norm + relu, then " if self.prologue else ""
+        return f"{self.input_shape} -> {self.output_shape}: {before}{self.schedule.describe()}{fused}"
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = _kernel_input(x, self.input_shape, "input")
@@ -98,6 +113,8 @@ class TVMKernelModule(nn.Module):
             extra += (_kernel_input(residual, self.output_shape, "residual"),)
         elif residual is not None:
             raise TypeError("this kernel was compiled without a residual input (residual=False)")
+        if self.prologue:
+            extra += (self.in_scale, self.in_shift)
         out = torch.empty(self.output_shape, dtype=torch.float32)
         self._func(x, *(getattr(self, f"weight{i}") for i in range(self._num_weights)), *extra, out)
         return out

@@ -218,7 +218,7 @@ class CacheWrite(ProgramStep):
 
 def _read_buffer_index(nest: LoopNest, operand: str) -> int:
     names = [str(region.source.name) for region in nest.sch.get(nest.block).reads]
-    wanted = ("pad", "data") if operand == "input" else ("weight",)
+    wanted = ("pad", "prologue", "data") if operand == "input" else ("weight",)
     for index, name in enumerate(names):
         if any(name == w or (w == "weight" and name.startswith(w)) for w in wanted):
             return index
