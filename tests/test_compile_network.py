@@ -182,19 +182,24 @@ def test_compiled_network_computes_what_the_torch_model_computes():
     assert isinstance(compiled.model.get_submodule(site.torch_name), p.TVMKernelModule)
 
 
-def test_compile_network_folds_batch_norm_and_fuses_relu_into_the_kernels():
-    transformed, site = _small_resnet_with_a_partitioned_conv()
+def _built_with_batch_norms_far_from_identity(net) -> torch.nn.Module:
+    """``net``'s model in eval mode, its batch norms' statistics and affine parameters far from (0, 1)."""
     torch.manual_seed(0)
-    model = transformed.build((3, 32, 32))
+    model = net.build((3, 32, 32))
     model.train()
-    with torch.no_grad():                      # running statistics far from (0, 1)
+    with torch.no_grad():
         for _ in range(4):
             model(3 * torch.randn(8, 3, 32, 32) + 1)
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.weight.uniform_(0.5, 2.0)
                 module.bias.uniform_(-1.0, 1.0)
-    model.eval()
+    return model.eval()
+
+
+def test_compile_network_folds_batch_norm_and_fuses_relu_into_the_kernels():
+    transformed, site = _small_resnet_with_a_partitioned_conv()
+    model = _built_with_batch_norms_far_from_identity(transformed)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
@@ -225,13 +230,7 @@ def test_compile_network_fuses_pre_activation_batch_norms_into_the_next_conv():
         sn.nn.Concat([sn.nn.Sequential([sn.nn.BatchNorm(), sn.nn.ReLU(), sn.nn.Conv(32, 1), sn.nn.BatchNorm(),
                                         sn.nn.ReLU(), sn.nn.Conv(8, 3)])], include_input=True),
         sn.nn.BatchNorm(), sn.nn.ReLU(), sn.nn.Conv(12, 3, stride=2), sn.nn.GlobalPool(), sn.nn.Dense(10)])
-    torch.manual_seed(0)
-    model = net.build((3, 32, 32))
-    model.train()
-    with torch.no_grad():                      # running statistics far from (0, 1)
-        for _ in range(3):
-            model(2 * torch.randn(8, 3, 32, 32) + 1)
-    model.eval()
+    model = _built_with_batch_norms_far_from_identity(net)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
