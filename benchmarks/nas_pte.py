@@ -847,7 +847,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     print(f"\n  whole network, batch 1, one process (ms; min of {len(e2e_runs['tvm_ours'])} interleaved rounds; "
           f"torch jit-opt = torch.jit.optimize_for_inference (batch norm folded); TVM = every conv a TVM kernel "
           f"with its batch norm, ReLU and (ending a residual block) shortcut add + ReLU fused, a batch norm + ReLU before it (pre-activation) too, the rest torch on 1 thread; compiled in {compile_seconds:.0f} s; "
-          f"{sum(len(c.fused) for k, c in compiled.items() if k.startswith('tvm'))} batch norms folded):")
+          f"{sum(len(c.fused) for k, c in compiled.items() if k.startswith('tvm'))} kernels with batch norms fused, over the networks):")
     print(f"  {'':22s} {'torch eager':>12s} {'torch jit-opt':>14s} {'TVM convs':>10s}  max |error| of TVM vs torch")
     for label, t_key, j_key, v_key in (("original", "torch_original", "jit_original", "tvm_original"),
                                        ("NAS-only G2", "torch_nas", "jit_nas", "tvm_nas_g2"),
