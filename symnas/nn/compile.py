@@ -104,10 +104,11 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
     ``ReLU`` right after it is fused into the kernel; both modules become ``Identity``.
     With ``fuse_preactivation`` (and ``fold_batchnorm``), a ``BatchNorm2d`` and ``ReLU`` right
     *before* a conv in a ``Sequential`` (pre-activation, as in DenseNet) are applied by the
-    conv's kernel as it reads its input, and also become ``Identity``. With ``fuse_residual`` (and ``fold_batchnorm``), a conv that ends a residual block's
-    body (``sn.nn.Residual`` with no ``post`` or a ReLU ``post``) adds the shortcut and
-    applies the ReLU in its kernel; the block then runs its body and shortcut and hands
-    both to that kernel. ``plan``: run the flat plan (module docstring) instead of the modules.
+    conv's kernel as it reads its input, and also become ``Identity``. With ``fuse_residual``
+    (and ``fold_batchnorm``), a conv that ends a residual block's body (``sn.nn.Residual``
+    with no ``post`` or a ReLU ``post``) adds the shortcut and applies the ReLU in its
+    kernel; the block then runs its body and shortcut and hands both to that kernel.
+    ``plan``: run the flat plan (module docstring) instead of the modules.
     """
     from symnas import program  # pylint: disable=import-outside-toplevel
     from symnas.program.torch_tvm import TVMKernelModule  # pylint: disable=import-outside-toplevel

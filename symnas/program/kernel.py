@@ -204,7 +204,8 @@ class Kernel:
         output's shape (a residual block's shortcut) before the clamp. ``prologue`` (convs
         only) fuses a batch norm and ReLU *before* the conv, as in pre-activation networks
         (DenseNet): the input is read as ``max(x * in_scale[c] + in_shift[c], 0)`` (the
-        zero padding after that), in the padding copy. The tensors are
+        zero padding after that), in the padding copy or, without padding, where the conv
+        reads it. The tensors are
         (input, weights..., [bias, [residual,]] [in_scale, in_shift,] output).
         """
         from tvm import te  # pylint: disable=import-outside-toplevel
