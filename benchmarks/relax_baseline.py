@@ -140,7 +140,7 @@ def main(argv=None) -> Dict[str, Any]:
         timed[f"{name} | symnas TVM"] = compiled
         timed[f"{name} | symnas TVM, through the modules"] = sn.nn.CompiledNetwork(
             compiled.model, compiled.schedules, compiled.fallbacks, compiled.glue_threads, compiled.fused, plan=False)
-        info[name]["prologues_fused"] = sum("before" in what for what in compiled.fused.values())
+        info[name]["prologues_fused"] = sum(getattr(m, "prologue", False) for m in compiled.model.modules())
         if args.preactivation_in_torch and info[name]["prologues_fused"]:
             timed[f"{name} | symnas TVM, pre-activation in torch"] = sn.nn.compile_network(
                 net, copy.deepcopy(model), tune=True, fuse_preactivation=False)

@@ -137,22 +137,21 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
         else:
             fallbacks[site.torch_name] = f"unexpected module {type(module).__name__}"
             continue
+        pre_bn, pre_relu = _batchnorm_relu_before(model, site.torch_name) if preactivation else (None, None)
         neural = [s for s in steps if isinstance(s, program.NeuralStep)]
         has_program = any(isinstance(s, program.ProgramStep) for s in steps)
         if site.path in programs:
             steps = neural + programs[site.path]
         elif not has_program:
-            prologue = preactivation and _batchnorm_relu_before(model, site.torch_name)[0] is not None
-            key = (pg.format(op, compact=True), pg.format(neural, compact=True), prologue)
+            key = (pg.format(op, compact=True), pg.format(neural, compact=True), pre_bn is not None)
             if key not in chosen:
-                chosen[key] = _pick_template(op, neural, tune, repeat, prologue)
+                chosen[key] = _pick_template(op, neural, tune, repeat, prologue=pre_bn is not None)
             if chosen[key] is None:
                 fallbacks[site.torch_name] = "no CPU template fits this kernel"
                 continue
             steps = neural + chosen[key]
         schedule = program.Schedule(op, steps)
         batchnorm, relu = _batchnorm_relu_after(model, site.torch_name) if fold_batchnorm else (None, None)
-        pre_bn, pre_relu = _batchnorm_relu_before(model, site.torch_name) if preactivation else (None, None)
         in_scale, in_shift = _batchnorm_affine(model.get_submodule(pre_bn)) if pre_bn else (None, None)
         if batchnorm is not None:
             weights, bias = _fold_batchnorm(schedule.kernel(), weights, bias, model.get_submodule(batchnorm))
