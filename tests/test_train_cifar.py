@@ -89,6 +89,25 @@ def test_the_parallel_script_trains_every_seed_model_pair_in_its_own_process(cif
     assert json.loads((out / "b_s1" / "train_cifar.json").read_text())["recipe"]["seed"] == 1
 
 
+def test_the_parallel_script_runs_at_most_at_once_runs_at_a_time(cifar10_file, tmp_path):
+    # an interpreter wrapper that logs when each run starts and ends
+    trace, wrapper = tmp_path / "trace", tmp_path / "python"
+    wrapper.write_text(f'#!/bin/bash\necho start >> {trace}\n"{sys.executable}" "$@"\nrc=$?\n'
+                       f'echo end >> {trace}\nexit $rc\n')
+    wrapper.chmod(0o755)
+    runs = [f"{seed}:{_saved_net(tmp_path, name)}" for seed, name in ((0, "a"), (1, "b"), (2, "c"))]
+    env = {**os.environ, "DATA": str(cifar10_file), "OUT": str(tmp_path / "out"), "PYTHON": str(wrapper),
+           "EXTRA": "--limit 64 --batch 16", "AT_ONCE": "1"}
+    done = subprocess.run(["bash", PARALLEL, "2", "by-name", *runs], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert trace.read_text().split() == ["start", "end"] * 3          # one after the other
+    assert all(f"{n}_s{s}: {n}: test accuracy" in done.stdout for s, n in ((0, "a"), (1, "b"), (2, "c")))
+    done = subprocess.run(["bash", PARALLEL, "2", "by-name", *runs], env={**env, "AT_ONCE": "0"},
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "AT_ONCE must be a positive integer (runs at a time), got '0'" in done.stderr
+
+
 def test_the_parallel_script_refuses_a_missing_model_or_data_by_name(cifar10_file, tmp_path):
     env = {**os.environ, "DATA": str(cifar10_file), "OUT": str(tmp_path)}
     done = subprocess.run(["bash", PARALLEL, "2", "by-name", f"0:{tmp_path}/none.json"], env=env,
