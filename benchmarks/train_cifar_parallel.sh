@@ -1,6 +1,7 @@
 #!/bin/bash
-# Train several (seed, model) pairs at once, each in its own process of benchmarks/train_cifar.py (one
-# identical recipe), all on the one GPU of the machine; prints each run's test accuracy at the end.
+# Train several (seed, model) pairs, each in its own process of benchmarks/train_cifar.py (one identical
+# recipe), all on the one GPU of the machine, all at once or AT_ONCE at a time; prints each run's test
+# accuracy at the end.
 #
 # usage: [DATA=cifar10_jpeg.npz] [WHEELS=dir] [LIMIT=seconds] [EXTRA="--clip-grad 2"] [OUT=dir] \
 #        bash benchmarks/train_cifar_parallel.sh EPOCHS INIT SEED:MODEL.json ...
@@ -12,7 +13,7 @@
 #   OUT     results: OUT/NAME_sSEED.log and OUT/NAME_sSEED/train_cifar.json (default ./runs/train)
 #   PYTHON  the interpreter (default: python on the PATH)
 #   AT_ONCE at most this many runs at a time (default: all); the others start as runs finish. On the
-#           H200 a grouped ResNeXt-29 trained 3.5x faster per run two at a time than four at a time.
+#           H200 a grouped ResNeXt-29 trained 3.5x faster per epoch two at a time than four at a time.
 #           LIMIT is per run: the waves' times add up within the device call's limit
 # example (one device call, the original and a searched network on seeds 0 and 1, 30 epochs):
 #   DATA=carry/cifar10_jpeg.npz WHEELS=carry/wheels EXTRA="--clip-grad 2" bash benchmarks/train_cifar_parallel.sh \

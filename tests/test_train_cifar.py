@@ -89,7 +89,7 @@ def test_the_parallel_script_trains_every_seed_model_pair_in_its_own_process(cif
     assert json.loads((out / "b_s1" / "train_cifar.json").read_text())["recipe"]["seed"] == 1
 
 
-def test_the_parallel_script_runs_at_most_at_once_runs_at_a_time(cifar10_file, tmp_path):
+def test_the_parallel_script_starts_a_run_only_while_fewer_than_at_once_are_running(cifar10_file, tmp_path):
     # an interpreter wrapper that logs when each run starts and ends
     trace, wrapper = tmp_path / "trace", tmp_path / "python"
     wrapper.write_text(f'#!/bin/bash\necho start >> {trace}\n"{sys.executable}" "$@"\nrc=$?\n'
