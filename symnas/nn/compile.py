@@ -235,13 +235,13 @@ class _FlatPlan:
                 self._buffers.add(out.untyped_storage().data_ptr())
                 weights = tuple(getattr(module, f"weight{i}") for i in range(module._num_weights))
                 weights += () if module.bias is None else (module.bias,)
-                after = (module.in_scale, module.in_shift) if module.prologue else ()
+                prologue = (module.in_scale, module.in_shift) if module.prologue else ()
                 sources = [slot[a] for a in node.args]
                 shapes = [module.input_shape, module.output_shape]
                 # a kernel's own buffer is contiguous and aligned: only other values are checked
                 checked = [None if slot[a] in kernel_slots else _kernel_input for a in node.args]
                 kernel_slots.add(dst)
-                self.steps.append(self._kernel_step(module, weights, after, sources, shapes, checked, out, dst))
+                self.steps.append(self._kernel_step(module, weights, prologue, sources, shapes, checked, out, dst))
                 reads.append(sources)
                 self.kernels += 1
             elif node.op in ("call_function", "call_method"):
@@ -274,12 +274,12 @@ class _FlatPlan:
                       for step, slots in zip(self.steps, dead)]
 
     @staticmethod
-    def _kernel_step(module, weights, after, sources, shapes, checked, out, dst):
+    def _kernel_step(module, weights, prologue, sources, shapes, checked, out, dst):
         # module._func is looked up per call (not bound here), so a profiler can wrap it
         if len(sources) == 1:
             src, = sources
             check = checked[0]
-            weights = weights + after
+            weights = weights + prologue
 
             def step(env):
                 x = env[src]
@@ -296,7 +296,7 @@ class _FlatPlan:
                 x = checked[0](x, shapes[0], "input")
             if checked[1] is not None:
                 r = checked[1](r, shapes[1], "residual")
-            module._func(x, *weights, r, *after, out)
+            module._func(x, *weights, r, *prologue, out)
             env[dst] = out
         return step_residual
 
