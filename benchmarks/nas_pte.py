@@ -62,6 +62,7 @@ import pyglove as pg
 import torch
 
 import symnas as sn
+from symnas.materialize import Materializer
 from symnas.program.measure import time_torch, time_torch_conv
 from symnas.spaces import describe_neural
 
@@ -386,6 +387,7 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     print(f"  {args.proxy} of the original ({args.fisher_batch} images): {init_seconds:.1f} s", flush=True)
 
     site_by_path = {s.path: s for s in sites}
+    key_by_path = {s.path: s.key for s in sites}    # a site's key is recomputed on each read (5 us)
     fixed_tvm = sum(best[s.key][0][0] for s in fixed_convs)
     orig_tvm_total = fixed_tvm + sum(best[s.key][0][0] for s in sites)
     neural_index = {k: {steps_key(n): i for i, n in enumerate(m)} for k, m in menus.items()}
@@ -440,20 +442,20 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         failing, cand_total, latency, weights = [], fisher_original, fixed_tvm, original_weights
         illegal = []                    # (site, its kernel's latency, candidate - original score)
         for layer in candidate.layers:
-            site = site_by_path[layer.path]
-            idx = neural_index[site.key][steps_key(layer.neural)]
-            layer_ms = table.measure(ops[site.key], layer.neural, layer.program)
+            site, key = site_by_path[layer.path], key_by_path[layer.path]
+            idx = neural_index[key][steps_key(layer.neural)]
+            layer_ms = table.measure(ops[key], layer.neural, layer.program)
             if not math.isfinite(layer_ms):
                 # this template does not compile for this neural sequence: like an illegal layer
                 # transformation, the layer keeps its original operator (best compiled kernel)
                 counts["uncompilable"] += 1
-                latency += best[site.key][0][0]
+                latency += best[key][0][0]
                 continue
             latency += layer_ms
             if idx:
                 ok, cand, orig, _ = layer_check(layer.path, idx)
                 cand_total += cand - orig
-                weights += weights_of(site.key, idx) - weights_of(site.key, 0)
+                weights += weights_of(key, idx) - weights_of(key, 0)
                 if not ok:
                     failing.append(site.torch_name)
                     illegal.append((site, layer_ms, cand - orig, idx))
@@ -524,7 +526,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
     rejected_layer_choices = int(column("rejected_layers").sum())
     layer_candidates = len(layer_legal)
     layer_rejected = sum(1 for v in layer_legal.values() if not v[0])
-    best_candidate = pg.materialize(space, study.best)
+    decode = Materializer(space).materialize    # PyGlove's decoder takes 40 ms per DenseNet candidate
+    best_candidate = decode(study.best)
     print(f"  search: {args.trials} candidates ({args.algorithm}, "
           f"{'rejection per ' + args.rejection if args.mode == 'per_layer' else 'network legality (sum of layer scores)'}; "
           f"{'fastest legal' if args.objective == 'latency' else f'highest {args.objective} within {budget:.2f} ms of kernels'}; "
@@ -548,21 +551,22 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         # path -> (neural steps, program); under per-layer rejection an illegal layer keeps the original
         out = {}
         for layer in candidate.layers:
-            site = site_by_path[layer.path]
-            idx = neural_index[site.key][steps_key(layer.neural)]
+            key = key_by_path[layer.path]
+            idx = neural_index[key][steps_key(layer.neural)]
             if args.mode == "per_layer" and args.rejection == "layer" and idx and not layer_check(layer.path, idx)[0]:
-                out[layer.path] = ([], list(best[site.key][0][1]))
+                out[layer.path] = ([], list(best[key][0][1]))
             else:
                 out[layer.path] = (list(layer.neural), list(layer.program))
         return out
 
     # the best legal candidates of the search, best first, distinct: the exact check takes the first
     # of them that passes it (the isolated scores add up to an estimate of the network's)
+    # (none when the per-layer optimum is chosen instead)
     shortlist, seen = [], set()
     for record in sorted(study.completed, key=lambda r: r.metrics["reward"], reverse=True):
-        if len(shortlist) >= args.exact_candidates or not record.metrics.get("legal"):
+        if len(shortlist) >= args.exact_candidates or not record.metrics.get("legal") or greedy_tvm < search_tvm:
             break
-        choice = choice_of(pg.materialize(space, record.to_dna()))
+        choice = choice_of(decode(record.to_dna()))
         key = tuple((p, fmt(n), fmt(pr)) for p, (n, pr) in sorted(choice.items()))
         if key not in seen:
             seen.add(key)

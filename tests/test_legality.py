@@ -132,13 +132,15 @@ def test_block_score_of_an_unchanged_layer_reproduces_its_original_score():
 
 @pytest.mark.parametrize("net", [tiny_resnet(), sn.nn.densenet((2, 2), growth=4)], ids=["residual", "dense"])
 def test_block_score_from_the_layer_on_equals_running_the_whole_block(net):
-    # the block context computes the layers before the replaced one (and the shortcut or the
-    # concatenated input) once; scores must be those of running the whole block every time
+    # the block context computes the layers before the replaced one (and the shortcut) once, and in
+    # a concatenation runs only the branch, with its slice of the block's gradient; scores must be
+    # those of running the whole block every time
     from symnas.proxies import base
     x, y = batch()
     scorer = sn.proxies.LegalityCheck(in_shape=SHAPE).isolated_scorer(net, x, y, context="block")
     whole = sn.proxies.LegalityCheck(in_shape=SHAPE).isolated_scorer(net, x, y, context="block")
-    whole._run_block_from = lambda top, block, inner: base.run_forward(block, whole._block_inputs[top])
+    whole._run_block_from = lambda top, block, inner: (base.run_forward(block, whole._block_inputs[top]),
+                                                       whole._block_grads[top])
     sites = sn.nn.transformable_convs(net, SHAPE)
     assert {s.path.split(".")[-1] for s in sites} != {"layers[0]"}      # layers after the first of a body
     for site in sites:

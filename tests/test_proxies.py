@@ -56,6 +56,28 @@ def test_fisher_network_score_is_sum_of_layer_scores_matching_autograd():
     assert score.total == pytest.approx(sum(hand), rel=1e-4)
 
 
+def test_fisher_hooks_backward_gives_the_scores_of_a_full_backward_without_weight_gradients():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Conv2d(4, 5, 3, padding=1), nn.Flatten(), nn.Linear(5 * 25, 10))
+    x, y = torch.randn(6, 3, 5, 5), torch.randint(0, 10, (6,))
+    modules = {"0": net[0], "3": net[3]}
+    with sn.proxies.FisherHooks(modules) as full:
+        nn.functional.cross_entropy(net(x), y).backward()
+    assert all(p.grad is not None for p in net.parameters())
+    net.zero_grad(set_to_none=True)
+    with sn.proxies.FisherHooks(modules) as only:
+        hidden = net[:3](x)
+        only.backward(nn.functional.cross_entropy(net[3:](hidden), y), also=[hidden])
+    assert only.scores == full.scores                   # the same gradients reach the hooked outputs
+    assert hidden.grad is not None and all(p.grad is None for p in net.parameters())
+    with sn.proxies.FisherHooks({"0": net[0]}) as none:
+        with torch.no_grad():
+            loss = nn.functional.cross_entropy(net(x), y)
+        with pytest.raises(ProxyError, match="no hooked output"):
+            none.backward(loss)
+
+
 def test_fisher_hooks_named_layers_only():
     net, (x, y) = tiny_net(), tiny_batch()
     assert set(sn.proxies.get("fisher").score(net, x, y, layers=["0"]).per_layer) == {"0"}

@@ -69,6 +69,28 @@ def test_search_records_candidates_of_the_space(space):
     assert best == pg.materialize(space, study.best_trial.to_dna())
 
 
+def test_layers_with_one_template_are_shared_finished_layers_that_still_behave_as_values():
+    net = sn.nn.resnet18()
+    one = {s.key: sn.spaces.program_templates(s.operator())[:1] for s in sn.nn.transformable_convs(net)}
+    space = sn.spaces.network_transformations("resnet18", templates=one)
+    assert len(pg.dna_spec(space).elements) == len(sn.nn.transformable_convs(net))   # one decision per layer
+    materializer = Materializer(space)
+    dna = _dna(space, 8)
+    fast, again = materializer.materialize(dna), materializer.materialize(dna)
+    assert fast == pg.materialize(space, dna) and pg.hash(fast) == pg.hash(pg.materialize(space, dna))
+    assert all(a is b for a, b in zip(fast.layers, again.layers))        # not built per candidate
+    transformed = next(i for i, layer in enumerate(fast.layers) if layer.neural)
+    with pytest.raises(pg.WritePermissionError):
+        fast.layers[transformed].rebind(neural=[])                       # would change every candidate
+    copy = fast.clone(deep=True)
+    copy.layers[transformed].rebind(neural=[])
+    assert not copy.layers[transformed].neural and fast == again and copy != fast
+    text = pg.to_json_str(fast)
+    assert "Ref" not in text and "Shared" not in text and pg.from_json_str(text) == fast
+    assert pickle.loads(pickle.dumps(fast)) == fast
+    assert isinstance(fast.network().sym_get(fast.layers[transformed].path), sn.nn.TransformedConv)
+
+
 def test_channel_shuffle_menu_shuffles_every_grouping_and_nothing_else():
     op = sn.program.Conv2d(c_in=64, c_out=64, h=16, w=16)
     plain, shuffled = sn.spaces.neural_menu(op), sn.spaces.neural_menu(op, channel_shuffle=True)

@@ -1,7 +1,7 @@
 """Fisher Potential (Turner et al., BlockSwap; seed 001 eq. 4-5): legality measure of transformed layers."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -15,13 +15,16 @@ class FisherHooks:
 
     For a module output A (N, C, H, W) with gradient g = dL/dA, the channel score is
     Delta_c = 0.5 * mean_n (sum_ij A_ncij g_ncij)^2 and the layer score is sum_c Delta_c
-    (BlockSwap's ``fisher`` hook). Use as a context manager around forward + backward.
+    (BlockSwap's ``fisher`` hook). Use as a context manager around forward + backward;
+    ``hooks.backward(loss)`` in place of ``loss.backward()`` computes only the gradients
+    the scores need (no weight gradients: about a third less work).
     """
 
     def __init__(self, modules: Dict[str, nn.Module]):
         self.modules = modules
         self.scores: Dict[str, float] = {}
         self._handles = []
+        self._outputs = []      # (name, output, its version) of this pass, for backward(); cleared on exit
 
     def __enter__(self) -> "FisherHooks":
         for name, module in self.modules.items():
@@ -32,6 +35,20 @@ class FisherHooks:
         for h in self._handles:
             h.remove()
         self._handles = []
+        # the outputs hold their graphs, whose hooks hold this object: drop the references
+        self._outputs = []
+
+    def backward(self, loss: torch.Tensor, also: Sequence[torch.Tensor] = ()) -> None:
+        """Back-propagates ``loss`` to the hooked outputs (and the tensors ``also``, whose ``.grad`` it
+        sets) only: the gradients of the weights, and of what comes before the first hooked output, are
+        not computed. The scores are those of ``loss.backward()``."""
+        for name, output, version in self._outputs:
+            if output._version != version:
+                raise _modified_in_place(name)
+        inputs = [output for _, output, _ in self._outputs] + [t for t in also if t.requires_grad]
+        if not inputs:
+            raise ProxyError("Fisher Potential: no hooked output takes part in the loss's graph")
+        torch.autograd.backward(loss, inputs=inputs)
 
     def _forward_hook(self, name: str):
         def hook(module, inputs, output):
@@ -39,14 +56,15 @@ class FisherHooks:
                 return
             # detach() shares the version counter, so the hook needs no reference to ``output``:
             # output -> hook -> output would be a reference cycle that keeps the whole autograd
-            # graph (every saved activation) alive until the garbage collector happens to run
+            # graph (every saved activation) alive until the garbage collector happens to run.
+            # ``_outputs`` (for backward()) holds it only until the context exits
             act = output.detach()
             version = act._version
+            self._outputs.append((name, output, version))
 
             def on_grad(grad):
                 if act._version != version:
-                    raise ProxyError(f"the output of layer {name!r} was modified in place before the "
-                                     f"backward pass (use ReLU(inplace=False) after it)")
+                    raise _modified_in_place(name)
                 g = act * grad
                 per_sample_channel = g.flatten(2).sum(-1) if g.dim() > 2 else g
                 delta = 0.5 * per_sample_channel.pow(2).mean(0)
@@ -54,6 +72,11 @@ class FisherHooks:
 
             output.register_hook(on_grad)
         return hook
+
+
+def _modified_in_place(name: str) -> ProxyError:
+    return ProxyError(f"the output of layer {name!r} was modified in place before the backward pass "
+                      f"(use ReLU(inplace=False) after it)")
 
 
 class FisherPotential(Proxy):
@@ -88,7 +111,7 @@ class FisherPotential(Proxy):
                 loss = classification_loss(model, inputs, targets)
                 if not torch.isfinite(loss):
                     raise NonFiniteScore(f"fisher: non-finite loss {loss.item()}")
-                loss.backward()
+                hooks.backward(loss)
         finally:
             model.train(was_training)
         missing = [n for n in modules if n not in hooks.scores]

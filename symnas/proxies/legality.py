@@ -197,12 +197,11 @@ class IsolatedLayerScorer:
                 for block in self.model:
                     self._block_inputs.append(x.detach())
                     x = base.run_forward(block, x)
-                    x.retain_grad()
                     outputs.append(x)
                 loss = nn.functional.cross_entropy(x, targets)
                 if not torch.isfinite(loss):
                     raise NonFiniteScore("the original network's loss is not finite")
-                loss.backward()
+                hooks.backward(loss, also=outputs)      # no weight gradients
         self._block_grads = [o.grad for o in outputs]
         if legality.proxy == "fisher":
             self.original_scores = dict(hooks.scores)
@@ -280,7 +279,7 @@ class IsolatedLayerScorer:
         handle = layer.register_forward_hook(lambda _m, _i, output: captured.append(output))
         try:
             with FisherHooks({"layer": layer}) as hooks:
-                out = self._run_block_from(top, block, inner_name[1:])
+                out, grad = self._run_block_from(top, block, inner_name[1:])
                 # one reduction instead of an elementwise check: any NaN/inf makes the sum non-finite
                 if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():
                     raise NonFiniteScore(f"non-finite activations after the replaced layer {inner_name[1:]!r}")
@@ -288,7 +287,7 @@ class IsolatedLayerScorer:
                 # backward through the layer itself or the layers before it (about half the work)
                 targets = [o for o in captured if isinstance(o, torch.Tensor) and o.requires_grad]
                 if targets:
-                    torch.autograd.backward(out, self._block_grads[top], inputs=targets)
+                    torch.autograd.backward(out, grad, inputs=targets)
                 captured.clear()
         finally:
             handle.remove()
@@ -299,17 +298,20 @@ class IsolatedLayerScorer:
             raise NonFiniteScore(f"fisher: non-finite score {value} in the replaced layer")
         return value
 
-    def _run_block_from(self, top: int, block: nn.Module, inner: str) -> torch.Tensor:
-        """The block's output with the layer ``inner`` replaced, computed from that layer on.
+    def _run_block_from(self, top: int, block: nn.Module, inner: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """What the layer ``inner`` replaced reaches of the block's output, computed from that layer
+        on, and the original network's gradient there.
 
         When the layer is a direct child of a residual body or of a concatenation branch
         (``body.3``, ``branches.0.5``), what does not depend on it (the layers before it,
         the shortcut, the other branches) is the original network's and is computed once
         per block and layer position; only the layers from the replaced one to the block's
-        output run. Any other layout runs the whole block.
+        output run. In a concatenation only the branch's own channels depend on the layer:
+        the branch's output is returned with its slice of the block's gradient (the
+        concatenation's backward is that slice). Any other layout runs the whole block.
         """
         from symnas.nn.layers import _ConcatModule, _ResidualModule  # pylint: disable=import-outside-toplevel
-        x = self._block_inputs[top]
+        x, grad = self._block_inputs[top], self._block_grads[top]
         parts = inner.split(".")
         if isinstance(block, _ResidualModule) and len(parts) == 2 and parts[0] == "body":
             chain, index, branch = block.body, parts[1], None
@@ -317,26 +319,32 @@ class IsolatedLayerScorer:
               and parts[1].isdigit()):
             chain, index, branch = block.branches[int(parts[1])], parts[2], int(parts[1])
         else:
-            return base.run_forward(block, x)
+            return base.run_forward(block, x), grad
         if not isinstance(chain, nn.Sequential) or not index.isdigit():
-            return base.run_forward(block, x)
+            return base.run_forward(block, x), grad
         index = int(index)
         key = (top, inner)
         if key not in self._prefix_cache:
-            # the original layers before the replaced one, and everything beside it, once
+            # the original layers before the replaced one, and the shortcut or the branch's place
+            # among the concatenated channels, once
             with torch.no_grad():
                 hidden = chain[:index](x) if index else x
                 if branch is None:
-                    beside = [block.shortcut(x)]
+                    beside = block.shortcut(x)
                 else:
-                    beside = [x] if block.include_input else []
-                    beside += [b(x) if j != branch else None for j, b in enumerate(block.branches)]
+                    widths = [b(x).shape[1] for b in block.branches]
+                    start = (x.shape[1] if block.include_input else 0) + sum(widths[:branch])
+                    beside = (start, widths[branch])
             self._prefix_cache[key] = (hidden, beside)
         hidden, beside = self._prefix_cache[key]
         y = base.run_forward(chain[index:], hidden)
         if branch is None:
-            return block.post(y + beside[0])
-        return torch.cat([y if t is None else t for t in beside], dim=1)
+            return block.post(y + beside), grad
+        start, width = beside
+        if y.shape[1] != width or y.shape[2:] != grad.shape[2:]:
+            raise ProxyError(f"the replaced layer changes the shape of its branch's output to "
+                             f"{tuple(y.shape[1:])} (the original's: {(width,) + tuple(grad.shape[2:])})")
+        return y, grad[:, start:start + width]
 
     def check(self, replacements: Dict[str, Any]) -> LegalityResult:
         """Legality of the network with ``replacements`` (path -> layer or Schedule) from cached scores."""
