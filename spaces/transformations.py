@@ -32,8 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyglove as pg
 
-__all__ = ["LayerTransformation", "NetworkTransformation", "SharedLayer", "SharedSteps", "describe_neural", "drop_kept_layers",
-           "network_transformations", "neural_menu", "program_templates"]
+__all__ = ["LayerTransformation", "NetworkTransformation", "SharedLayer", "SharedSteps", "SharedValue",
+           "describe_neural", "drop_kept_layers", "network_transformations", "neural_menu", "program_templates"]
 
 
 class LayerTransformation(pg.Object):
@@ -210,15 +210,11 @@ def drop_kept_layers(sites: list, keep: Sequence[str]) -> list:
     return left
 
 
-class SharedSteps(pg.Ref):
-    """A read-only step list that many candidates reference instead of copying.
+class SharedValue(pg.Ref):
+    """A read-only (sealed) value of the space that many candidates reference instead of copying.
 
-    Reads like the list (``layer.neural[0]``); serialises and pickles as the plain list, so a
-    saved candidate loads without it. Example::
-
-        shared = SharedSteps(pg.List([sn.program.Group(2)]).seal())
-        layer = LayerTransformation("stem.conv", shared, [])
-        assert layer.neural is shared.value
+    Reads like the value; compares, hashes, serialises and pickles as the plain value, so a
+    saved candidate loads without it.
     """
 
     def sym_jsonify(self, **kwargs: Any) -> Any:
@@ -230,7 +226,7 @@ class SharedSteps(pg.Ref):
     def sym_hash(self) -> int:
         return pg.hash(self.value)
 
-    def _sym_clone(self, deep: bool, memo: Any = None) -> "SharedSteps":
+    def _sym_clone(self, deep: bool, memo: Any = None) -> "SharedValue":
         del deep, memo
         return type(self)(self.value)
 
@@ -238,7 +234,18 @@ class SharedSteps(pg.Ref):
         return (type(self), (self.value,))
 
 
-class SharedLayer(SharedSteps):
+class SharedSteps(SharedValue):
+    """A read-only step list that many candidates reference instead of copying.
+
+    Reads like the list (``layer.neural[0]``). Example::
+
+        shared = SharedSteps(pg.List([sn.program.Group(2)]).seal())
+        layer = LayerTransformation("stem.conv", shared, [])
+        assert layer.neural is shared.value
+    """
+
+
+class SharedLayer(SharedValue):
     """A read-only ``LayerTransformation`` that many candidates reference instead of building.
 
     A layer with one program template offers one shared, sealed layer per neural option:

@@ -71,6 +71,10 @@ def test_fisher_hooks_backward_gives_the_scores_of_a_full_backward_without_weigh
         only.backward(nn.functional.cross_entropy(net[3:](hidden), y), also=[hidden])
     assert only.scores == full.scores                   # the same gradients reach the hooked outputs
     assert hidden.grad is not None and all(p.grad is None for p in net.parameters())
+    with sn.proxies.FisherHooks(modules) as twice:      # each backward spends its own pass's outputs
+        for _ in range(2):
+            twice.backward(nn.functional.cross_entropy(net(x), y))
+    assert twice.scores == pytest.approx({n: 2 * v for n, v in full.scores.items()}, rel=1e-6)
     with sn.proxies.FisherHooks({"0": net[0]}) as none:
         with torch.no_grad():
             loss = nn.functional.cross_entropy(net(x), y)

@@ -48,6 +48,7 @@ class FisherHooks:
         inputs = [output for _, output, _ in self._outputs] + [t for t in also if t.requires_grad]
         if not inputs:
             raise ProxyError("Fisher Potential: no hooked output takes part in the loss's graph")
+        self._outputs = []      # this pass's outputs are spent; a next forward pass hooks its own
         torch.autograd.backward(loss, inputs=inputs)
 
     def _forward_hook(self, name: str):
