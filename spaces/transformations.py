@@ -263,7 +263,7 @@ class SharedLayer(SharedValue):
     def _sym_clone(self, deep: bool, memo: Any = None) -> Any:
         if deep:
             return self.value.clone(deep=True, memo=memo).seal(False)   # a clone keeps the seal
-        return SharedLayer(self.value)
+        return super()._sym_clone(deep, memo)
 
 
 def _shared(steps, cache: Dict[Any, Any]):

@@ -130,7 +130,16 @@ def test_block_score_of_an_unchanged_layer_reproduces_its_original_score():
         assert scorer.score(site.path, same) == pytest.approx(scorer.original_scores[site.torch_name], rel=1e-5)
 
 
-@pytest.mark.parametrize("net", [tiny_resnet(), sn.nn.densenet((2, 2), growth=4)], ids=["residual", "dense"])
+def two_branch_net():
+    n = sn.nn
+    branch = lambda width, k: n.Sequential([n.BatchNorm(), n.ReLU(), n.Conv(width, k, padding=k // 2)])
+    return n.Sequential([n.Conv(8, 3), n.Concat([branch(4, 3), branch(8, 1)], include_input=True),
+                         n.Concat([branch(8, 1), branch(4, 3)]), n.BatchNorm(), n.ReLU(), n.GlobalPool(),
+                         n.Dense(10)])
+
+
+@pytest.mark.parametrize("net", [tiny_resnet(), sn.nn.densenet((2, 2), growth=4), two_branch_net()],
+                         ids=["residual", "dense", "two-branch"])
 def test_block_score_from_the_layer_on_equals_running_the_whole_block(net):
     # the block context computes the layers before the replaced one (and the shortcut) once, and in
     # a concatenation runs only the branch, with its slice of the block's gradient; scores must be

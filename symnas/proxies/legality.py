@@ -332,9 +332,10 @@ class IsolatedLayerScorer:
                 if branch is None:
                     beside = block.shortcut(x)
                 else:
-                    widths = [b(x).shape[1] for b in block.branches]
+                    # the other branches' widths (none in a DenseNet layer); the replaced branch has the rest
+                    widths = [b(x).shape[1] if j != branch else 0 for j, b in enumerate(block.branches)]
                     start = (x.shape[1] if block.include_input else 0) + sum(widths[:branch])
-                    beside = (start, widths[branch])
+                    beside = (start, grad.shape[1] - start - sum(widths[branch + 1:]))
             self._prefix_cache[key] = (hidden, beside)
         hidden, beside = self._prefix_cache[key]
         y = base.run_forward(chain[index:], hidden)
