@@ -23,7 +23,8 @@ import os
 import statistics
 from typing import Dict, List
 
-RECIPE_KEYS = ("epochs", "batch", "lr", "init", "clip_grad")
+RECIPE_KEYS = ("epochs", "batch", "lr", "init", "clip_grad", "compile")
+RECIPE_DEFAULTS = {"clip_grad": 0, "compile": False}   # for result files written before the key existed
 
 
 @functools.lru_cache(maxsize=None)
@@ -55,7 +56,7 @@ def job_runs(job: str) -> List[dict]:
             if os.path.isfile(job):
                 raise ValueError(f"{path} is not a train_cifar.py results file (no 'models' and 'recipe')")
             continue                      # other JSON in a job folder (search results, ...)
-        recipe = {k: results["recipe"].get(k, 0 if k == "clip_grad" else None) for k in RECIPE_KEYS}
+        recipe = {k: results["recipe"].get(k, RECIPE_DEFAULTS.get(k)) for k in RECIPE_KEYS}
         for name, run in results["models"].items():
             history = run.get("history", [])
             diverged = run.get("diverged_at_epoch")

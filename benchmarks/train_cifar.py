@@ -11,6 +11,7 @@ batch 512, one-cycle LR with peak 0.2 (scaled for batch 512), random crop (pad 4
 horizontal flip, bf16 autocast, channels_last, data resident on the GPU; each layer's initial
 weights drawn from the seed and the layer's name (``--init by-name``), so layers the search left
 alone start identical in the original and the transformed network.
+``--compile`` runs the same steps through ``torch.compile`` (faster on the GPU; recorded in the recipe).
 Longer runs want ``--clip-grad 2``: at 30 epochs the recipe without it diverged at the peak
 learning rate in 4 of 8 runs of the original ResNet-34 (each epoch's median and largest gradient
 norm are in the results, and the clipped steps when clipping).
@@ -139,11 +140,14 @@ def diverging(history) -> bool:
 
 
 def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_limit: float = 0,
-          clip_grad: float = 0) -> dict:
+          clip_grad: float = 0, compile: bool = False) -> dict:
     xtr, ytr, xte, yte = data
     device = xtr.device
     torch.manual_seed(seed)
     model = model.to(device).to(memory_format=torch.channels_last)
+    # the same parameters, run through torch.compile's fused kernels (the first step and the first
+    # evaluation compile); the optimiser and the results see ``model``
+    run = torch.compile(model) if compile else model
     decay = [p for n, p in model.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0}],
@@ -157,7 +161,7 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_
                                                 div_factor=10, final_div_factor=100)
     history, start, diverged = [], time.time(), None
     for epoch in range(epochs):
-        model.train()
+        run.train()
         perm = torch.randperm(len(xtr), device=device)
         total, count = 0.0, 0
         norms = []  # the gradient norm of every step, kept on the device (no sync per step)
@@ -165,7 +169,7 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_
             idx = perm[k:k + batch]
             xb = augment(xtr[idx]).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = F.cross_entropy(model(xb), ytr[idx])
+                loss = F.cross_entropy(run(xb), ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad if clip_grad > 0 else
@@ -180,7 +184,7 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_
         if clip_grad > 0:
             entry["clipped_steps"] = int((norms > clip_grad).sum())
         if epoch + 1 == epochs or (epoch + 1) % 5 == 0:
-            entry["test_accuracy"] = evaluate(model, xte, yte)
+            entry["test_accuracy"] = evaluate(run, xte, yte)
         history.append(entry)
         log(json.dumps(entry))
         if diverged is None and diverging(history):
@@ -189,7 +193,7 @@ def train(model, data, epochs: int, batch: int, lr: float, seed: int, log, time_
                 f"{entry['loss']:.3f} at epoch {diverged}: this run diverged (try --clip-grad 2 or a lower --lr)")
         if time_limit and time.time() - start > time_limit:
             log(f"stopping after epoch {epoch + 1}: time limit {time_limit} s")
-            entry.setdefault("test_accuracy", evaluate(model, xte, yte))
+            entry.setdefault("test_accuracy", evaluate(run, xte, yte))
             break
     return {"test_accuracy": history[-1]["test_accuracy"], "epochs_run": len(history),
             "diverged_at_epoch": diverged, "train_seconds": time.time() - start,
@@ -211,6 +215,9 @@ def main(argv=None):
                              "so layers the search left alone start identical in both networks")
     parser.add_argument("--clip-grad", type=float, default=0,
                         help="clip the gradient's norm to this value before each step (0: no clipping)")
+    parser.add_argument("--compile", action="store_true",
+                        help="train and evaluate through torch.compile (on the H200 a ResNeXt-29 step takes "
+                             "24 instead of 34 ms; the transformed 3.45x network 43 instead of 56)")
     parser.add_argument("--time-limit", type=float, default=0, help="stop a model's training after this many s")
     args = parser.parse_args(argv)
     if args.clip_grad < 0:
@@ -230,7 +237,7 @@ def main(argv=None):
           flush=True)
     results = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-               "recipe": {k: getattr(args, k) for k in ("epochs", "batch", "lr", "seed", "init", "clip_grad")},
+               "recipe": {k: getattr(args, k) for k in ("epochs", "batch", "lr", "seed", "init", "clip_grad", "compile")},
                "models": {}}
     os.makedirs(args.out, exist_ok=True)
     for path in args.models:
@@ -239,7 +246,7 @@ def main(argv=None):
         print(f"== {name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
         results["models"][name] = train(model, data, args.epochs, args.batch, args.lr, args.seed,
                                         lambda s: print(f"  {name} {s}", flush=True), args.time_limit,
-                                        args.clip_grad)
+                                        args.clip_grad, args.compile)
         with open(os.path.join(args.out, "train_cifar.json"), "w") as f:
             json.dump(results, f, indent=1)
     for name, r in results["models"].items():

@@ -6,10 +6,10 @@ import pytest
 SCRIPT = "benchmarks/paired_accuracy.py"
 
 
-def _run(folder, model, seed, accuracy, epochs=10, clip_grad=0.0, losses=(1.5, 1.0, 0.8)):
+def _run(folder, model, seed, accuracy, epochs=10, clip_grad=0.0, losses=(1.5, 1.0, 0.8), compile=None):
     folder.mkdir(parents=True, exist_ok=True)
     results = {"recipe": {"epochs": epochs, "batch": 512, "lr": 0.2, "seed": seed, "init": "by-name",
-                          "clip_grad": clip_grad},
+                          "clip_grad": clip_grad, **({} if compile is None else {"compile": compile})},
                "models": {model: {"test_accuracy": accuracy / 100, "history": [{"loss": x} for x in losses]}}}
     (folder / f"{model}_s{seed}.json").write_text(json.dumps(results))
 
@@ -30,6 +30,18 @@ def test_pairs_seeds_within_a_job_and_pools_jobs_per_recipe(tmp_path, load_scrip
     assert ten["mean_difference"] == pytest.approx(-2.0)
     assert (low, high) == pytest.approx((-2.0 - 4.3027 / 3 ** 0.5, -2.0 + 4.3027 / 3 ** 0.5), abs=1e-3)
     assert thirty["mean_difference"] == pytest.approx(-0.5) and thirty["interval_95"] is None
+
+
+def test_compiled_runs_pair_only_with_compiled_runs_and_old_files_count_as_eager(tmp_path, load_script):
+    _run(tmp_path / "a", "orig", 0, 90.0, compile=True)
+    _run(tmp_path / "a", "ours", 0, 89.0, compile=True)
+    _run(tmp_path / "b", "orig", 1, 88.0)                       # written before the key existed: eager
+    _run(tmp_path / "b", "ours", 1, 85.0, compile=False)
+    _run(tmp_path / "b", "ours", 2, 80.0, compile=True)         # its original ran eager: not a pair
+    _run(tmp_path / "b", "orig", 2, 87.0, compile=False)
+    summaries = load_script(SCRIPT).pair([str(tmp_path / "a"), str(tmp_path / "b")], "orig", "ours")
+    by_compile = {s["recipe"]["compile"]: [p["difference"] for p in s["pairs"]] for s in summaries}
+    assert by_compile == {True: pytest.approx([-1.0]), False: pytest.approx([-3.0])}
 
 
 def test_diverged_runs_are_marked_and_can_be_left_out(tmp_path, load_script):

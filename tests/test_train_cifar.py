@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -32,9 +33,28 @@ def test_trains_each_model_with_one_recipe_and_writes_the_results(cifar10_file, 
     assert run["diverged_at_epoch"] is None
     assert run["params"] == 8 * 3 * 9 + 2 * 8 + 8 * 10 + 10     # conv (no bias), batch norm, dense
     assert results["recipe"] == {"epochs": 2, "batch": 16, "lr": 0.2, "seed": 3, "init": "by-name",
-                                 "clip_grad": 0}
+                                 "clip_grad": 0, "compile": False}
     assert all(e["grad_norm_max"] >= e["grad_norm_median"] > 0 for e in run["history"])
     assert json.loads((out / "train_cifar.json").read_text())["models"]["tiny"]["epochs_run"] == 2
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("clang++") or os.environ.get("CXX")),
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compile_trains_the_same_steps_as_eager_and_is_recorded(cifar10_file, tmp_path, load_script, monkeypatch):
+    path = _saved_net(tmp_path)
+    compiled_modules, real_compile = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled_modules.append(m) or real_compile(m, **kw))
+    args = ["--models", str(path), "--data", str(cifar10_file), "--epochs", "2", "--batch", "16", "--limit", "64",
+            "--seed", "3"]
+    eager = load_script(SCRIPT).main(args + ["--out", str(tmp_path / "eager")])
+    compiled = load_script(SCRIPT).main(args + ["--compile", "--out", str(tmp_path / "compiled")])
+    assert compiled["recipe"]["compile"] is True and eager["recipe"]["compile"] is False
+    assert len(compiled_modules) == 1      # the eager run compiled nothing, the --compile run its one model
+    losses = lambda r: [e["loss"] for e in r["models"]["tiny"]["history"]]  # noqa: E731
+    # the same data, weights and steps: only the kernels' rounding differs
+    assert losses(compiled) == pytest.approx(losses(eager), rel=1e-4)
+    assert compiled["models"]["tiny"]["test_accuracy"] == pytest.approx(eager["models"]["tiny"]["test_accuracy"],
+                                                                         abs=2 / 64)
 
 
 def test_by_name_init_gives_the_same_weights_to_the_same_layer_in_two_networks(tmp_path, load_script):
