@@ -237,7 +237,8 @@ def main(argv=None):
           flush=True)
     results = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-               "recipe": {k: getattr(args, k) for k in ("epochs", "batch", "lr", "seed", "init", "clip_grad", "compile")},
+               "recipe": {k: getattr(args, k)
+                          for k in ("epochs", "batch", "lr", "seed", "init", "clip_grad", "compile")},
                "models": {}}
     os.makedirs(args.out, exist_ok=True)
     for path in args.models:
