@@ -28,13 +28,17 @@ For each backbone:
      legal exactly. ``--channel-shuffle``
      makes every grouping in the menu read interleaved input channels (``sn.program.ChannelShuffle``);
      ``--keep LAYER ...`` leaves the named layers original (out of the search space).
+     ``--no-dead-channels`` offers no input bottleneck to a conv that alone reads the conv before
+     it (the channels it skipped would be computed for nothing; layer shapes shared with convs
+     that read a residual stream keep them, so on the ResNets it changes nothing).
      ``--proxy NAME`` judges legality by another zero-cost proxy of ``sn.proxies`` (snip,
      grad_norm, synflow, naswot; with ``--context tail``) instead of Fisher Potential.
   4. tables: per-layer latencies (original torch / TVM, NAS-only = group G=2 then compile,
      ours), end-to-end batch-1 latency of whole networks in one process (torch eager, and
      every conv a TVM kernel via sn.nn.compile_network) beside the per-layer sums of the
      compiled conv kernels, rejection rate, search time,
-     parameters; exact joint legality check of the chosen network.
+     parameters, the share of ours' conv FLOPs spent on channels that no conv reads
+     (``sn.nn.unread_channel_flops``); exact joint legality check of the chosen network.
 
 Usage::
 
@@ -55,7 +59,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import pyglove as pg
@@ -323,6 +327,24 @@ def torch_conv_timings(ops: List[Any]) -> List[float]:
     return result
 
 
+def drop_input_bottlenecks(menus: Dict[Any, List], sites, private: Sequence[str]) -> None:
+    """Removes the input-bottleneck options (``B(ci)``) of the convs whose input only they read (in
+    place): the channels such an option skips would be computed by the conv before it for nothing.
+    A layer shape that convs with a shared input have too keeps its options, and is named."""
+    private = set(private)
+    shared_keys = {s.key for s in sites if s.path not in private}
+    mixed = set()
+    for key in {s.key for s in sites if s.path in private}:
+        if key in shared_keys:
+            mixed.add(key)
+            continue
+        menus[key] = [steps for steps in menus[key]
+                      if not any(type(step).__name__ == "Bottleneck" and step.axis == "ci" for step in steps)]
+    if mixed:
+        print(f"  --no-dead-channels: {len(mixed)} layer shapes also read a shared input and keep B(ci): "
+              + ", ".join(map(str, sorted(mixed))), flush=True)
+
+
 def run_backbone(name: str, args) -> Dict[str, Any]:
     print(f"\n=== {name} ===", flush=True)
     original = sn.nn.backbone(name)
@@ -340,6 +362,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         print(f"  kernel table: {loaded} latencies read from {args.kernel_table}", flush=True)
     menus = {k: sn.spaces.neural_menu(op, args.channel_shuffle) for k, op in ops.items()
              if k in {s.key for s in sites}}
+    if args.no_dead_channels:
+        drop_input_bottlenecks(menus, sites, sn.nn.private_input_convs(original))
     templates = {k: sn.spaces.program_templates(op)[:args.max_templates] for k, op in ops.items()}
     best: Dict[Any, List] = {}          # key -> per neural option (latency, template)
     torch_conv: Dict[Any, float] = {}
@@ -808,6 +832,10 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
         print(f"  {row['layer']:28s} {row['shape']:22s} {row['torch_ms']:7.3f} {row['tvm_ms']:7.3f} {g2:7.3f} "
               f"{ours_ms:7.3f} {speed:5.2f}  {row['sequence'] + ' ' + row['template']:28s} {orig:.3g}->{cand:.3g}")
 
+    unread = sn.nn.unread_channel_flops(chosen_net)
+    conv_flops = sum(site.kernel().flops()
+                     for site in sn.nn.transformable_convs(chosen_net, include_all=True))
+    unread_share = sum(u for u, _ in unread.values()) / conv_flops
     result = dict(
         backbone=name, date=datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
@@ -835,7 +863,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
                   for label in ("tvm_original", "tvm_nas_g2", "tvm_ours")},
         end_to_end_speedup=baseline_e2e / e2e["tvm_ours"], end_to_end_nas_speedup=baseline_e2e / e2e["tvm_nas_g2"],
         speedup_vs_best_baseline=baseline / ours_tvm, nas_speedup=baseline / nas_tvm,
-        chosen_from=chosen_source, params=params,
+        chosen_from=chosen_source, params=params, unread_channel_share=unread_share,
+        no_dead_channels=args.no_dead_channels,
         exact_legality={m: r.as_metrics() | {"failing": r.failing_layers} for m, r in exact.items()},
         exact_legality_seconds=exact_seconds, exact_screening=screened, fill_upgrades=filled, fill_by=args.fill_by,
         fill_images=args.fill_images, fill_checks=fill_checks, moved_by_exact_check=moves, exact_check_rounds=rounds,
@@ -865,7 +894,8 @@ def run_backbone(name: str, args) -> Dict[str, Any]:
           f"NAS-only {baseline_e2e / e2e['tvm_nas_g2']:.2f}x; ours vs torch eager original "
           f"{e2e['torch_original'] / e2e['tvm_ours']:.2f}x")
     print(f"  params: original {params['original'] / 1e6:.2f}M, NAS-only {params['nas'] / 1e6:.2f}M, "
-          f"ours {params['ours'] / 1e6:.2f}M")
+          f"ours {params['ours'] / 1e6:.2f}M; {unread_share:.1%} of ours' conv FLOPs compute channels that "
+          f"the next conv does not read (an input bottleneck there)")
     print(f"  exact joint legality of the chosen network: per-layer {exact['per_layer'].legal} "
           f"({exact['per_layer'].reason}); network {exact['network'].legal} "
           f"({exact['network'].candidate_score:.4g} vs {exact['network'].original_score:.4g}); {exact_seconds:.1f} s")
@@ -920,6 +950,9 @@ def main(argv=None):
     parser.add_argument("--channel-shuffle", action="store_true",
                         help="groupings in the menu read interleaved input channels (sn.program.ChannelShuffle: "
                              "same cost, groups of consecutive layers mix)")
+    parser.add_argument("--no-dead-channels", action="store_true",
+                        help="offer no input bottleneck to a conv that alone reads the conv before it "
+                             "(whose skipped channels would be computed for nothing)")
     parser.add_argument("--keep", nargs="+", default=[], metavar="LAYER",
                         help="layers the search (and the NAS-only baseline) leave original (torch names as "
                              "in the per-layer table, e.g. 3.body.0)")

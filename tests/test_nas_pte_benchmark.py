@@ -22,6 +22,7 @@ def test_network_mode_with_fill_budget_and_shuffle_reports_a_legal_network_withi
     if result["fill_upgrades"]:                                  # upgrades never overspend the budget
         assert latency["tvm_ours"] <= latency["tvm_original"] / 2 + 1e-9
     assert result["params"]["ours"] < result["params"]["original"]
+    assert 0 <= result["unread_channel_share"] < 1 and result["no_dead_channels"] is False
     assert math.isfinite(result["end_to_end_ms"]["tvm_ours"])
     # --channel-shuffle: every grouping the network uses reads shuffled channels; the NAS-only baseline
     # (plain G=2, not in the menu then) is still timed per layer
@@ -125,3 +126,34 @@ def test_a_kernel_table_file_that_is_not_one_is_refused_before_any_work(placehol
     with pytest.raises(SystemExit):
         load_script("benchmarks/nas_pte.py").main(["--quick", "--kernel-table", str(bad)])
     assert "not a kernel table saved by nas_pte" in capsys.readouterr().err
+
+
+def test_no_dead_channels_drops_input_bottlenecks_of_private_input_convs_only(load_script, capsys):
+    import symnas as sn
+    nas_pte = load_script("benchmarks/nas_pte.py")
+
+    def has_input_bottleneck(steps):
+        return any(isinstance(s, sn.program.Bottleneck) and s.axis == "ci" for s in steps)
+
+    # ResNeXt-29: the 1x1 reducing convs read the residual stream, the 3x3 and expanding 1x1 convs
+    # read the conv before them only; no layer shape is both
+    net = sn.nn.resnext29_2x64d()
+    sites = sn.nn.transformable_convs(net)
+    private = set(sn.nn.private_input_convs(net))
+    menus = {s.key: sn.spaces.neural_menu(s.operator(), channel_shuffle=True) for s in sites}
+    nas_pte.drop_input_bottlenecks(menus, sites, private)
+    for site in sites:
+        menu = menus[site.key]
+        assert menu[0] == [] and len(menu) > 1
+        if site.path in private:
+            assert not any(has_input_bottleneck(steps) for steps in menu), site.path
+    assert any(has_input_bottleneck(steps) for s in sites if s.path not in private for steps in menus[s.key])
+    assert capsys.readouterr().out == ""
+
+    # ResNet-18: a block's two 3x3 convs share a shape; the shared-input one keeps B(ci), and the run says so
+    net = sn.nn.resnet18()
+    sites = sn.nn.transformable_convs(net)
+    menus = {s.key: sn.spaces.neural_menu(s.operator()) for s in sites}
+    nas_pte.drop_input_bottlenecks(menus, sites, sn.nn.private_input_convs(net))
+    assert all(any(has_input_bottleneck(steps) for steps in menu) for menu in menus.values())
+    assert "also read a shared input and keep B(ci)" in capsys.readouterr().out

@@ -24,11 +24,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import pyglove as pg
 from torch import nn
 
-from symnas.nn.layers import (AvgPool, BatchNorm, Concat, Conv, Dense, GlobalPool, Identity, Layer, ReLU,
-                              Residual, Sequential, Shape, ShapeError, Stacked, as_shape)
+from symnas.nn.layers import (Activation, AvgPool, BatchNorm, Concat, Conv, Dense, Dropout, GlobalPool, Identity,
+                              Layer, ReLU, Residual, Sequential, Shape, ShapeError, Stacked, _Elementwise, as_shape)
 
 __all__ = ["resnet18", "resnet34", "resnet", "resnext29_2x64d", "densenet161", "densenet", "backbone",
-           "BACKBONES", "TransformedConv", "ConvSite", "transformable_convs", "replace_convs", "torch_name"]
+           "BACKBONES", "TransformedConv", "ConvSite", "transformable_convs", "private_input_convs", "unread_channel_flops",
+           "replace_convs",
+           "torch_name"]
 
 CIFAR_SHAPE = (3, 32, 32)
 
@@ -94,6 +96,12 @@ class ConvSite:
                               w=self.in_shape[2], k=kernel, stride=stride, padding=padding, groups=groups,
                               batch=batch)
 
+    def kernel(self):
+        """The ``sn.program.Kernel`` this conv computes (its neural steps applied), batch 1."""
+        if isinstance(self.layer, TransformedConv):
+            return self.layer.schedule.kernel()
+        return self.operator().kernel()
+
     @property
     def key(self) -> Tuple:
         """What makes two sites the same kernel: shapes, kernel size, stride, groups."""
@@ -128,6 +136,80 @@ def transformable_convs(net: Layer, in_shape=CIFAR_SHAPE, include_all: bool = Fa
         raise ValueError(f"{type(net).__name__} has no transformable convolution (convs inside residual "
                          f"bodies or concat branches); nothing to transform")
     return sites
+
+
+def private_input_convs(net: Layer) -> List[str]:
+    """Key paths of the convs whose input only they read: the conv before them in the same
+    ``Sequential`` feeds them through channel-wise layers only (batch norm, activations).
+
+    Channels such a conv does not read (an input bottleneck, ``Bottleneck(axis="ci")``) are
+    computed by that earlier conv for nothing (``unread_channel_flops``); a conv that reads a
+    residual stream or a concatenation shares its input and is not listed. Example::
+
+        import symnas as sn
+        assert sn.nn.private_input_convs(sn.nn.resnet18())[0] == "layers[3].body.layers[3]"
+    """
+    return [consumer for _, consumer in _producer_consumer_pairs(net)]
+
+
+def unread_channel_flops(net: Layer, in_shape=CIFAR_SHAPE) -> Dict[str, Tuple[int, int]]:
+    """For each conv whose output only the next conv reads: (FLOPs it spends on output channels that
+    the next conv never reads, its FLOPs), by key path; batch 1.
+
+    An input bottleneck on the reading conv leaves channels of the producing conv unread; an
+    inference compiler could skip computing them (dead code). Example::
+
+        import symnas as sn
+        net = sn.nn.resnet((1, 1, 1, 1), width=8)
+        site = {s.path: s for s in sn.nn.transformable_convs(net)}["layers[3].body.layers[3]"]
+        half = sn.program.Schedule(site.operator(), [sn.program.Bottleneck(2, axis="ci")])
+        unread, total = sn.nn.unread_channel_flops(sn.nn.replace_convs(net, {site.path: half}))["layers[3].body.layers[0]"]
+        assert unread * 2 == total
+    """
+    sites = {s.path: s for s in transformable_convs(net, in_shape, include_all=True)}
+    result = {}
+    for producer, consumer in _producer_consumer_pairs(net):
+        made, used = sites[producer].kernel(), sites[consumer].kernel()
+        read = set()
+        for part in used.parts:
+            read.update(used.input_channels(part))
+        per_channel = [0] * made.output_shape()[1]
+        for (channel, _), part in zip(made.placements(), made.parts):
+            flops = 2 * made.batch * made.rows(part) * made.cols * part.ci_per_group * made.k * made.k
+            for c in range(channel, channel + part.c_out):
+                per_channel[c] += flops
+        result[producer] = (sum(f for c, f in enumerate(per_channel) if c not in read), sum(per_channel))
+    return result
+
+
+def _producer_consumer_pairs(net: Layer) -> List[Tuple[str, str]]:
+    """(conv, the conv that alone reads its output through channel-wise layers), in network order."""
+    pairs: List[Tuple[str, str]] = []
+    channelwise = (BatchNorm, Activation, _Elementwise, Identity, Dropout)
+
+    def visit(layer, path: str) -> None:
+        prefix = f"{path}." if path else ""
+        if isinstance(layer, Sequential):
+            producer = None
+            for i, child in enumerate(layer.layers):
+                child_path = f"{prefix}layers[{i}]"
+                if isinstance(child, (Conv, TransformedConv)):
+                    if producer is not None:
+                        pairs.append((producer, child_path))
+                    producer = child_path
+                elif not isinstance(child, channelwise):
+                    producer = None
+                visit(child, child_path)
+        elif isinstance(layer, Residual):
+            visit(layer.body, f"{prefix}body")
+            if layer.shortcut is not None:
+                visit(layer.shortcut, f"{prefix}shortcut")
+        elif isinstance(layer, Concat):
+            for i, branch in enumerate(layer.branches):
+                visit(branch, f"{prefix}branches[{i}]")
+
+    visit(net, "")
+    return pairs
 
 
 def _walk(layer, in_shape, path, inside_block, include_all, sites) -> Shape:
