@@ -339,7 +339,7 @@ def drop_input_bottlenecks(menus: Dict[Any, List], sites, private: Sequence[str]
             mixed.add(key)
             continue
         menus[key] = [steps for steps in menus[key]
-                      if not any(type(step).__name__ == "Bottleneck" and step.axis == "ci" for step in steps)]
+                      if not any(isinstance(step, sn.program.Bottleneck) and step.axis == "ci" for step in steps)]
     if mixed:
         print(f"  --no-dead-channels: {len(mixed)} layer shapes also read a shared input and keep B(ci): "
               + ", ".join(map(str, sorted(mixed))), flush=True)

@@ -28,9 +28,8 @@ from symnas.nn.layers import (Activation, AvgPool, BatchNorm, Concat, Conv, Dens
                               Layer, ReLU, Residual, Sequential, Shape, ShapeError, Stacked, _Elementwise, as_shape)
 
 __all__ = ["resnet18", "resnet34", "resnet", "resnext29_2x64d", "densenet161", "densenet", "backbone",
-           "BACKBONES", "TransformedConv", "ConvSite", "transformable_convs", "private_input_convs", "unread_channel_flops",
-           "replace_convs",
-           "torch_name"]
+           "BACKBONES", "TransformedConv", "ConvSite", "transformable_convs", "private_input_convs",
+           "unread_channel_flops", "replace_convs", "torch_name"]
 
 CIFAR_SHAPE = (3, 32, 32)
 
