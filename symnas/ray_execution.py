@@ -10,8 +10,10 @@ How many trials run at once: ``workers`` when > 1, else as many as the cluster's
 for GPU trials) fit. A trial whose Ray worker process dies (killed, segfault, its node lost) is
 recorded as failed with Ray's reason (``max_retries=0``: a crash is not retried silently); one that
 runs past ``trial_timeout`` seconds, counted from when its task starts on a worker (not from when it
-was queued), is cancelled (its worker killed) and failed. ``symnas.reporting.report``
-inside a Ray task is a no-op returning False (intermediate results stay on the worker).
+was queued), is cancelled (its worker killed) and failed. ``symnas.reporting.report`` inside a
+Ray task goes to a small actor; the driver stores the measurement, asks the early-stopping policy
+and answers, so curves and early stopping work as with local workers (the task waits for the
+answer: 52-59 ms per report on this 2-core machine, 2026-12-03).
 
 Example::
 
@@ -59,10 +61,52 @@ def check_resources(resources: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     return resources
 
 
-def _evaluate_task(evaluate: Callable[[Any], Any], payload: tuple, start_board=None, key: int = 0) -> tuple:
+def _evaluate_task(evaluate: Callable[[Any], Any], payload: tuple, start_board=None, key: int = 0,
+                   report_board=None) -> tuple:
     if start_board is not None:
         start_board.mark.remote(key)  # the time limit counts from here, not from submission
-    return evaluate_payload(evaluate, payload)
+    if report_board is None:
+        return evaluate_payload(evaluate, payload)
+    import ray  # pylint: disable=import-outside-toplevel
+    from symnas.reporting import reporting_to  # pylint: disable=import-outside-toplevel
+
+    def reporter(step: int, metrics: Dict[str, Any]) -> bool:
+        return bool(ray.get(report_board.report.remote(key, step, metrics)))
+
+    with reporting_to(reporter):
+        return evaluate_payload(evaluate, payload)
+
+
+class _ReportBoard:
+    """A Ray actor (asynchronous) between the tasks' ``report`` calls and the driver: a report
+    waits here until the driver has stored it and answered whether the trial should stop."""
+
+    def __init__(self):
+        import asyncio  # pylint: disable=import-outside-toplevel
+        self._asyncio = asyncio
+        self._pending = []          # (index, key, step, metrics, future), in arrival order
+        self._waiting = {}          # index -> future, handed to the driver and not answered yet
+        self._count = 0
+
+    async def report(self, key: int, step: int, metrics: Dict[str, Any]) -> bool:
+        future = self._asyncio.get_running_loop().create_future()
+        self._count += 1
+        self._pending.append((self._count, key, step, metrics, future))
+        return await future
+
+    async def take(self) -> list:
+        """The reports not yet handed to the driver, as (index, key, step, metrics)."""
+        taken = [report[:4] for report in self._pending]
+        self._waiting.update({report[0]: report[4] for report in self._pending})
+        self._pending = []
+        return taken
+
+    async def answer(self, answers) -> None:
+        """``answers``: (index from ``take``, stop) pairs."""
+        for index, stop in answers:
+            future = self._waiting.pop(index, None)
+            if future is not None and not future.done():
+                future.set_result(bool(stop))
 
 
 class _StartBoard:
@@ -110,6 +154,22 @@ def _describe_ray_error(error: Exception) -> str:
         "\n" + "\n".join(text[-20:]) if len(text) > 1 else "")
 
 
+_REPORT_POLL_S = 0.05
+
+
+def _answer_reports(ray, reports, session: SearchSession, running: Dict[int, Any]) -> None:
+    """Stores the reports the tasks made since the last call and answers each (stop or go on)."""
+    taken = ray.get(reports.take.remote())
+    if not taken:
+        return
+    answers = []
+    for index, key, step, metrics in taken:
+        trial = running.get(key)
+        # a report of a trial no longer running (cancelled): tell it to stop
+        answers.append((index, session.report(trial, step, metrics) if trial is not None else True))
+    reports.answer.remote(answers)
+
+
 def run_on_ray(session: SearchSession, evaluate: Callable[[Any], Any], num_trials: Optional[int],
                progress: bool, *, workers: int = 1, trial_timeout: Optional[float] = None,
                address: Optional[str] = None, resources: Optional[Dict[str, Any]] = None,
@@ -143,6 +203,7 @@ def run_on_ray(session: SearchSession, evaluate: Callable[[Any], Any], num_trial
         task = ray.remote(_evaluate_task).options(max_retries=max_retries, **options)
         evaluate_ref = ray.put(evaluate)
         board = ray.remote(_StartBoard).options(num_cpus=0).remote() if trial_timeout else None
+        reports = ray.remote(_ReportBoard).options(num_cpus=0).remote()
         bar = _progress_bar(session, num_trials) if progress else None
         exhausted = False
         while True:
@@ -152,7 +213,7 @@ def run_on_ray(session: SearchSession, evaluate: Callable[[Any], Any], num_trial
             exhausted = stopped or (exhausted and not trials)
             for trial in trials:
                 value = trial.value if trial.value is not None else trial.dna
-                ref = task.remote(evaluate_ref, encode_value(value), board, trial.record.id)
+                ref = task.remote(evaluate_ref, encode_value(value), board, trial.record.id, reports)
                 in_flight[ref] = (trial, trial.record.id)
             if not in_flight:
                 if exhausted or (num_trials is not None and session.num_finished >= num_trials):
@@ -172,7 +233,10 @@ def run_on_ray(session: SearchSession, evaluate: Callable[[Any], Any], num_trial
                 if not in_flight:
                     _update(bar, session)
                     continue
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait_s)
+            # poll for the tasks' reports while waiting for the next result
+            ready, _ = ray.wait(list(in_flight), num_returns=1,
+                                timeout=_REPORT_POLL_S if wait_s is None else min(wait_s, _REPORT_POLL_S))
+            _answer_reports(ray, reports, session, {key: trial for trial, key in in_flight.values()})
             for ref in ready:
                 trial, key = in_flight.pop(ref)
                 if board is not None:

@@ -2,6 +2,7 @@
 import importlib.util
 import os
 import pathlib
+import sys
 
 import pytest
 
@@ -44,3 +45,27 @@ def load_script():
         spec.loader.exec_module(module)
         return module
     return load
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Ends the test process once pytest has written its summary and saved its cache.
+
+    On 2026-12-03 a clean-clone run passed every test and then died with a segmentation fault
+    while the interpreter tore down (native thread pools of TVM, torch, Ray in one process), which
+    turned a green suite's exit status into 139 (once in six runs). Skipping that teardown keeps the
+    status the tests earned. ``SYMNAS_TEST_FULL_EXIT=1`` runs the ordinary teardown instead.
+    """
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is None or os.environ.get("SYMNAS_TEST_FULL_EXIT") == "1":
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -112,6 +112,29 @@ def test_a_trial_past_its_timeout_is_cancelled_and_failed(cluster):
     assert by_n[2].status == "completed", by_n[2].error
 
 
+def test_reports_from_ray_tasks_reach_storage_and_early_stopping(cluster):
+    from symnas.reporting import report
+
+    def evaluate(value):
+        for step in range(3):
+            if report(step=step, partial=value.n * step):
+                return {"reward": -1.0, "stopped_at": step}
+        return float(value.n)
+
+    class StopAtStepOne(pg.tuning.EarlyStoppingPolicy):
+        def should_stop_early(self, trial):
+            return trial.measurements[-1].step >= 1
+
+    study = sn.search(SPACE, evaluate, sn.algorithms.Random(seed=2), num_trials=4, storage=None,
+                      progress=False, backend="ray", address=cluster, early_stopping=StopAtStepOne())
+    assert len(study.records) == 4
+    for record in study.records:
+        assert record.status == "completed", record.error
+        assert [m["step"] for m in record.measurements] == [0, 1]
+        assert [m["metrics"]["partial"] for m in record.measurements] == [0, record.to_object().n]
+        assert record.metrics["stopped_at"] == 1
+
+
 def test_per_trial_resources_no_node_offers_are_a_clear_error(cluster):
     with pytest.raises(ValueError, match="No node of the Ray cluster offers"):
         sn.search(SPACE, toy_objective, num_trials=2, storage=None, progress=False, backend="ray",
