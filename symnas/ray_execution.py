@@ -23,6 +23,7 @@ Example::
 """
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import uuid
@@ -66,12 +67,11 @@ def check_resources(resources: Optional[Dict[str, Any]]) -> Dict[str, Any]:
 _REPORT_BOARDS: Dict[str, Any] = {}     # in a Ray worker: report board name -> actor handle
 
 
-def _evaluate_task(evaluate: Callable[[Any], Any], payload: tuple, start_board=None, key: int = 0,
-                   report_board: Optional[str] = None) -> tuple:
+def _evaluate_task(evaluate: Callable[[Any], Any], payload: tuple, start_board, key: int,
+                   report_board: str) -> tuple:
+    """One trial in a Ray worker; ``report`` calls go to the actor named ``report_board``."""
     if start_board is not None:
         start_board.mark.remote(key)  # the time limit counts from here, not from submission
-    if report_board is None:
-        return evaluate_payload(evaluate, payload)
     from symnas.reporting import reporting_to  # pylint: disable=import-outside-toplevel
 
     def reporter(step: int, metrics: Dict[str, Any]) -> bool:
@@ -91,14 +91,12 @@ class _ReportBoard:
     waits here until the driver has stored it and answered whether the trial should stop."""
 
     def __init__(self):
-        import asyncio  # pylint: disable=import-outside-toplevel
         self._pending = []          # (index, key, step, metrics, future), in arrival order
         self._waiting = {}          # index -> future, handed to the driver and not answered yet
         self._arrived = asyncio.Event()
         self._count = 0
 
     async def report(self, key: int, step: int, metrics: Dict[str, Any]) -> bool:
-        import asyncio  # pylint: disable=import-outside-toplevel
         future = asyncio.get_running_loop().create_future()
         self._count += 1
         self._pending.append((self._count, key, step, metrics, future))

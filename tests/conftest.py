@@ -47,11 +47,11 @@ def load_script():
     return load
 
 
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
 def pytest_sessionfinish(session, exitstatus):
     session.config.stash[_EXIT_STATUS] = int(exitstatus)
-
-
-_EXIT_STATUS = pytest.StashKey[int]()
 
 
 @pytest.hookimpl(trylast=True)
@@ -59,9 +59,10 @@ def pytest_unconfigure(config):
     """Ends the test process once pytest has written its summary and saved its cache.
 
     On 2026-12-03 a clean-clone run passed every test and then died with a segmentation fault
-    while the interpreter tore down (native thread pools of TVM, torch, Ray in one process), which
-    turned a green suite's exit status into 139 (once in six runs). Skipping that teardown keeps the
-    status the tests earned. ``SYMNAS_TEST_FULL_EXIT=1`` runs the ordinary teardown instead.
+    while the interpreter tore down (once in six runs; the cause was not found: TVM, torch and Ray
+    all leave native threads in this process), which turned a green suite's exit status into 139.
+    Skipping that teardown keeps the status the tests earned. ``SYMNAS_TEST_FULL_EXIT=1`` runs the
+    ordinary teardown instead, to hunt the crash.
     """
     status = config.stash.get(_EXIT_STATUS, None)
     if status is None or os.environ.get("SYMNAS_TEST_FULL_EXIT") == "1":
