@@ -37,8 +37,12 @@ _LAZY = {
     "KernelModule": "symnas.kas.torch_module",
     "KernelConv": "symnas.kas.layer",
     "replace_convs": "symnas.kas.layer",
+    "lower_to_layers": "symnas.kas.layer",
+    "transfer_weights": "symnas.kas.layer",
     "compile_kernel": "symnas.kas.compile",
-    "time_kernel": "symnas.kas.compile",
+    "compile_conv": "symnas.kas.compile",
+    "compile_module": "symnas.kas.compile",
+    "time_callable": "symnas.kas.compile",
     "CanvasPruning": "symnas.kas.pruning",
     "ProxyFilter": "symnas.kas.pruning",
 }
