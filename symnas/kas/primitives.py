@@ -623,17 +623,28 @@ class Broadcast(Primitive):
 
     @classmethod
     def solutions(cls, params, shapes):
+        """Values of the dynamic variable in ``lhs`` that make the broadcast legal: the repeat count a
+        factor of the multiplier's numerator (Canvas), or ``lhs`` a factor of the matched part of ``rhs``
+        (the paper's involution: ``[G, x/G]`` onto ``[G, C/G, K, K]`` gives ``x = G*K*K``)."""
         lhs, rhs = shapes
-        _, _, _, _, mult = broadcast_match(lhs, rhs)
+        _, _, lhs_pi, rhs_pi, mult = broadcast_match(lhs, rhs)
         den = mult.denominator()
         dyn = den.dynamic_vars()
         if len(dyn) != 1 or den.power_of(dyn[0]) != 1:
             return []
         var = dyn[0]
-        rest = den / Size.dynamic(var)
-        # Image sizes never become channel sizes (spatial invariance, as Canvas's default).
-        return [(var, f / rest) for f in mult.numerator().factors(limit=12)
-                if not (f.uses("H") or f.uses("W") or f.uses("S"))]
+        x = Size.dynamic(var)
+        rest = den / x
+        values = [f / rest for f in mult.numerator().factors(limit=12)]
+        if lhs_pi.power_of(var) == 1:
+            coefficient = lhs_pi / x
+            values += [f / coefficient for f in rhs_pi.numerator().factors(limit=12)]
+        out = []
+        for v in values:
+            # Image sizes never become channel sizes (spatial invariance, as Canvas's default).
+            if v not in out and not _spatial(v) and not v.dynamic_vars():
+                out.append(v)
+        return [(var, v) for v in out]
 
     @classmethod
     def cost(cls, params, shapes, out):

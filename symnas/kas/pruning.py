@@ -4,7 +4,7 @@
   policy (``sn.search(..., early_stopping=...)``, ``pg.sample(..., early_stopping_policy=...)``):
   a trial whose accuracy at an epoch falls below ``lambda(epoch) * best(epoch)``
   (``sn.train.AccuracyCurveStopping``, lambda = theta + (1 - theta) * epoch / max_step), or whose
-  training loss at an epoch is above that epoch's milestone (``loss_milestones``; Canvas checks
+  training loss at an epoch is above that epoch's milestone (``loss_milestones[epoch - 1]``; Canvas checks
   milestones inside the first epoch, ``sn.train.Trainer`` reports once per epoch, so the first
   milestone is checked at the first epoch's end), is stopped.
 - :class:`ProxyFilter`: a zero-cost proxy (``sn.proxies``: snip, synflow, naswot, fisher,
@@ -15,12 +15,12 @@
 Example::
 
     import symnas as sn
-    policy = sn.kas.CanvasPruning(max_step=10, theta=0.5, loss_milestones={1: 2.2})
+    policy = sn.kas.CanvasPruning(max_step=10, theta=0.5, loss_milestones=[2.2])
     screen = sn.kas.ProxyFilter(proxy="snip", min_ratio=0.5)
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import List, Optional
 
 import pyglove as pg
 import torch
@@ -32,8 +32,9 @@ __all__ = ["CanvasPruning", "ProxyFilter"]
 
 
 class CanvasPruning(AccuracyCurveStopping):
-    """Accuracy-curve pruning plus training-loss milestones {epoch: largest loss allowed}."""
-    loss_milestones: Dict[int, float] = {}
+    """Accuracy-curve pruning plus training-loss milestones: ``loss_milestones[i]`` is the largest
+    training loss allowed at epoch ``i + 1`` (None: no limit)."""
+    loss_milestones: List[Optional[float]] = []
     loss_metric: str = "train_loss"
 
     def should_stop_early(self, trial: pg.tuning.Trial) -> bool:
@@ -42,7 +43,8 @@ class CanvasPruning(AccuracyCurveStopping):
         if not trial.measurements:
             return False
         latest = trial.measurements[-1]
-        limit = self.loss_milestones.get(int(latest.step))
+        step = int(latest.step)
+        limit = self.loss_milestones[step - 1] if 1 <= step <= len(self.loss_milestones) else None
         loss = (latest.metrics or {}).get(self.loss_metric)
         return limit is not None and loss is not None and float(loss) > limit
 

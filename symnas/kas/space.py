@@ -202,13 +202,17 @@ class KernelSpace(pg.Object):
         if not self.min_primitives <= n <= self.max_primitives:
             raise ValueError(f"the kernel has {n} primitives; the space allows {self.min_primitives}.."
                              f"{self.max_primitives}")
-        if kernel.groups not in self.group_list():
-            raise ValueError(f"the kernel's G={kernel.groups} is not one of {self.group_list()}")
+        groups = kernel.groups
+        if groups not in self.group_list():
+            uses_g = any(size.uses("G") for shape in kernel.analyze().shapes for size in shape if size is not None)
+            if uses_g:
+                raise ValueError(f"the kernel's G={groups} is not one of {self.group_list()}")
+            groups = self.group_list()[0]      # G unused: any value decodes to the same kernel
         kinds = self.options().kinds
         widths = [max_width] if max_width else list(range(self.min_width, self.max_width + 1))
         reason = "no width limit fits"
         for width in widths:
-            b = self.builder(n, width, kernel.groups)
+            b = self.builder(n, width, groups)
             try:
                 picks = b.follow(steps)
             except KernelRejected as e:
@@ -216,8 +220,7 @@ class KernelSpace(pg.Object):
                 continue
             choices = [Choice(kind=k, pick=p) for k, p in picks]
             choices += [Choice(kind=kinds[0], pick=0.0) for _ in range(self.max_primitives - n)]
-            return KernelDesign(space=self, num_primitives=n, max_width=width, groups=kernel.groups,
-                                steps=choices)
+            return KernelDesign(space=self, num_primitives=n, max_width=width, groups=groups, steps=choices)
         raise ValueError(f"the kernel is not in this space: {reason}")
 
 
