@@ -51,6 +51,7 @@ class Canvas(DecisionAlgorithm):
         self.rejections = collections.Counter()
         self.samples = 0
         self.backtracks = 0
+        self.last_decoded = None     # the Decoded kernel of the latest proposal (saves decoding it again)
 
     def _propose_values(self):
         values = [None] * self._space.num_decisions
@@ -98,6 +99,7 @@ class Canvas(DecisionAlgorithm):
                 self.rejections["duplicate structure"] += 1
                 continue
             self._seen.add(decoded.hash)
+            self.last_decoded = decoded
             values[d["num_primitives"]] = n - lo
             values[d["max_width"]] = width - lo_w
             values[d["groups"]] = groups.index(g)
@@ -146,7 +148,7 @@ def _find_designs(space, hint):
             continue
         role = hints[1]
         name = dec.name
-        suffix = role if role in ("num_primitives", "max_width", "groups") else f"steps[{hints[2]}].{role}"
+        suffix = role if role in ("num_primitives", "max_width", "groups") else f"{role}s[{hints[2]}]"
         prefix = name[:-len(suffix)] if name.endswith(suffix) else name
         d = designs.setdefault(prefix, {"kind": {}, "pick": {}})
         if role in ("kind", "pick"):

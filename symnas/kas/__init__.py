@@ -29,7 +29,7 @@ from symnas.kas.primitives import (BMM, FC, Activation, Broadcast, Conv, Element
                                    PrimitiveError, Scale, Shift, Softmax, Unfold)
 from symnas.kas.sizes import Size
 from symnas.kas.solver import solve_budget
-from symnas.kas.space import Choice, Decoded, KernelDesign, KernelSpace
+from symnas.kas.space import Decoded, KernelDesign, KernelSpace
 from symnas.kas.targets import Budget, ConvTarget, conv_targets
 
 # torch-dependent parts load on first use, so the sampler (and `import symnas`) stays light.
@@ -43,6 +43,10 @@ _LAZY = {
     "compile_conv": "symnas.kas.compile",
     "compile_module": "symnas.kas.compile",
     "time_callable": "symnas.kas.compile",
+    "rediscover": "symnas.kas.evaluate",
+    "ProxyTask": "symnas.kas.evaluate",
+    "lower_network": "symnas.kas.evaluate",
+    "network_latencies": "symnas.kas.evaluate",
     "CanvasPruning": "symnas.kas.pruning",
     "ProxyFilter": "symnas.kas.pruning",
 }
@@ -58,6 +62,6 @@ def __getattr__(name):
 
 __all__ = ["primitives", "shapes", "sizes", "Size", "Kernel", "Analysis", "Solution", "KernelRejected", "analyze",
            "Primitive", "PrimitiveError", "Group", "Shift", "Unfold", "FC", "Conv", "Fold", "Mix", "Scale",
-           "Softmax", "Activation", "ElementWise", "Broadcast", "BMM", "KernelSpace", "KernelDesign", "Choice",
+           "Softmax", "Activation", "ElementWise", "Broadcast", "BMM", "KernelSpace", "KernelDesign",
            "Decoded", "ConvTarget", "Budget", "conv_targets", "solve_budget", "classify", "reference_kernels",
            "depthwise_separable", "spatially_separable", "involution"] + list(_LAZY)

@@ -577,6 +577,21 @@ def _spatial(size: Size) -> bool:
     return size.uses("H") or size.uses("W") or size.uses("S")
 
 
+def _inner_is_channel(block: List[Size], lhs_pi: Size) -> bool:
+    """Whether the innermost dims of ``rhs``'s unmatched ``block`` that ``lhs`` maps onto (product
+    ``lhs_pi``) are whole channel dims: image axes may only lie in the repeated, outer part."""
+    if lhs_pi.is_one():
+        return True
+    inner = _ONE
+    for size in reversed(block):
+        if _spatial(size):
+            return False
+        inner = inner * size
+        if inner == lhs_pi:
+            return True
+    return not any(_spatial(size) for size in block)
+
+
 def broadcast_match(lhs: S.Shape, rhs: S.Shape):
     """Canvas's broadcast matching: (prefix, suffix, lhs_pi, rhs_pi, multiplier) on the present sizes.
 
@@ -612,10 +627,10 @@ class Broadcast(Primitive):
     def infer(cls, params, shapes):
         lhs, rhs = shapes
         who = cls.name_of(params)
-        _, _, lhs_pi, rhs_pi, mult = broadcast_match(lhs, rhs)
-        if _spatial(lhs_pi) or _spatial(rhs_pi):
-            raise PrimitiveError(f"{who}: {S.text(lhs)} onto {S.text(rhs)} would repeat values across image "
-                                 f"positions (not spatially invariant): the image axes must match")
+        prefix, suffix, lhs_pi, rhs_pi, mult = broadcast_match(lhs, rhs)
+        if _spatial(lhs_pi) or not _inner_is_channel(S.present(rhs)[prefix:len(S.present(rhs)) - suffix], lhs_pi):
+            raise PrimitiveError(f"{who}: {S.text(lhs)} onto {S.text(rhs)} would spread values across image "
+                                 f"positions (not spatially invariant): image axes must match or be repeated over")
         if any(mult.power_of(v) < 0 for v in mult.dynamic_vars()):
             raise PrimitiveError(f"{who}: {S.text(lhs)} onto {S.text(rhs)} needs the dynamic sizes solved "
                                  f"(multiplier {mult})")

@@ -46,7 +46,7 @@ from symnas.kas.sizes import NUM_DYNAMIC, Size, SizeError
 from symnas.kas.solver import check_static, closing, solve_sizes, target_env
 from symnas.kas.targets import Budget, ConvTarget, group_choices
 
-__all__ = ["KernelSpace", "KernelDesign", "Choice", "Decoded", "KAS_HINT"]
+__all__ = ["KernelSpace", "KernelDesign", "Decoded", "KAS_HINT"]
 
 KAS_HINT = "symnas.kas"
 
@@ -88,14 +88,6 @@ def _kernel_of(steps: Sequence[Step], out_channels: str, groups: int) -> Kernel:
         chain = cls.arity == 1 and tuple(inputs) == (i - 1,)
         prims.append(cls(*params, inputs=None if chain else list(inputs)))
     return Kernel(prims, out_channels=out_channels, groups=groups)
-
-
-@pg.members([
-    ("kind", pg.typing.Str(), "The primitive type of this step (a KernelSpace kind)."),
-    ("pick", pg.typing.Float(min_value=0.0, max_value=1.0), "Which legal application of that kind."),
-])
-class Choice(pg.Object):
-    """One sampling step's decisions."""
 
 
 @pg.members([
@@ -160,16 +152,14 @@ class KernelSpace(pg.Object):
     def search_space(self) -> "KernelDesign":
         """The hyper value: a KernelDesign whose decisions are the sampler's (module docstring)."""
         kinds = self.kind_list()
-        steps = [Choice(kind=pg.oneof(kinds, hints=(KAS_HINT, "kind", t)),
-                        pick=pg.floatv(0.0, 1.0, hints=(KAS_HINT, "pick", t)))
-                 for t in range(self.max_primitives)]
         return KernelDesign(
             space=self,
             num_primitives=pg.oneof(list(range(self.min_primitives, self.max_primitives + 1)),
                                     hints=(KAS_HINT, "num_primitives", self)),
             max_width=pg.oneof(list(range(self.min_width, self.max_width + 1)), hints=(KAS_HINT, "max_width")),
             groups=pg.oneof(self.group_list(), hints=(KAS_HINT, "groups")),
-            steps=steps)
+            kinds=[pg.oneof(kinds, hints=(KAS_HINT, "kind", t)) for t in range(self.max_primitives)],
+            picks=[pg.floatv(0.0, 1.0, hints=(KAS_HINT, "pick", t)) for t in range(self.max_primitives)])
 
     def options(self) -> "_Options":
         if self._options is None:
@@ -218,9 +208,10 @@ class KernelSpace(pg.Object):
             except KernelRejected as e:
                 reason = str(e)
                 continue
-            choices = [Choice(kind=k, pick=p) for k, p in picks]
-            choices += [Choice(kind=kinds[0], pick=0.0) for _ in range(self.max_primitives - n)]
-            return KernelDesign(space=self, num_primitives=n, max_width=width, groups=groups, steps=choices)
+            pad = self.max_primitives - n
+            return KernelDesign(space=self, num_primitives=n, max_width=width, groups=groups,
+                                kinds=[k for k, _ in picks] + [kinds[0]] * pad,
+                                picks=[p for _, p in picks] + [0.0] * pad)
         raise ValueError(f"the kernel is not in this space: {reason}")
 
 
@@ -229,7 +220,9 @@ class KernelSpace(pg.Object):
     ("num_primitives", pg.typing.Int(min_value=1), "Primitives to sample."),
     ("max_width", pg.typing.Int(min_value=1), "Most open branches at any step."),
     ("groups", pg.typing.Int(min_value=1), "The value of the global group symbol G."),
-    ("steps", pg.typing.List(pg.typing.Object(Choice)), "One choice per step (only the first num_primitives count)."),
+    ("kinds", pg.typing.List(pg.typing.Str()), "Per step, the primitive kind to apply (the first num_primitives count)."),
+    ("picks", pg.typing.List(pg.typing.Float(min_value=0.0, max_value=1.0)),
+     "Per step, which legal application of that kind (a fraction of the list of them)."),
 ])
 class KernelDesign(pg.Object):
     """A point of a :class:`KernelSpace`; ``decode()`` builds and solves the kernel it describes."""
@@ -241,10 +234,10 @@ class KernelDesign(pg.Object):
     def decode(self) -> Decoded:
         """The kernel, its sizes for every target and its costs; KernelRejected when it cannot be built."""
         if self._decoded is None:
-            if self.num_primitives > len(self.steps):
-                raise KernelRejected(f"num_primitives={self.num_primitives} but only {len(self.steps)} steps")
+            if self.num_primitives > min(len(self.kinds), len(self.picks)):
+                raise KernelRejected(f"num_primitives={self.num_primitives} but only {len(self.kinds)} steps")
             self._decoded = self.space.decode(self.num_primitives, self.max_width, self.groups,
-                                              [(c.kind, c.pick) for c in self.steps])
+                                              list(zip(self.kinds, self.picks)))
         return self._decoded
 
     def kernel(self) -> Kernel:
@@ -417,6 +410,7 @@ class Builder:
         self.dynamic_sizes: List[Size] = []      # constraint sizes holding a free variable
         self.next_var = 0
         self.weighted = 0
+        self.t = 0
         self.record: List[Tuple[str, float]] = []
 
     def clone(self) -> "Builder":
@@ -459,6 +453,7 @@ class Builder:
         """Places primitive ``t``: the first of ``kinds`` with a legal application, chosen by
         ``pick(t, kind)``; raises KernelRejected when none has one."""
         delta_max, last = self._limits(t)
+        self.t = t
         tried = []
         for kind in kinds:
             cands = self._candidates(kind, delta_max, last)
@@ -517,6 +512,7 @@ class Builder:
             for k in range(m):
                 frac = (k + 0.5) / m
                 other = self.clone()
+                other.t = t
                 if other._apply(cls.kind, cands[idx], frac, last):
                     other.record.append((cls.kind, (idx + frac) / n))
                     result = other._follow(t + 1, steps, target, failure)
@@ -582,6 +578,9 @@ class Builder:
             params = _fresh(kind, params, self.next_var)
         if cls.weighted and self.weighted >= self.o.max_weighted:
             return False
+        ahead = self.n - self.t - 1              # steps after this one
+        if kind == "bmm" and params[0] == "gram" and ahead < 2:
+            return False                          # a gram matrix needs an apply and a closing step after it
         r = self._infer(kind, cand[0], inputs, new_var)
         if r is None:
             return False
@@ -594,6 +593,10 @@ class Builder:
             pending.append((var, value))
         if self.flops_bound + bound > self.flops_limit:
             return False
+        if ahead == 1 and self.o.closing(out) is False and (
+                out[S.D] is not None or out[S.H] is None or out[S.W] is None or
+                self.weighted + cls.weighted >= self.o.max_weighted):
+            return False                          # the last step could not close this node
         if last:
             close = self.o.closing(out)
             if close is False:
