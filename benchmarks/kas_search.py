@@ -144,7 +144,7 @@ def cmd_search(args) -> dict:
     print(f"  {len(trials)} trials in {time.time() - start:.0f} s: {len(done)} trained, "
           f"{int((trials['status'] == 'rejected').sum())} rejected, {int((trials['status'] == 'failed').sum())} failed")
     for _, row in done.head(5).iterrows():
-        print(f"    trial {row['trial_id']:3d}: accuracy {row['accuracy']:.4f}  FLOPs {row['flops_ratio']:.3f}")
+        print(f"    trial {int(_):3d}: accuracy {row['accuracy']:.4f}  FLOPs {row['flops_ratio']:.3f}")
     result = {"when": _stamp(), "baseline_accuracy": float(baseline.accuracy), "trials": len(trials),
               "trained": len(done)}
     if len(done):

@@ -485,7 +485,8 @@ class Builder:
             t = failure[0]
             cls, params, inputs = steps[min(t, len(steps) - 1)]
             raise KernelRejected(f"step {t + 1} ({cls.name_of(params)} <- {list(inputs)}) cannot be rebuilt "
-                                 f"here (a legal application with these sizes does not exist at that point)")
+                                 f"here (no legal application with these sizes at that point: shapes, the budget or the "
+                                 f"branch limits)")
         return found
 
     def _follow(self, t, steps, target, failure) -> Optional[List[Tuple[str, float]]]:
