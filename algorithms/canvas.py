@@ -14,7 +14,7 @@ __all__ = ["Canvas"]
     ("seed", pg.typing.Int().noneable(), "Random seed; None draws from the OS."),
     ("max_attempts", pg.typing.Int(min_value=1, default=20000), "Samples tried per proposal before giving up."),
     ("dedup", pg.typing.Bool(default=True), "Never propose a kernel structurally equal to an earlier one."),
-    ("max_backtracks", pg.typing.Int(min_value=0, default=8),
+    ("max_backtracks", pg.typing.Int(min_value=0, default=2),
      "Re-draws of an earlier step when a step has no legal application (0: discard the sample, as Canvas)."),
 ])
 class Canvas(DecisionAlgorithm):

@@ -48,8 +48,12 @@ def _stamp() -> str:
             f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
+_KERNELS = {"depthwise_separable": sn.kas.depthwise_separable, "bottleneck_separable": sn.kas.bottleneck_separable,
+            "spatially_separable": sn.kas.spatially_separable, "involution": sn.kas.involution}
+
+
 def _space(args) -> sn.kas.KernelSpace:
-    targets = sn.kas.conv_targets(sn.nn.backbone(args.backbone))
+    targets = sn.kas.conv_targets(sn.nn.backbone(args.backbone), kernel_size=tuple(args.kernel_sizes))
     return sn.kas.KernelSpace(targets=targets, budget=sn.kas.Budget(flops=args.budget),
                               max_primitives=args.max_primitives, min_receptive=args.min_receptive)
 
@@ -170,11 +174,8 @@ def _load(path: str):
 
 def cmd_networks(args) -> dict:
     net = sn.nn.backbone(args.backbone)
-    targets = sn.kas.conv_targets(net)
-    if args.kernel in sn.kas.reference_kernels():
-        kernel = sn.kas.reference_kernels()[args.kernel]
-    else:
-        kernel = _load(args.kernel)
+    targets = sn.kas.conv_targets(net, kernel_size=tuple(args.kernel_sizes))
+    kernel = _KERNELS[args.kernel]() if args.kernel in _KERNELS else _load(args.kernel)
     solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=args.budget))
     ours = sn.kas.replace_convs(net, kernel, solution, targets)
     lowered, n_low, n_all = sn.kas.lower_network(ours)
@@ -188,16 +189,18 @@ def cmd_networks(args) -> dict:
     if n_low == n_all:
         models["ours"] = (lowered, "tvm")
     models["ours "] = (ours, "inductor")
-    built = {}
+    built, rows = {}, {}
     import torch  # pylint: disable=import-outside-toplevel
+    if args.rounds == 0:
+        models = {}
     for name, (symbolic, route) in models.items():
         torch.manual_seed(0)
         model = symbolic.build((3, 32, 32)).eval()
         built[name.strip() + "|" + route] = (symbolic, model, route)
-    latencies = sn.kas.network_latencies(built, rounds=args.rounds)
-    base = min(v for k, v in latencies.items() if k.startswith("original|"))
-    print(f"  batch 1, min of {args.rounds} interleaved rounds (ms); speedup over the best original ({base:.2f} ms)")
-    rows = {}
+    latencies = sn.kas.network_latencies(built, rounds=args.rounds) if built else {}
+    base = min((v for k, v in latencies.items() if k.startswith("original|")), default=float("nan"))
+    if latencies:
+        print(f"  batch 1, min of {args.rounds} interleaved rounds (ms); speedup over the best original ({base:.2f} ms)")
     for key, ms in latencies.items():
         name, route = key.split("|")
         params = sn.nn.count_params(built[key][1])
@@ -205,7 +208,7 @@ def cmd_networks(args) -> dict:
         print(f"  {name:28s} {route:9s} {ms:8.2f} {base / ms:7.2f}x   {params / 1e6:.2f}M params")
     if args.export:
         os.makedirs(args.export, exist_ok=True)
-        tag = args.kernel if args.kernel in sn.kas.reference_kernels() else "searched"
+        tag = args.kernel if args.kernel in _KERNELS else "searched"
         for name, value in ((f"{args.backbone}_original", net), (f"{args.backbone}_kas_{tag}", ours)):
             path = os.path.join(args.export, f"{name}.json")
             with open(path, "w") as f:
@@ -222,6 +225,8 @@ def main(argv=None) -> dict:
     common.add_argument("--backbone", default="resnet34", choices=sorted(sn.nn.BACKBONES))
     common.add_argument("--budget", type=float, default=0.25, help="kernel FLOPs / replaced convs' multiply-adds")
     common.add_argument("--max-primitives", type=int, default=25)
+    common.add_argument("--kernel-sizes", type=int, nargs="+", default=[3],
+                        help="replace the convs of these kernel sizes (1 3: the 1x1 convs too)")
     common.add_argument("--min-receptive", type=int, default=1)
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--json", default=None, help="write the results here")
@@ -244,9 +249,9 @@ def main(argv=None) -> dict:
     p.add_argument("--export", default=None)
     p = sub.add_parser("networks", parents=[common])
     p.add_argument("--kernel", default="depthwise_separable",
-                   help="a reference family name or a kernel JSON written by `search --export`")
+                   help=f"one of {sorted(_KERNELS)} or a kernel JSON written by `search --export`")
     p.add_argument("--compare", nargs="*", default=[], help="other saved networks to time (NAS-PTE's)")
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=7, help="timing rounds (0: only export the networks)")
     p.add_argument("--export", default=None)
     args = parser.parse_args(argv)
     if args.budget <= 0:

@@ -23,8 +23,8 @@ import importlib
 
 from symnas.kas import primitives, shapes, sizes
 from symnas.kas.kernel import Analysis, Kernel, KernelRejected, Solution, analyze
-from symnas.kas.patterns import (classify, depthwise_separable, involution, reference_kernels,
-                                 spatially_separable)
+from symnas.kas.patterns import (bottleneck_separable, classify, depthwise_separable, involution,
+                                 reference_kernels, spatially_separable)
 from symnas.kas.primitives import (BMM, FC, Activation, Broadcast, Conv, ElementWise, Fold, Group, Mix, Primitive,
                                    PrimitiveError, Scale, Shift, Softmax, Unfold)
 from symnas.kas.sizes import Size
@@ -64,4 +64,4 @@ __all__ = ["primitives", "shapes", "sizes", "Size", "Kernel", "Analysis", "Solut
            "Primitive", "PrimitiveError", "Group", "Shift", "Unfold", "FC", "Conv", "Fold", "Mix", "Scale",
            "Softmax", "Activation", "ElementWise", "Broadcast", "BMM", "KernelSpace", "KernelDesign",
            "Decoded", "ConvTarget", "Budget", "conv_targets", "solve_budget", "classify", "reference_kernels",
-           "depthwise_separable", "spatially_separable", "involution"] + list(_LAZY)
+           "depthwise_separable", "bottleneck_separable", "spatially_separable", "involution"] + list(_LAZY)

@@ -27,7 +27,7 @@ from symnas.kas import shapes as S
 from symnas.kas.kernel import Kernel, analyze
 from symnas.kas.primitives import FC, Broadcast, Conv, Fold, Group, Mix, Scale, Unfold
 
-__all__ = ["depthwise_separable", "spatially_separable", "involution", "reference_kernels", "classify",
+__all__ = ["depthwise_separable", "bottleneck_separable", "spatially_separable", "involution", "reference_kernels", "classify",
            "FAMILIES"]
 
 FAMILIES = ("depthwise_separable", "spatially_separable", "involution_like")
@@ -36,6 +36,12 @@ FAMILIES = ("depthwise_separable", "spatially_separable", "involution_like")
 def depthwise_separable(k: int = 3, out: str = "O") -> Kernel:
     """A k x k depthwise conv (unfold, a per-channel weight, fold) then a 1x1 conv to ``out``."""
     return Kernel([Unfold("HW", k), Scale("channel"), Fold("K"), FC(out)], out_channels=_channels(out))
+
+
+def bottleneck_separable(k: int = 3, mid: str = "x0", out: str = "O") -> Kernel:
+    """A 1x1 conv to ``mid`` channels, a k x k depthwise conv, a 1x1 conv to ``out`` (MobileNet's
+    separable block around a bottleneck whose width the budget solver sets)."""
+    return Kernel([FC(mid), Unfold("HW", k), Scale("channel"), Fold("K"), FC(out)], out_channels=_channels(out))
 
 
 def spatially_separable(k: int = 3, mid: str = "x0", out: str = "O") -> Kernel:

@@ -273,6 +273,7 @@ class _Options:
         self.infer_caches: Dict[int, dict] = {}
         self.envs: Dict[int, list] = {}
         self.low_envs: Dict[int, list] = {}
+        self.bound_caches: Dict[int, dict] = {}
         self.limits = space.budget.limits(self.targets)
         self.counts = [t.count for t in self.targets]
         self.group_values = space.group_list()
@@ -288,6 +289,7 @@ class _Options:
                                      for env in self.envs[groups]]
             self.check_caches[groups] = {}
             self.infer_caches[groups] = {}
+            self.bound_caches[groups] = {}
         return self.envs[groups]
 
     def legal(self, sizes, groups: int) -> bool:
@@ -343,13 +345,17 @@ class _Options:
         return self.bound_of(cls.cost(params, ins, out)[:2], groups)
 
     def bound_of(self, terms, groups: int) -> float:
+        cache = self.bound_caches[groups]
         total = 0.0
         for term in terms:
-            if term is not None:
-                for env, count in zip(self.low_envs[groups], self.counts):
-                    total += count * term.float_value(env)
+            if term is None:
+                continue
+            value = cache.get(term)
+            if value is None:
+                value = cache[term] = sum(count * term.float_value(env)
+                                          for env, count in zip(self.low_envs[groups], self.counts))
+            total += value
         return total
-
 
     def closing(self, shape):
         """Cached :func:`~symnas.kas.solver.closing` for this space's output channels."""

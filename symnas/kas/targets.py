@@ -55,7 +55,8 @@ class ConvTarget(pg.Object):
 
     @property
     def key(self) -> str:
-        return f"{self.c_in}-{self.c_out}@{self.h}x{self.w}/s{self.stride}"
+        kind = "" if self.k == 3 and self.groups == 1 else f"k{self.k}" + (f"g{self.groups}" if self.groups > 1 else "")
+        return f"{self.c_in}-{self.c_out}@{self.h}x{self.w}/s{self.stride}{kind}"
 
     @property
     def out_h(self) -> int:
@@ -103,29 +104,31 @@ class Budget(pg.Object):
         return out
 
 
-def conv_targets(net, in_shape=(3, 32, 32), kernel_size: int = 3, paths: Optional[Sequence[str]] = None,
+def conv_targets(net, in_shape=(3, 32, 32), kernel_size=3, paths: Optional[Sequence[str]] = None,
                  same_channels: Optional[bool] = None) -> List[ConvTarget]:
-    """The distinct ``kernel_size`` convs inside the blocks of a symbolic ``sn.nn`` network.
+    """The distinct convs inside the blocks of a symbolic ``sn.nn`` network whose kernel size is
+    ``kernel_size`` (an int or a tuple of them: ``(1, 3)`` also replaces the 1x1 convs).
 
     ``paths`` keeps only those convs; ``same_channels=True`` keeps only convs with
     ``c_in == c_out`` (False: only the others). Raises ValueError when none is left.
     """
+    sizes = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
     from symnas.nn import backbones  # pylint: disable=import-outside-toplevel
     found: Dict[tuple, dict] = {}
     for site in backbones.transformable_convs(net, in_shape):
         op = site.operator()
-        if op.k != kernel_size or (paths is not None and site.path not in paths):
+        if op.k not in sizes or (paths is not None and site.path not in paths):
             continue
         if same_channels is not None and (op.c_in == op.c_out) != same_channels:
             continue
-        key = (op.c_in, op.c_out, op.h, op.w, op.stride, op.groups)
+        key = (op.c_in, op.c_out, op.h, op.w, op.stride, op.groups, op.k)
         entry = found.setdefault(key, {"count": 0, "paths": []})
         entry["count"] += 1
         entry["paths"].append(site.path)
     if not found:
-        raise ValueError(f"no {kernel_size}x{kernel_size} convolution in the network matches "
+        raise ValueError(f"no convolution of kernel size {kernel_size} in the network matches "
                          f"(paths={paths}, same_channels={same_channels})")
-    return [ConvTarget(c_in=k[0], c_out=k[1], h=k[2], w=k[3], stride=k[4], k=kernel_size, groups=k[5],
+    return [ConvTarget(c_in=k[0], c_out=k[1], h=k[2], w=k[3], stride=k[4], k=k[6], groups=k[5],
                        count=v["count"], paths=v["paths"]) for k, v in found.items()]
 
 
