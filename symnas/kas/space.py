@@ -630,6 +630,8 @@ class Builder:
             terms = [_subst_all(x, pending) for x in self.terms]
             if self.o.bound_of(terms, self.groups) + bound > self.flops_limit:
                 return False
+        elif not last and not self._can_merge_after(inputs, out):
+            return False
         # Commit.
         for var, value in pending:
             self._substitute(var, value)
@@ -654,6 +656,34 @@ class Builder:
         if cls.weighted:
             self.weighted += 1
         return True
+
+    def _can_merge_after(self, inputs, out) -> bool:
+        """One step of look-ahead: when every later step must merge two branches, some pair of the open
+        branches left by this step has to merge (a broadcast or a matmul applies)."""
+        leaves = [v for v, u in enumerate(self.users) if u == 0 and v not in inputs]
+        if not leaves:
+            return True
+        merges_left = self.n - self.t - 2          # steps after this one, before the closing step
+        if len(leaves) < merges_left:
+            return True
+        sid = self.o.shape_id(out)
+        dyn = S.dynamic_vars(out)
+        var = dyn[0] if dyn else None
+        canon = (sid, sid) if var is None else (self.o.shape_id(_renamed(out, {var: 0})),
+                                                self.o.shape_id(_renamed(out, {var: 1})))
+        nodes = [(self.vars[v], self.canon[v]) for v in leaves] + [(var, canon)]
+        infer, groups = self.o.infer, self.groups
+        for i, (va, ca) in enumerate(nodes):
+            for j, (vb, cb) in enumerate(nodes):
+                if i == j:
+                    continue
+                a = ca[0]
+                b = cb[0 if vb is None or vb == va or va is None else 1]
+                if infer("broadcast", ("add",), (a, b), groups) is not None or \
+                        infer("bmm", ("apply", False), (a, b), groups) is not None or \
+                        infer("bmm", ("gram", False), (a, b), groups) is not None:
+                    return True
+        return False
 
     def _index_node(self, shape) -> None:
         sid = self.o.shape_id(shape)
