@@ -39,7 +39,6 @@ import pyglove as pg
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import symnas as sn  # noqa: E402  pylint: disable=wrong-import-position
 from symnas.materialize import Materializer  # noqa: E402  pylint: disable=wrong-import-position
-from symnas.safe_json import from_json_str  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _stamp() -> str:
@@ -166,10 +165,7 @@ def cmd_search(args) -> dict:
 
 
 def _load(path: str):
-    import symnas.kas.layer  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    import symnas.program  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    with open(path) as f:
-        return from_json_str(f.read())
+    return sn.load(path)          # JSON only: nothing in the file runs
 
 
 def cmd_networks(args) -> dict:

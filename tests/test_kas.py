@@ -199,8 +199,7 @@ def test_kernel_conv_replaces_resnet_convs_and_round_trips_through_json():
     model = fast.build((3, 32, 32))
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     sn.nn.init_by_name(model, seed=1)
-    from symnas.safe_json import from_json_str
-    again = from_json_str(pg.to_json_str(fast))
+    again = sn.from_json(pg.to_json_str(fast))
     assert pg.eq(again, fast)
 
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from symnas.safe_json import from_json_str
+import symnas as sn
 
 
 def test_sampler_reports_valid_distinct_kernels_per_second(load_script, capsys):
@@ -29,8 +29,7 @@ def test_networks_export_loads_safely_and_rejects_bad_arguments(load_script, tmp
     result = bench.main(["networks", "--backbone", "resnet18", "--kernel", "depthwise_separable", "--rounds", "0",
                          "--export", str(tmp_path)])
     assert result["lowered"] == result["kernels"] == 16
-    with open(os.path.join(tmp_path, "resnet18_kas_depthwise_separable.json")) as f:
-        net = from_json_str(f.read())
+    net = sn.load(os.path.join(tmp_path, "resnet18_kas_depthwise_separable.json"))
     assert net.build((3, 32, 32)) is not None
     with pytest.raises(SystemExit):
         bench.main(["networks", "--budget", "-1"])

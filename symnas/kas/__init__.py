@@ -31,14 +31,12 @@ from symnas.kas.sizes import Size
 from symnas.kas.solver import solve_budget
 from symnas.kas.space import Decoded, KernelDesign, KernelSpace
 from symnas.kas.targets import Budget, ConvTarget, conv_targets
+# KernelConv is a layer of saved networks: loaded here so `sn.load` finds it (this imports torch).
+from symnas.kas.layer import KernelConv, lower_to_layers, replace_convs, transfer_weights
 
-# torch-dependent parts load on first use, so the sampler (and `import symnas`) stays light.
+# The rest loads on first use.
 _LAZY = {
     "KernelModule": "symnas.kas.torch_module",
-    "KernelConv": "symnas.kas.layer",
-    "replace_convs": "symnas.kas.layer",
-    "lower_to_layers": "symnas.kas.layer",
-    "transfer_weights": "symnas.kas.layer",
     "compile_kernel": "symnas.kas.compile",
     "compile_conv": "symnas.kas.compile",
     "compile_module": "symnas.kas.compile",
@@ -64,4 +62,5 @@ __all__ = ["primitives", "shapes", "sizes", "Size", "Kernel", "Analysis", "Solut
            "Primitive", "PrimitiveError", "Group", "Shift", "Unfold", "FC", "Conv", "Fold", "Mix", "Scale",
            "Softmax", "Activation", "ElementWise", "Broadcast", "BMM", "KernelSpace", "KernelDesign",
            "Decoded", "ConvTarget", "Budget", "conv_targets", "solve_budget", "classify", "reference_kernels",
-           "depthwise_separable", "bottleneck_separable", "spatially_separable", "involution"] + list(_LAZY)
+           "depthwise_separable", "bottleneck_separable", "spatially_separable", "involution", "KernelConv",
+           "lower_to_layers", "replace_convs", "transfer_weights"] + list(_LAZY)
