@@ -24,6 +24,7 @@ ALGORITHMS = {
     "reinforce": "Reinforce",
     "bayesian": "Bayesian",
     "nsga2": "NSGA2",
+    "canvas": "Canvas",          # kernel architecture search spaces (sn.kas) only
 }
 
 SOURCE_KEY = "cli_source"        # where the evaluator comes from (builtin name or file path)
