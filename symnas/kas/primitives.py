@@ -555,7 +555,7 @@ class ElementWise(Primitive):
         out = []
         for fn in ELEMENTWISE:
             # Canvas's pruning of pointless pairs.
-            if kind == "elementwise" and (fn == last and fn in ("abs", "neg") or
+            if kind == "elementwise" and (fn == last and fn in ("abs", "neg", "exp") or
                                           fn == "abs" and last in ("exp", "neg", "sqr", "sqrt") or
                                           (fn, last) in (("sqrt", "sqr"), ("sqr", "sqrt"))):
                 continue

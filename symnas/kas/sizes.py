@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import math
-import operator
 import re
 from fractions import Fraction
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -35,7 +34,26 @@ SYMBOLS = STATIC + DYNAMIC
 _INDEX = {name: i for i, name in enumerate(SYMBOLS)}
 _NSYM = len(SYMBOLS)
 _FIRST_DYN = len(STATIC)
-_ZERO = (0,) * _NSYM
+# The exponents are packed in one int, 6 bits each, offset by 32: multiplying two sizes adds their
+# ints, so the sampler's inner loop does integer arithmetic instead of building tuples.
+_BITS, _OFF, _MASK = 6, 32, 63
+_ZERO = sum(_OFF << (_BITS * i) for i in range(_NSYM))
+_DYN_SHIFT = _BITS * _FIRST_DYN
+_ZERO_DYN = _ZERO >> _DYN_SHIFT
+
+
+def _pack(exps) -> int:
+    out = _ZERO
+    for i, e in enumerate(exps):
+        if e:
+            if not -_OFF <= e < _OFF:
+                raise SizeError(f"exponent {e} of {SYMBOLS[i]} is out of range")
+            out += e << (_BITS * i)
+    return out
+
+
+def _unit(i: int) -> int:
+    return 1 << (_BITS * i)
 
 
 class SizeError(ValueError):
@@ -43,11 +61,11 @@ class SizeError(ValueError):
 
 
 class Size:
-    """``num/den * prod(SYMBOLS[i] ** pw[i])``; reduced, immutable, hashable."""
+    """``num/den * prod(SYMBOLS[i] ** e_i)``; reduced, immutable, hashable (exponents packed in ``pw``)."""
 
     __slots__ = ("num", "den", "pw", "_hash")
 
-    def __init__(self, num: int = 1, den: int = 1, pw: Tuple[int, ...] = _ZERO):
+    def __init__(self, num: int = 1, den: int = 1, pw: int = _ZERO):
         if num <= 0 or den <= 0:
             raise SizeError(f"a size must be positive, got {num}/{den}")
         if den != 1:
@@ -62,9 +80,7 @@ class Size:
     def symbol(cls, name: str) -> "Size":
         if name not in _INDEX:
             raise SizeError(f"unknown symbol {name!r}; symbols are {', '.join(SYMBOLS)}")
-        pw = list(_ZERO)
-        pw[_INDEX[name]] = 1
-        return cls(1, 1, tuple(pw))
+        return cls(1, 1, _ZERO + _unit(_INDEX[name]))
 
     @classmethod
     def number(cls, value: int) -> "Size":
@@ -83,7 +99,7 @@ class Size:
             return cls.number(text)
         if not isinstance(text, str) or not _SYNTAX.fullmatch(text.replace(" ", "")):
             raise SizeError(f"cannot parse size {text!r}: write a product like '3*C/G' or 'x0'")
-        num, den, pw = 1, 1, list(_ZERO)
+        num, den, exps = 1, 1, [0] * _NSYM
         for sign, factor in _FACTOR.findall("*" + text.replace(" ", "")):
             base, _, power = factor.partition("^")
             power = int(power) if power else 1
@@ -98,22 +114,23 @@ class Size:
             else:
                 if base not in _INDEX:
                     raise SizeError(f"size {text!r}: unknown symbol {base!r} (symbols: {', '.join(SYMBOLS)})")
-                pw[_INDEX[base]] += power if sign == "*" else -power
-        return cls(num, den, tuple(pw))
+                exps[_INDEX[base]] += power if sign == "*" else -power
+        return cls(num, den, _pack(exps))
 
     # ---- algebra -----------------------------------------------------------------------------
     def __mul__(self, other: "Size") -> "Size":
-        if other.pw is _ZERO and other.num == 1 and other.den == 1:
+        if other.pw == _ZERO and other.num == 1 and other.den == 1:
             return self
-        return Size(self.num * other.num, self.den * other.den, tuple(map(operator.add, self.pw, other.pw)))
+        return Size(self.num * other.num, self.den * other.den, self.pw + other.pw - _ZERO)
 
     def __truediv__(self, other: "Size") -> "Size":
-        return Size(self.num * other.den, self.den * other.num, tuple(map(operator.sub, self.pw, other.pw)))
+        return Size(self.num * other.den, self.den * other.num, self.pw - other.pw + _ZERO)
 
     def __pow__(self, k: int) -> "Size":
+        pw = _ZERO + k * (self.pw - _ZERO)
         if k >= 0:
-            return Size(self.num ** k, self.den ** k, tuple(a * k for a in self.pw))
-        return Size(self.den ** -k, self.num ** -k, tuple(a * k for a in self.pw))
+            return Size(self.num ** k, self.den ** k, pw)
+        return Size(self.den ** -k, self.num ** -k, pw)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Size) and self._hash == other._hash and self.num == other.num and \
@@ -125,25 +142,32 @@ class Size:
     def is_one(self) -> bool:
         return self.num == 1 and self.den == 1 and self.pw == _ZERO
 
+    def exponents(self) -> List[int]:
+        pw = self.pw
+        return [((pw >> (_BITS * i)) & _MASK) - _OFF for i in range(_NSYM)]
+
     # ---- structure ---------------------------------------------------------------------------
     def dynamic_vars(self) -> List[int]:
         """Indices (0-based, ``x<i>``) of the dynamic variables in this size."""
-        return [i - _FIRST_DYN for i in range(_FIRST_DYN, _NSYM) if self.pw[i]]
+        d = self.pw >> _DYN_SHIFT
+        if d == _ZERO_DYN:
+            return []
+        return [i for i in range(NUM_DYNAMIC) if ((d >> (_BITS * i)) & _MASK) != _OFF]
 
     def power_of(self, var: int) -> int:
-        return self.pw[_FIRST_DYN + var]
+        return ((self.pw >> (_BITS * (_FIRST_DYN + var))) & _MASK) - _OFF
 
     def is_static(self) -> bool:
-        return not any(self.pw[_FIRST_DYN:])
+        return (self.pw >> _DYN_SHIFT) == _ZERO_DYN
 
     def uses(self, name: str) -> bool:
-        return self.pw[_INDEX[name]] != 0
+        return ((self.pw >> (_BITS * _INDEX[name])) & _MASK) != _OFF
 
     def numerator(self) -> "Size":
-        return Size(self.num, 1, tuple(p if p > 0 else 0 for p in self.pw))
+        return Size(self.num, 1, _pack([e if e > 0 else 0 for e in self.exponents()]))
 
     def denominator(self) -> "Size":
-        return Size(self.den, 1, tuple(-p if p < 0 else 0 for p in self.pw))
+        return Size(self.den, 1, _pack([-e if e < 0 else 0 for e in self.exponents()]))
 
     def factors(self, limit: int = 64) -> List["Size"]:
         """Every monomial that divides this one's numerator (numbers by their divisors), at most ``limit``."""
@@ -151,44 +175,40 @@ class Size:
         out = [Size()]
         for d in _divisors(n.num)[1:]:
             out.append(Size(d))
-        for i, p in enumerate(n.pw):
+        for i, p in enumerate(n.exponents()):
             if p <= 0:
                 continue
             base = list(out)
             for k in range(1, p + 1):
-                pw = list(_ZERO)
-                pw[i] = k
-                step = Size(1, 1, tuple(pw))
+                step = Size(1, 1, _ZERO + k * _unit(i))
                 out.extend(b * step for b in base)
         return out[:limit]
 
     def substitute(self, var: int, value: "Size") -> "Size":
         """``x<var>`` replaced by ``value`` (a monomial)."""
-        p = self.pw[_FIRST_DYN + var]
+        p = self.power_of(var)
         if not p:
             return self
-        pw = list(self.pw)
-        pw[_FIRST_DYN + var] = 0
-        return Size(self.num, self.den, tuple(pw)) * (value ** p)
+        rest = Size(self.num, self.den, self.pw - p * _unit(_FIRST_DYN + var))
+        return rest * (value ** p)
 
     def rename(self, mapping: Mapping[int, int]) -> "Size":
         """Dynamic variables renamed: ``x<i>`` becomes ``x<mapping[i]>`` (others unchanged)."""
-        if not any(self.pw[_FIRST_DYN:]):
+        if self.is_static():
             return self
-        pw = list(self.pw)
+        exps = self.exponents()
+        out = exps[:_FIRST_DYN] + [0] * NUM_DYNAMIC
         for i in range(NUM_DYNAMIC):
-            pw[_FIRST_DYN + i] = 0
-        for i in range(NUM_DYNAMIC):
-            p = self.pw[_FIRST_DYN + i]
+            p = exps[_FIRST_DYN + i]
             if p:
-                pw[_FIRST_DYN + mapping.get(i, i)] += p
-        return Size(self.num, self.den, tuple(pw))
+                out[_FIRST_DYN + mapping.get(i, i)] += p
+        return Size(self.num, self.den, _pack(out))
 
     # ---- evaluation --------------------------------------------------------------------------
     def value(self, env: Mapping[str, int]) -> Fraction:
         """The size for the symbols' values in ``env`` (a Fraction; integral when the size is legal)."""
         num, den = self.num, self.den
-        for i, p in enumerate(self.pw):
+        for i, p in enumerate(self.exponents()):
             if p:
                 v = env[SYMBOLS[i]]
                 if p > 0:
@@ -199,7 +219,9 @@ class Size:
 
     def float_value(self, env: Mapping[str, int]) -> float:
         out = self.num / self.den
-        for i, p in enumerate(self.pw):
+        pw = self.pw
+        for i in range(_NSYM):
+            p = ((pw >> (_BITS * i)) & _MASK) - _OFF
             if p:
                 out *= env[SYMBOLS[i]] ** p
         return out
@@ -207,7 +229,7 @@ class Size:
     def is_integer(self, env: Mapping[str, int]) -> bool:
         """Whether the size is a positive integer for ``env`` (integer arithmetic, no Fraction)."""
         num, den = self.num, self.den
-        for i, p in enumerate(self.pw):
+        for i, p in enumerate(self.exponents()):
             if p:
                 v = env[SYMBOLS[i]]
                 if p > 0:
@@ -226,8 +248,9 @@ class Size:
     def static_value(self, env: Mapping[str, int]) -> Fraction:
         """The value with every dynamic variable set to 1 (their coefficient)."""
         num, den = self.num, self.den
+        exps = self.exponents()
         for i in range(_FIRST_DYN):
-            p = self.pw[i]
+            p = exps[i]
             if p:
                 v = env[SYMBOLS[i]]
                 if p > 0:
@@ -240,7 +263,7 @@ class Size:
     def __str__(self) -> str:
         top = [str(self.num)] if self.num != 1 else []
         bottom = [str(self.den)] if self.den != 1 else []
-        for i, p in enumerate(self.pw):
+        for i, p in enumerate(self.exponents()):
             if p > 0:
                 top.append(SYMBOLS[i] + (f"^{p}" if p > 1 else ""))
             elif p < 0:
