@@ -41,7 +41,18 @@ GLOBAL = 10 ** 6      # receptive extent of a primitive that reads every positio
 
 
 class PrimitiveError(ValueError):
-    """A primitive cannot apply to the shapes it is given; the message names it and the size."""
+    """A primitive cannot apply to the shapes it is given; the message names it and the size.
+
+    The message may be given as a function: the sampler tries (and drops) many applications, and
+    formats a message only when one is shown.
+    """
+
+    def __init__(self, message):
+        super().__init__(message)
+        self._message = message
+
+    def __str__(self) -> str:
+        return self._message() if callable(self._message) else str(self._message)
 
 
 _ONE = Size()
@@ -57,16 +68,16 @@ def _size(text: str, who: str) -> Size:
 def _need(shape: S.Shape, slots: Sequence[int], who: str) -> None:
     for slot in slots:
         if shape[slot] is None:
-            raise PrimitiveError(f"{who}: the input {S.text(shape)} has no {S.SLOTS[slot]} axis")
+            raise PrimitiveError(lambda: f"{who}: the input {S.text(shape)} has no {S.SLOTS[slot]} axis")
 
 
 def _dims(shape: S.Shape, dims: str, who: str) -> Tuple[int, ...]:
     if dims not in S.DIMSETS:
-        raise PrimitiveError(f"{who}: unknown dims {dims!r} (one of {', '.join(S.DIMSETS)})")
+        raise PrimitiveError(lambda: f"{who}: unknown dims {dims!r} (one of {', '.join(S.DIMSETS)})")
     if dims == "channel":
         slots = tuple(s for s in S.CHANNEL_SLOTS if shape[s] is not None)
         if not slots:
-            raise PrimitiveError(f"{who}: the input {S.text(shape)} has no channel axis")
+            raise PrimitiveError(lambda: f"{who}: the input {S.text(shape)} has no channel axis")
         return slots
     slots = S.DIMSETS[dims]
     _need(shape, slots, who)
@@ -105,10 +116,10 @@ class Primitive(pg.Object):
         """The nodes this primitive reads when it is the ``index``-th (1-based) of its kernel."""
         if self.inputs is None:
             if self.arity != 1:
-                raise PrimitiveError(f"{self.describe()}: a two-input primitive needs explicit inputs")
+                raise PrimitiveError(lambda: f"{self.describe()}: a two-input primitive needs explicit inputs")
             return [index - 1]
         if len(self.inputs) != self.arity:
-            raise PrimitiveError(f"{self.describe()}: takes {self.arity} input(s), got {list(self.inputs)}")
+            raise PrimitiveError(lambda: f"{self.describe()}: takes {self.arity} input(s), got {list(self.inputs)}")
         return list(self.inputs)
 
     def describe(self) -> str:
@@ -165,7 +176,7 @@ class Group(Primitive):
         (by,), (s,) = params, shapes
         who = cls.name_of(params)
         if s[S.G] is not None:
-            raise PrimitiveError(f"{who}: the input {S.text(s)} is already grouped")
+            raise PrimitiveError(lambda: f"{who}: the input {S.text(s)} is already grouped")
         _need(s, (S.C,), who)
         if by == "G":
             g = Size.symbol("G")
@@ -173,9 +184,9 @@ class Group(Primitive):
             return S.replace(s, {S.G: g, S.C: c}), [c]
         if by == "C":
             if s[S.C].is_one():
-                raise PrimitiveError(f"{who}: the input {S.text(s)} has one channel")
+                raise PrimitiveError(lambda: f"{who}: the input {S.text(s)} has one channel")
             return S.replace(s, {S.G: s[S.C], S.C: _ONE}), []
-        raise PrimitiveError(f"{who}: by must be 'G' or 'C'")
+        raise PrimitiveError(lambda: f"{who}: by must be 'G' or 'C'")
 
     @classmethod
     def variants(cls, shape, options, producer):
@@ -197,7 +208,7 @@ class Shift(Primitive):
         (axis, offset), (s,) = params, shapes
         who = cls.name_of(params)
         if offset == 0:
-            raise PrimitiveError(f"{who}: a shift by 0 does nothing")
+            raise PrimitiveError(lambda: f"{who}: a shift by 0 does nothing")
         _need(s, S.DIMSETS[axis], who)
         return s, []
 
@@ -231,17 +242,17 @@ class Unfold(Primitive):
         (axis, k, dilation), (s,) = params, shapes
         who = cls.name_of(params)
         if k < 2 or k % 2 == 0 or dilation < 1:
-            raise PrimitiveError(f"{who}: k must be odd and >= 3, dilation >= 1")
+            raise PrimitiveError(lambda: f"{who}: k must be odd and >= 3, dilation >= 1")
         changes = {}
         if "H" in axis:
             _need(s, (S.H,), who)
             if s[S.KH] is not None:
-                raise PrimitiveError(f"{who}: the input {S.text(s)} is already unfolded along H")
+                raise PrimitiveError(lambda: f"{who}: the input {S.text(s)} is already unfolded along H")
             changes[S.KH] = Size(k)
         if "W" in axis:
             _need(s, (S.W,), who)
             if s[S.KW] is not None:
-                raise PrimitiveError(f"{who}: the input {S.text(s)} is already unfolded along W")
+                raise PrimitiveError(lambda: f"{who}: the input {S.text(s)} is already unfolded along W")
             changes[S.KW] = Size(k)
         return S.replace(s, changes), []
 
@@ -313,14 +324,14 @@ class Conv(Primitive):
         (kh, kw, d, depthwise, out), (s,) = params, shapes
         who = cls.name_of(params)
         if kh % 2 == 0 or kw % 2 == 0:
-            raise PrimitiveError(f"{who}: kernel sizes must be odd")
+            raise PrimitiveError(lambda: f"{who}: kernel sizes must be odd")
         _need(s, (S.H, S.W), who)
         if s[S.KH] is not None or s[S.KW] is not None or s[S.D] is not None:
-            raise PrimitiveError(f"{who}: the input {S.text(s)} must be [G, C, H, W]")
+            raise PrimitiveError(lambda: f"{who}: the input {S.text(s)} must be [G, C, H, W]")
         o = _size(out, who)
         if depthwise:
             if s[S.G] is not None:
-                raise PrimitiveError(f"{who}: a depthwise conv takes an ungrouped input, got {S.text(s)}")
+                raise PrimitiveError(lambda: f"{who}: a depthwise conv takes an ungrouped input, got {S.text(s)}")
             groups = S.channels(s)
         else:
             groups = s[S.G] if s[S.G] is not None else _ONE
@@ -372,14 +383,14 @@ class Mix(Primitive):
         who = cls.name_of(params)
         slots = _dims(s, dims, who)
         if any(slot not in S.CHANNEL_SLOTS for slot in slots):
-            raise PrimitiveError(f"{who}: Mix acts on channel axes only")
+            raise PrimitiveError(lambda: f"{who}: Mix acts on channel axes only")
         o = _size(out, who)
         changes: Dict[int, Optional[Size]] = {slot: None for slot in slots}
         if not o.is_one():
             changes[slots[0]] = o
         result = S.replace(s, changes)
         if not S.present(result):
-            raise PrimitiveError(f"{who}: mixing every axis of {S.text(s)} away leaves nothing")
+            raise PrimitiveError(lambda: f"{who}: mixing every axis of {S.text(s)} away leaves nothing")
         return result, []
 
     @classmethod
@@ -413,7 +424,7 @@ class Scale(Primitive):
         who = cls.name_of(params)
         slots = _dims(s, dims, who)
         if any(slot not in S.CHANNEL_SLOTS for slot in slots):
-            raise PrimitiveError(f"{who}: a scale over image axes would not be spatially invariant")
+            raise PrimitiveError(lambda: f"{who}: a scale over image axes would not be spatially invariant")
         return s, []
 
     @classmethod
@@ -446,7 +457,7 @@ class Fold(Primitive):
         slots = _dims(s, dims, who)
         result = S.replace(s, {slot: None for slot in slots})
         if not S.present(result):
-            raise PrimitiveError(f"{who}: folding every axis of {S.text(s)} leaves a scalar")
+            raise PrimitiveError(lambda: f"{who}: folding every axis of {S.text(s)} leaves a scalar")
         return result, []
 
     @classmethod
@@ -629,10 +640,10 @@ class Broadcast(Primitive):
         who = cls.name_of(params)
         prefix, suffix, lhs_pi, rhs_pi, mult = broadcast_match(lhs, rhs)
         if _spatial(lhs_pi) or not _inner_is_channel(S.present(rhs)[prefix:len(S.present(rhs)) - suffix], lhs_pi):
-            raise PrimitiveError(f"{who}: {S.text(lhs)} onto {S.text(rhs)} would spread values across image "
+            raise PrimitiveError(lambda: f"{who}: {S.text(lhs)} onto {S.text(rhs)} would spread values across image "
                                  f"positions (not spatially invariant): image axes must match or be repeated over")
         if any(mult.power_of(v) < 0 for v in mult.dynamic_vars()):
-            raise PrimitiveError(f"{who}: {S.text(lhs)} onto {S.text(rhs)} needs the dynamic sizes solved "
+            raise PrimitiveError(lambda: f"{who}: {S.text(lhs)} onto {S.text(rhs)} needs the dynamic sizes solved "
                                  f"(multiplier {mult})")
         return rhs, [lhs_pi, mult]
 
@@ -685,21 +696,21 @@ class BMM(Primitive):
             for t in (lhs, rhs):
                 _need(t, (S.H, S.W), who)
                 if t[S.D] is not None:
-                    raise PrimitiveError(f"{who}: {S.text(t)} is already a matrix")
+                    raise PrimitiveError(lambda: f"{who}: {S.text(t)} is already a matrix")
             if lhs[S.H] != rhs[S.H] or lhs[S.W] != rhs[S.W]:
-                raise PrimitiveError(f"{who}: image sizes differ: {S.text(lhs)} vs {S.text(rhs)}")
+                raise PrimitiveError(lambda: f"{who}: image sizes differ: {S.text(lhs)} vs {S.text(rhs)}")
             a, b = S.channels(lhs), S.channels(rhs)
             return (None, a, None, None, b, None, None), []
         if softmax:
-            raise PrimitiveError(f"{who}: softmax belongs to the gram mode")
+            raise PrimitiveError(lambda: f"{who}: softmax belongs to the gram mode")
         if lhs[S.D] is None or lhs[S.H] is not None or lhs[S.W] is not None:
-            raise PrimitiveError(f"{who}: the left input must be a gram matrix [A, D], got {S.text(lhs)}")
+            raise PrimitiveError(lambda: f"{who}: the left input must be a gram matrix [A, D], got {S.text(lhs)}")
         _need(rhs, (S.H, S.W), who)
         if rhs[S.D] is not None:
-            raise PrimitiveError(f"{who}: the right input must be [B, H, W], got {S.text(rhs)}")
+            raise PrimitiveError(lambda: f"{who}: the right input must be [B, H, W], got {S.text(rhs)}")
         b = S.channels(rhs)
         if lhs[S.D] != b:
-            raise PrimitiveError(f"{who}: D = {lhs[S.D]} does not match the right input's channels {b}")
+            raise PrimitiveError(lambda: f"{who}: D = {lhs[S.D]} does not match the right input's channels {b}")
         return (None, S.channels(lhs), None, None, None, rhs[S.H], rhs[S.W]), []
 
     @classmethod
