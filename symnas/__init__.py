@@ -18,6 +18,7 @@ import importlib
 __version__ = "0.1.0"
 
 from symnas import algorithms
+from symnas import schedulers
 from symnas import spaces
 from symnas.errors import TrialRejected
 from symnas.objectives import Objective
@@ -40,5 +41,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnas' has no attribute {name!r}")
 
 
-__all__ = ["algorithms", "spaces", "search", "Study", "Objective", "TrialRejected",
+__all__ = ["algorithms", "schedulers", "spaces", "search", "Study", "Objective", "TrialRejected",
            "nn", "train", "data", "program", "proxies", "symbolize"]
