@@ -255,3 +255,33 @@ def test_the_dashboard_page_shows_the_study_its_trial_count_and_best_value(study
         _page_text(browser, server.url + "/studies/1/smartSelection", "Parallel Coordinate", "Param lr",
                    "Param width", "Param op")
         _page_text(browser, server.url + "/studies/2", "pareto", "Pareto Front", "Best Trials")
+
+
+@pytest.mark.parametrize("space", [
+    SPACE,
+    pg.Dict(a=pg.oneof([pg.Dict(x=pg.floatv(0.1, 1.0, scale="log"), y=pg.oneof([1, 2])), 3]),
+            b=pg.manyof(2, [1, pg.Dict(z=pg.oneof([5, 6])), 3]), c=pg.oneof(["u", "v"])),
+    pg.List([pg.oneof(["none", "skip", "conv"]) for _ in range(4)]),
+    pg.oneof([1, 2, 3]),
+    pg.manyof(3, ["a", "b", "c", "d"], distinct=False),
+    pg.Dict(op=pg.oneof([pg.Dict(k=pg.oneof([3, 5]), j=pg.oneof([pg.Dict(q=pg.oneof([1, 2])), 7])), "pool"]),
+            lr=pg.floatv(1e-4, 1e-1)),
+])
+def test_stored_dna_is_read_back_as_pyglove_reads_it(space):
+    from symnas.algorithms._decisions import dna_from_compact
+    from symnas.trial import dna_to_json
+    algorithm = sn.algorithms.Random(seed=1)
+    algorithm.setup(pg.dna_spec(space))
+    for _ in range(50):
+        text = dna_to_json(algorithm.propose())
+        fast = dna_from_compact(json.loads(text)["value"])
+        slow = pg.DNA.from_json(json.loads(text))
+        assert fast == slow and fast.to_json() == slow.to_json()
+
+
+def test_objects_are_written_from_their_json_without_building_them():
+    from symnas.dashboard.optuna_view import _json_text
+    trainer_json = {"_type": "my.private.module.Trainer", "lr": 0.001, "betas": ["__tuple__", 0.9, 0.999],
+                    "layers": [{"_type": "my.private.module.Conv", "width": 8}], "extra": {"k": None}}
+    assert _json_text(trainer_json) == \
+        "Trainer(lr=0.001, betas=(0.9, 0.999), layers=[Conv(width=8)], extra={'k': None})"

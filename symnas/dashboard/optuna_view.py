@@ -223,8 +223,9 @@ def _params(state: _StudyState, record: TrialRecord) -> Tuple[Dict[str, Any], Di
     space, entries = state.decisions
     if space is None:
         return {}, {}
+    from symnas.algorithms._decisions import dna_from_compact  # pylint: disable=import-outside-toplevel
     try:
-        values = space.decode(record.to_dna())
+        values = space.decode(dna_from_compact(json.loads(record.dna)["value"]))
     except (ValueError, TypeError, KeyError):
         return {}, {}
     params, distributions = {}, {}
@@ -247,16 +248,32 @@ def _number(value: Any) -> Optional[float]:
 
 
 def _object_text(record: TrialRecord) -> Optional[str]:
-    """The trial's object in PyGlove's compact notation, or its JSON where its classes are not
-    imported in this process (a study file never imports modules)."""
+    """The trial's object in PyGlove's compact Python notation (``Trainer(model=..., epochs=3)``),
+    written from its stored JSON: no class is imported or built, so it costs microseconds and
+    works for classes this process never imported."""
     if record.object is None:
         return None
-    import pyglove as pg  # pylint: disable=import-outside-toplevel
-    from symnas.safe_json import UnsafeJSONError  # pylint: disable=import-outside-toplevel
     try:
-        return pg.format(record.to_object(), compact=True, python_format=True)
-    except (UnsafeJSONError, ValueError, TypeError, KeyError):
+        return _json_text(json.loads(record.object))
+    except (ValueError, TypeError, RecursionError):
         return record.object
+
+
+def _json_text(node: Any) -> str:
+    if isinstance(node, dict):
+        type_name = node.get("_type")
+        if type_name is None:
+            return "{" + ", ".join(f"{key!r}: {_json_text(value)}" for key, value in node.items()) + "}"
+        if type_name in ("type", "function", "method"):
+            return str(node.get("name", type_name))
+        fields = ", ".join(f"{key}={_json_text(value)}" for key, value in node.items() if key != "_type")
+        return f"{type_name.rpartition('.')[2]}({fields})"
+    if isinstance(node, list):
+        if node and node[0] == "__tuple__":
+            items = [_json_text(v) for v in node[1:]]
+            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        return "[" + ", ".join(_json_text(v) for v in node) + "]"
+    return repr(node)
 
 
 def _frozen_trial(state: _StudyState, record: TrialRecord) -> FrozenTrial:
