@@ -338,3 +338,21 @@ def test_promotion_decisions_pause_unless_the_trial_is_next_to_promote():
     assert scheduler.next_resume() == 1 and scheduler.next_resume() is None
     assert scheduler.decide(1, 2, {"accuracy": 0.6}) == CONTINUE  # between rungs
     assert scheduler.paused == [2, 3]
+
+
+def test_a_paused_trainer_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
+    trainer = sn.train.Trainer(model=sn.nn.Sequential([sn.nn.Conv(4, 3), sn.nn.ReLU(), sn.nn.Dropout(0.2)]),
+                               optimizer=sn.train.SGD(0.05, momentum=0.9), data=sn.data.Digits(), epochs=4,
+                               batch_size=64, schedule=sn.train.Cosine(), train_size=400, eval_size=200,
+                               device="cpu")
+    uninterrupted = trainer.train()
+    with reporting_to(lambda step, metrics: step == 2, Checkpoint(tmp_path / "t1")):
+        paused = trainer.train()                   # "pause" after epoch 2
+    assert paused["epochs"] == 2 and paused["stopped_early"]
+    seen = []
+    with reporting_to(lambda step, metrics: seen.append(step) or False, Checkpoint(tmp_path / "t1", resumed_step=2)):
+        resumed = trainer.train()
+    assert seen == [3, 4]                          # epochs 1-2 were not trained again
+    assert resumed["epochs"] == 4
+    assert resumed["accuracy"] == uninterrupted["accuracy"] and resumed["loss"] == uninterrupted["loss"]
+    assert resumed.history == uninterrupted.history
