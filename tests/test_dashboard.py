@@ -133,9 +133,7 @@ def test_the_view_sees_new_and_running_trials_and_converts_finished_ones_once(tm
     first = view.get_all_trials(study_id, deepcopy=False)
     assert len(first) == 3
     storage = SQLiteStorage(path)
-    storage.create_trial("s", first[0].user_attrs["dna"].join(['{"_type":"pyglove.generators.geno.DNA",'
-                                                               '"format":"compact","value":', '}']),
-                         time.time(), "elsewhere:1")
+    storage.create_trial("s", storage.trials("s")[0].dna, time.time(), "elsewhere:1")   # another machine's
     sn.search(space, lambda v: v.x, sn.algorithms.Random(seed=1), num_trials=5, storage=path, name="s",
               progress=False)
     second = view.get_all_trials(study_id, deepcopy=False)
