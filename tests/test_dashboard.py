@@ -283,3 +283,24 @@ def test_objects_are_written_from_their_json_without_building_them():
                     "layers": [{"_type": "my.private.module.Conv", "width": 8}], "extra": {"k": None}}
     assert _json_text(trainer_json) == \
         "Trainer(lr=0.001, betas=(0.9, 0.999), layers=[Conv(width=8)], extra={'k': None})"
+
+
+def test_dashboard_command_serves_the_file_until_interrupted(study_file):
+    import signal
+    import subprocess
+    import sys
+    process = subprocess.Popen([sys.executable, "-m", "symnas.cli", "dashboard", study_file, "--port", "0"],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        assert "optuna-dashboard on" in line and "http://127.0.0.1:" in line, line
+        url = line.split()[3]
+        names = {s["study_name"] for s in _get(url.replace("/dashboard", "/api/studies"))["study_summaries"]}
+        assert names == {"cnn", "pareto"}
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert "stopped" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
