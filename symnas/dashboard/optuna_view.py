@@ -197,7 +197,7 @@ def _choice_labels(literals: Sequence[Any]) -> List[Any]:
         if isinstance(literal, (bool, int, float)) and not (isinstance(literal, float) and math.isnan(literal)):
             labels.append(literal)
             continue
-        text = str(literal)
+        text = _hide_search_points(str(literal))
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
             text = text[1:-1]
         if len(text) > _MAX_LITERAL_CHARS:
@@ -206,6 +206,31 @@ def _choice_labels(literals: Sequence[Any]) -> List[Any]:
     if len(set(map(repr, labels))) != len(labels):   # e.g. truncated alike: number them
         labels = [f"{i}: {label}" for i, label in enumerate(labels)]
     return labels
+
+
+_SEARCH_POINT_NAMES = ("OneOf(", "ManyOf(", "Float(", "CustomDecisionPoint(")
+
+
+def _hide_search_points(text: str) -> str:
+    """A candidate's literal with its own search points as "…": ``SGD(lr=Float(min_value=...))``
+    -> ``SGD(lr=…)`` (those choices are params of their own)."""
+    out, i = [], 0
+    while i < len(text):
+        starts = [(text.find(name, i), name) for name in _SEARCH_POINT_NAMES]
+        starts = [(at, name) for at, name in starts if at >= 0 and (at == 0 or not text[at - 1].isalnum())]
+        if not starts:
+            out.append(text[i:])
+            break
+        at, name = min(starts)
+        out.append(text[i:at] + "…")
+        depth, j = 0, at + len(name) - 1
+        while j < len(text):
+            depth += {"(": 1, ")": -1}.get(text[j], 0)
+            j += 1
+            if depth == 0:
+                break
+        i = j
+    return "".join(out)
 
 
 def _algorithm_name(algorithm_json: str) -> str:
