@@ -30,8 +30,19 @@ class Hyperband(Scheduler):
 
     Example::
 
+        import pyglove as pg, symnas as sn
+        from symnas.reporting import report
+        def evaluate(v):
+            for epoch in range(1, 28):
+                accuracy = v.q * (1 - 0.7 ** epoch)
+                if report(epoch, accuracy=accuracy):
+                    break
+            return {"accuracy": accuracy}
         scheduler = sn.schedulers.Hyperband(min_resource=1, max_resource=27, reduction_factor=3)
-        study = sn.search(space, evaluate, algorithm, num_trials=60, scheduler=scheduler)
+        study = sn.search(pg.Dict(q=pg.floatv(0.0, 1.0)), evaluate, sn.algorithms.Random(seed=0),
+                          num_trials=60, storage=None, objectives="accuracy", progress=False,
+                          scheduler=scheduler)
+        print(scheduler.rung_sizes())     # trials that reached each rung, per bracket
     """
 
     def _check_arguments(self) -> None:

@@ -15,6 +15,7 @@ distance within a front); with one objective it is plain sorting. Two rules use 
 
 Example::
 
+    from symnas.schedulers.rungs import Bracket
     bracket = Bracket(min_resource=1, reduction_factor=3, max_resource=27)
     bracket.milestones                   # [1, 3, 9]
     rung = bracket.arrive(trial_id=1, step=1, values=(0.8,))
