@@ -516,16 +516,25 @@ ACTIVATIONS = ("relu", "gelu", "sigmoid", "tanh")
 ELEMENTWISE = ("abs", "exp", "neg", "sin", "sqrt", "sqr")
 
 
-@_members([("fn", pg.typing.Enum("relu", list(ACTIVATIONS)), "activation function")])
-class Activation(Primitive):
-    """ReLU, GELU, Sigmoid or Tanh."""
+class _Elementwise(Primitive):
+    """A function of each element: the shape is kept, one op per element."""
 
-    kind = "activation"
     PARAMS = ("fn",)
 
     @classmethod
     def infer(cls, params, shapes):
         return shapes[0], []
+
+    @classmethod
+    def cost(cls, params, shapes, out):
+        return None, S.numel(out), None
+
+
+@_members([("fn", pg.typing.Enum("relu", list(ACTIVATIONS)), "activation function")])
+class Activation(_Elementwise):
+    """ReLU, GELU, Sigmoid or Tanh."""
+
+    kind = "activation"
 
     @classmethod
     def variants(cls, shape, options, producer):
@@ -540,22 +549,13 @@ class Activation(Primitive):
             out.append((fn,))
         return out
 
-    @classmethod
-    def cost(cls, params, shapes, out):
-        return None, S.numel(out), None
-
 
 @_members([("fn", pg.typing.Enum("abs", list(ELEMENTWISE)),
             "abs, exp, neg, sin, sqrt (of |x|) or sqr")])
-class ElementWise(Primitive):
+class ElementWise(_Elementwise):
     """An element-wise function: abs, exp, neg, sin, sqrt(|x|), x^2."""
 
     kind = "elementwise"
-    PARAMS = ("fn",)
-
-    @classmethod
-    def infer(cls, params, shapes):
-        return shapes[0], []
 
     @classmethod
     def variants(cls, shape, options, producer):
@@ -574,10 +574,6 @@ class ElementWise(Primitive):
                 continue
             out.append((fn,))
         return out
-
-    @classmethod
-    def cost(cls, params, shapes, out):
-        return None, S.numel(out), None
 
 
 # ============================================================================ blending

@@ -205,8 +205,7 @@ class Size:
         return Size(self.num, self.den, _pack(out))
 
     # ---- evaluation --------------------------------------------------------------------------
-    def value(self, env: Mapping[str, int]) -> Fraction:
-        """The size for the symbols' values in ``env`` (a Fraction; integral when the size is legal)."""
+    def _ratio(self, env: Mapping[str, int]) -> Tuple[int, int]:
         num, den = self.num, self.den
         for i, p in enumerate(self.exponents()):
             if p:
@@ -215,7 +214,11 @@ class Size:
                     num *= v ** p
                 else:
                     den *= v ** -p
-        return Fraction(num, den)
+        return num, den
+
+    def value(self, env: Mapping[str, int]) -> Fraction:
+        """The size for the symbols' values in ``env`` (a Fraction; integral when the size is legal)."""
+        return Fraction(*self._ratio(env))
 
     def float_value(self, env: Mapping[str, int]) -> float:
         out = self.num / self.den
@@ -228,14 +231,7 @@ class Size:
 
     def is_integer(self, env: Mapping[str, int]) -> bool:
         """Whether the size is a positive integer for ``env`` (integer arithmetic, no Fraction)."""
-        num, den = self.num, self.den
-        for i, p in enumerate(self.exponents()):
-            if p:
-                v = env[SYMBOLS[i]]
-                if p > 0:
-                    num *= v ** p
-                else:
-                    den *= v ** -p
+        num, den = self._ratio(env)
         return num % den == 0
 
     def int_value(self, env: Mapping[str, int]) -> int:
