@@ -25,13 +25,16 @@ _MUTATION_TRIES, _MAX_TRIES = 30, 100
 class RegularizedEvolution(DecisionAlgorithm):
     """Regularized evolution (Real et al. 2019): aging population, tournament selection, mutation.
 
-    The first ``population_size`` proposals are random. Afterwards the best of ``tournament_size``
+    The first ``population_size`` proposals are random (after any queued warm-start points, which
+    join the population like every evaluated point). Afterwards the best of ``tournament_size``
     random members of the population (the ``population_size`` most recent feedbacks) is copied and
     ``num_mutations`` of its active decisions are resampled: a choice takes another candidate (its
     conditional sub-decisions are drawn afresh), a float moves by a Gaussian step in its scale.
     With ``avoid_duplicates`` (default) a child already proposed is mutated again (and after 30
     repeats a random unseen point is proposed instead), which saves evaluations when the objective
-    is deterministic (e.g. a tabular benchmark).
+    is deterministic (e.g. a tabular benchmark). Under constraints, tournaments are
+    feasibility-first (Deb 2000): a feasible member beats an infeasible one, two infeasible ones
+    are ranked by total violation, two feasible ones by reward.
 
     Example::
 
@@ -77,7 +80,7 @@ class RegularizedEvolution(DecisionAlgorithm):
 
     def _select(self) -> list:
         members = self._rng.sample(range(len(self._population)), self.tournament_size)
-        best = max(members, key=lambda i: self._population[i][1])
+        best = max(members, key=lambda i: _rank(self._population[i]))
         return self._population[best][0]
 
     def _mutate(self, parent: list) -> list:
@@ -104,4 +107,14 @@ class RegularizedEvolution(DecisionAlgorithm):
         return [d for d in self._space.slots if slot.index in d.distinct_from]
 
     def _learn(self, values, reward):
-        self._population.append((values, reward))
+        self._learn_constrained(values, reward, 0.0)
+
+    def _learn_constrained(self, values, reward, violation):
+        self._population.append((values, reward, violation))
+        self._seen.add(tuple(values))   # a queued point is not proposed again
+
+
+def _rank(member):
+    """Tournament order: feasible first, then smaller total violation, then larger reward."""
+    _, reward, violation = member
+    return (violation <= 0.0, -violation, reward)

@@ -234,7 +234,11 @@ def command_show(args) -> int:
         print("no trials yet.")
         return 0
     print(f"{len(frame)} trials: " + ", ".join(f"{v} {k}" for k, v in frame["status"].value_counts().items()))
-    shown = frame.drop(columns=[c for c in ("started_at", "worker") if c in frame.columns])
+    shown = frame.drop(columns=[c for c in ("started_at", "worker", "constraint_violations") if c in frame.columns])
+    infeasible = study.infeasible
+    if infeasible:   # completed but missed a constraint: never the best, never on the Pareto front
+        shown.loc[[r.id for r in infeasible], "status"] = "infeasible"
+        print(f"{len(infeasible)} completed trials are infeasible (constraints {study.constraints}).")
     if "error" in shown.columns:
         shown["error"] = shown["error"].map(lambda e: e if not isinstance(e, str) else
                                             e.strip().splitlines()[-1][:60])
@@ -244,7 +248,9 @@ def command_show(args) -> int:
         print(f"(the {args.rows} best by {first.name}; --rows to see more)")
     with pd.option_context("display.max_columns", 20, "display.width", 200, "display.max_colwidth", 60):
         print(shown.to_string())
-    if study.completed:
+    if study.completed and not study.feasible:
+        print("\nno feasible trial yet: every completed trial missed a constraint.")
+    if study.feasible:
         if study.is_multi_objective:
             front = study.pareto_front()
             print(f"\nPareto front ({len(front)} trials):")

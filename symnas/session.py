@@ -22,9 +22,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import pyglove as pg
 
 import symnas
+from symnas import constraints as constraints_lib
 from symnas import objectives as objectives_lib
 from symnas.errors import TrialRejected
 from symnas.materialize import Materializer
+from symnas.safe_json import dna_from_json
 from symnas.storage import Storage, open_storage
 from symnas.trial import COMPLETED, FAILED, REJECTED, RUNNING, STOP_KEY, TrialRecord, dna_to_json
 
@@ -88,11 +90,13 @@ class SearchSession:
                  storage: Union[None, str, os.PathLike, Storage] = None, name: Optional[str] = None,
                  objectives: objectives_lib.ObjectivesSpec = None,
                  early_stopping: Optional[pg.tuning.EarlyStoppingPolicy] = None,
-                 record_objects: bool = True, extra_info: Optional[Dict[str, Any]] = None):
+                 record_objects: bool = True, extra_info: Optional[Dict[str, Any]] = None,
+                 constraints: constraints_lib.ConstraintsSpec = None):
         if not isinstance(algorithm, pg.DNAGenerator):
             raise TypeError(f"algorithm must be a pg.DNAGenerator (e.g. sn.algorithms.Random()), "
                             f"got {type(algorithm).__name__}.")
         self.objectives = objectives_lib.parse_objectives(objectives)
+        self.constraints = constraints_lib.Constraints.parse(constraints)
         if len(self.objectives) > 1 and not algorithm.multi_objective:
             raise ValueError(
                 f"The search has {len(self.objectives)} objectives {[o.name for o in self.objectives]} but "
@@ -112,7 +116,8 @@ class SearchSession:
             bind_search(self.objectives, can_pause=False)
         self.record_objects = record_objects and self.materializer is not None
         self.storage = open_storage(storage)
-        self.name = name or default_study_name(space_json, algorithm, self.objectives)
+        named_by = self.objectives if self.constraints is None else (self.objectives, self.constraints.describe())
+        self.name = name or default_study_name(space_json, algorithm, named_by)
         compat = hashlib.sha1((pg.to_json_str(self.dna_spec) + repr(self.objectives)).encode()).hexdigest()
         self.info = self.storage.open_study(self.name, {
             "compat": compat,
@@ -121,6 +126,7 @@ class SearchSession:
             "algorithm": pg.to_json_str(algorithm),
             "objectives": [dataclasses.asdict(o) for o in self.objectives],
             "symnas_version": symnas.__version__,
+            **({"constraints": self.constraints.describe()} if self.constraints is not None else {}),
             **(extra_info or {}),  # e.g. where the command line finds the evaluator again
         })
         self.worker = _worker_id()
@@ -143,7 +149,7 @@ class SearchSession:
         history: List[Tuple[pg.DNA, Any]] = []
         pg_trials = []
         for record in records:
-            dna = record.to_dna(self.dna_spec)
+            dna = constraints_lib.attach(record.to_dna(self.dna_spec), constraints_lib.stored_violations(record.metrics))
             history.append((dna, record.reward_for_feedback()))
             if record.status == RUNNING and not _process_alive(record.worker):
                 self._pending.append(record)
@@ -160,7 +166,8 @@ class SearchSession:
         if record.finished:
             self.num_finished += 1
         reward = record.reward_for_feedback()
-        if isinstance(reward, float) and (self.best_reward is None or reward > self.best_reward):
+        if isinstance(reward, float) and (self.best_reward is None or reward > self.best_reward) and \
+                constraints_lib.metrics_feasible(record.metrics):
             self.best_reward = reward
 
     @staticmethod
@@ -185,14 +192,16 @@ class SearchSession:
             self._seen_id = record.id
             reward = record.reward_for_feedback()
             if reward is not None:
-                self.algorithm.feedback(record.to_dna(self.dna_spec), reward)
+                self.algorithm.feedback(constraints_lib.attach(
+                    record.to_dna(self.dna_spec), constraints_lib.stored_violations(record.metrics)), reward)
             self._count_finished(record)
             fed += 1
         return fed
 
     # -- trials --------------------------------------------------------------------------------
     def next_trial(self) -> ActiveTrial:
-        """The next trial to evaluate: an interrupted one first, else a new proposal.
+        """The next trial to evaluate: an interrupted one first, then a queued point (warm start),
+        else a new proposal.
 
         Raises StopIteration when the algorithm has nothing more to propose.
         """
@@ -203,8 +212,9 @@ class SearchSession:
             record.status, record.started_at, record.worker, record.measurements = RUNNING, now, self.worker, []
             dna = record.to_dna(self.dna_spec)
         else:
-            dna = self.algorithm.propose()
-            dna_json = dna_to_json(dna)
+            dna_json = self.storage.pop_queued(self.name)
+            dna = self.algorithm.propose() if dna_json is None else dna_from_json(dna_json, self.dna_spec)
+            dna_json = dna_json or dna_to_json(dna)
             trial_id = self.storage.create_trial(self.name, dna_json, now, self.worker)
             record = TrialRecord(id=trial_id, dna=dna_json, started_at=now, worker=self.worker)
         trial = ActiveTrial(record=record, dna=dna, started=time.perf_counter())
@@ -240,10 +250,21 @@ class SearchSession:
         except (ValueError, TypeError) as error:
             return self.fail(trial, f"{type(error).__name__}: {error}")
         record = trial.record
+        if self.constraints is not None:
+            try:
+                violations = self.constraints.violations(metrics)
+            except constraints_lib.ConstraintMetricMissing as error:
+                record.metrics = metrics
+                self.fail(trial, str(error))
+                raise   # a mistake in the search's set-up, not in this trial: stop with its one line
+            metrics[constraints_lib.FEASIBLE_KEY] = constraints_lib.is_feasible(violations)
+            metrics[constraints_lib.VIOLATIONS_KEY] = list(violations)
+            constraints_lib.attach(trial.dna, violations)
         record.metrics, record.status = metrics, COMPLETED
         record.reward = list(reward) if isinstance(reward, tuple) else reward
         self.algorithm.feedback(trial.dna, reward)
-        if isinstance(reward, float) and (self.best_reward is None or reward > self.best_reward):
+        if isinstance(reward, float) and (self.best_reward is None or reward > self.best_reward) and \
+                constraints_lib.metrics_feasible(metrics):
             self.best_reward = reward
         return self._finish(trial)
 

@@ -73,6 +73,19 @@ class Storage(abc.ABC):
     def num_finished(self, study: str) -> int:
         return sum(t.status in FINISHED_STATUSES for t in self.trials(study))
 
+    # -- queue: points to evaluate before any proposal (warm start) ------------------------------
+    def enqueue(self, study: str, dnas: List[str]) -> None:
+        """Appends DNA JSON texts to the study's queue (kept until a session takes them)."""
+        raise NotImplementedError(f"{type(self).__name__} has no queue of points.")
+
+    def queued(self, study: str) -> List[str]:
+        """The DNA JSON texts still queued, oldest first."""
+        return []
+
+    def pop_queued(self, study: str) -> Optional[str]:
+        """Takes the oldest queued DNA (atomically: two processes never take the same), or None."""
+        return None
+
     def close(self) -> None:
         """Releases resources; the default does nothing."""
 
@@ -84,6 +97,7 @@ class MemoryStorage(Storage):
         self._lock = threading.Lock()
         self._info: Dict[str, Dict[str, Any]] = {}
         self._trials: Dict[str, List[TrialRecord]] = {}
+        self._queue: Dict[str, List[str]] = {}
 
     def open_study(self, name, info):
         with self._lock:
@@ -127,6 +141,19 @@ class MemoryStorage(Storage):
     def num_finished(self, study):
         return sum(t.status in FINISHED_STATUSES for t in self._trials.get(study, []))
 
+    def enqueue(self, study, dnas):
+        with self._lock:
+            self._queue.setdefault(study, []).extend(dnas)
+
+    def queued(self, study):
+        with self._lock:
+            return list(self._queue.get(study, []))
+
+    def pop_queued(self, study):
+        with self._lock:
+            queue = self._queue.get(study)
+            return queue.pop(0) if queue else None
+
 
 def _copy_record(record: TrialRecord) -> TrialRecord:
     copied = TrialRecord(**vars(record))
@@ -144,6 +171,10 @@ def _check_compat(name: str, stored: Dict[str, Any], info: Dict[str, Any]) -> No
 
 _TRIAL_COLUMNS = ("id", "dna", "status", "metrics", "reward", "object", "error", "started_at",
                   "finished_at", "wall_time_s", "measurements", "worker")
+
+# Created on first use, so files written before warm start existed keep their schema version.
+_QUEUE_TABLE = ("CREATE TABLE IF NOT EXISTS queue (id INTEGER PRIMARY KEY AUTOINCREMENT, study TEXT NOT NULL, "
+                "dna TEXT NOT NULL)")
 
 
 class SQLiteStorage(Storage):
@@ -283,6 +314,43 @@ class SQLiteStorage(Storage):
             f"SELECT COUNT(*) FROM trials WHERE study=? AND status IN ({','.join('?' * len(FINISHED_STATUSES))})",
             (study, *FINISHED_STATUSES)).fetchone()
         return count
+
+    def enqueue(self, study, dnas):
+        self._execute(_QUEUE_TABLE)
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany("INSERT INTO queue (study, dna) VALUES (?, ?)", [(study, d) for d in dnas])
+            connection.execute("COMMIT")
+        except sqlite3.DatabaseError as error:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise StorageError(f"Study file {self.path!r}: {error}.") from error
+
+    def queued(self, study):
+        if not self._has_queue():
+            return []
+        return [r[0] for r in self._execute("SELECT dna FROM queue WHERE study=? ORDER BY id", (study,))]
+
+    def pop_queued(self, study):
+        if not self._has_queue():
+            return None
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            row = connection.execute("SELECT id, dna FROM queue WHERE study=? ORDER BY id LIMIT 1",
+                                     (study,)).fetchone()
+            if row is not None:
+                connection.execute("DELETE FROM queue WHERE id=?", (row[0],))
+            connection.execute("COMMIT")
+        except sqlite3.DatabaseError as error:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise StorageError(f"Study file {self.path!r}: {error}.") from error
+        return None if row is None else row[1]
+
+    def _has_queue(self) -> bool:
+        return self._execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='queue'").fetchone() is not None
 
     def close(self):
         connection = getattr(self._local, "connection", None)
