@@ -67,6 +67,8 @@ def _ints_are_literals(point: Mapping[str, Any], names) -> bool:
         spec = names[str(key)]
         if isinstance(spec, pg.geno.Choices) and isinstance(value, int) and spec.literal_values:
             if value not in [v for v in spec.literal_values if isinstance(v, int)]:
+                if not 0 <= value < len(spec.candidates):
+                    raise ValueError(f"{key} = {value} is not one of its candidates {list(spec.literal_values)}")
                 return False
     return True
 

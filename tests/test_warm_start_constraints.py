@@ -171,3 +171,14 @@ def test_show_marks_infeasible_trials(tmp_path, capsys):
     assert cli.main(["show", db]) == 0
     out = capsys.readouterr().out
     assert "infeasible" in out and "completed trials are infeasible" in out
+
+
+def test_the_docs_example_runs_and_its_best_is_feasible():
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "warm_start_constraints.md").read_text()
+    scope = {}
+    exec(re.search(r"```python\n(.*?)```", text, re.S).group(1), scope)   # pylint: disable=exec-used
+    study = scope["study"]
+    assert study.best_trial.metrics["latency_ms"] <= 5.0 and study.infeasible
+    assert [r.to_dna().to_numbers()[:2] for r in study.records[:2]] == [[1, 1], [2, 0]]
