@@ -182,3 +182,14 @@ def test_the_docs_example_runs_and_its_best_is_feasible():
     study = scope["study"]
     assert study.best_trial.metrics["latency_ms"] <= 5.0 and study.infeasible
     assert [r.to_dna().to_numbers()[:2] for r in study.records[:2]] == [[1, 1], [2, 0]]
+
+
+def test_the_dashboard_view_carries_violations_as_optuna_constraints(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from symnas.dashboard import OptunaStorageView
+    db = str(tmp_path / "runs.db")
+    study = sn.search(SPACE, evaluate, sn.algorithms.Random(seed=0), num_trials=15, storage=db, progress=False,
+                      constraints=LATENCY)
+    trials = optuna.load_study(study_name=study.name, storage=OptunaStorageView(db)).trials
+    for record, trial in zip(study.records, trials):
+        assert trial.constraints == {"0": record.metrics["constraint_violations"][0]}
