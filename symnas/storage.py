@@ -74,8 +74,10 @@ class Storage(abc.ABC):
         return sum(t.status in FINISHED_STATUSES for t in self.trials(study))
 
     # -- queue: points to evaluate before any proposal (warm start) ------------------------------
-    def enqueue(self, study: str, dnas: List[str]) -> None:
-        """Appends DNA JSON texts to the study's queue (kept until a session takes them)."""
+    def enqueue(self, study: str, dnas: List[str], skip_existing: bool = False) -> List[str]:
+        """Appends DNA JSON texts to the study's queue (kept until a session takes them); with
+        ``skip_existing`` one already queued or already a trial is left out, checked in the same
+        transaction (two processes queueing the same point queue it once). Returns those queued."""
         raise NotImplementedError(f"{type(self).__name__} has no queue of points.")
 
     def queued(self, study: str) -> List[str]:
@@ -141,9 +143,17 @@ class MemoryStorage(Storage):
     def num_finished(self, study):
         return sum(t.status in FINISHED_STATUSES for t in self._trials.get(study, []))
 
-    def enqueue(self, study, dnas):
+    def enqueue(self, study, dnas, skip_existing=False):
         with self._lock:
-            self._queue.setdefault(study, []).extend(dnas)
+            queue = self._queue.setdefault(study, [])
+            present = set(queue) | {t.dna for t in self._trials.get(study, [])} if skip_existing else set()
+            added = []
+            for dna in dnas:
+                if dna not in present:
+                    queue.append(dna)
+                    added.append(dna)
+                    present.add(dna) if skip_existing else None
+            return added
 
     def queued(self, study):
         with self._lock:
@@ -315,17 +325,25 @@ class SQLiteStorage(Storage):
             (study, *FINISHED_STATUSES)).fetchone()
         return count
 
-    def enqueue(self, study, dnas):
+    def enqueue(self, study, dnas, skip_existing=False):
         self._execute(_QUEUE_TABLE)
         connection = self._connection()
+        added = []
         try:
             connection.execute("BEGIN IMMEDIATE")
-            connection.executemany("INSERT INTO queue (study, dna) VALUES (?, ?)", [(study, d) for d in dnas])
+            for dna in dnas:
+                if skip_existing and connection.execute(
+                        "SELECT 1 FROM queue WHERE study=? AND dna=? UNION ALL "
+                        "SELECT 1 FROM trials WHERE study=? AND dna=? LIMIT 1", (study, dna, study, dna)).fetchone():
+                    continue
+                connection.execute("INSERT INTO queue (study, dna) VALUES (?, ?)", (study, dna))
+                added.append(dna)
             connection.execute("COMMIT")
         except sqlite3.DatabaseError as error:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise StorageError(f"Study file {self.path!r}: {error}.") from error
+        return added
 
     def queued(self, study):
         if not self._has_queue():

@@ -88,14 +88,5 @@ def enqueue(storage, study: str, points: Iterable[Any], dna_spec: pg.DNASpec, sp
     """
     dnas = [to_dna(point, dna_spec, space) for point in points]
     texts = [dna_to_json(dna) for dna in dnas]
-    existing = set()
-    if skip_if_exists:
-        existing = set(storage.queued(study)) | {record.dna for record in storage.trials(study)}
-    queued = []
-    for dna, text in zip(dnas, texts):
-        if text in existing:
-            continue
-        existing.add(text)
-        queued.append((dna, text))
-    storage.enqueue(study, [text for _, text in queued])
-    return [dna for dna, _ in queued]
+    by_text = dict(zip(texts, dnas))
+    return [by_text[text] for text in storage.enqueue(study, texts, skip_existing=skip_if_exists)]

@@ -193,3 +193,14 @@ def test_the_dashboard_view_carries_violations_as_optuna_constraints(tmp_path):
     trials = optuna.load_study(study_name=study.name, storage=OptunaStorageView(db)).trials
     for record, trial in zip(study.records, trials):
         assert trial.constraints == {"0": record.metrics["constraint_violations"][0]}
+
+
+def test_a_point_given_twice_or_already_evaluated_is_queued_once_unless_asked(tmp_path):
+    db = str(tmp_path / "runs.db")
+    point = pg.Dict(a=1, b=1, c=1)
+    study = sn.search(SPACE, evaluate, sn.algorithms.Random(seed=0), num_trials=0, storage=db, progress=False,
+                      initial=[point, {"a": 1, "b": 1, "c": 1}, pg.DNA([1, 1, 1])])
+    assert [d.to_numbers() for d in study.queued] == [[1, 1, 1]]
+    assert study.enqueue(point) is None
+    assert study.enqueue(point, skip_if_exists=False).to_numbers() == [1, 1, 1]   # a repeat on purpose
+    assert len(study.queued) == 2
