@@ -204,3 +204,21 @@ def test_a_point_given_twice_or_already_evaluated_is_queued_once_unless_asked(tm
     assert study.enqueue(point) is None
     assert study.enqueue(point, skip_if_exists=False).to_numbers() == [1, 1, 1]   # a repeat on purpose
     assert len(study.queued) == 2
+
+
+@pytest.mark.parametrize("make", [
+    lambda: sn.algorithms.RegularizedEvolution(population_size=30, seed=0),
+    lambda: sn.algorithms.Bayesian(seed=0, n_startup_trials=5),
+], ids=["evolution", "tpe"])
+def test_a_resumed_study_tells_the_algorithm_each_trials_violations_again(tmp_path, make):
+    db = str(tmp_path / "runs.db")
+    first = sn.search(SPACE, evaluate, make(), num_trials=12, storage=db, progress=False, constraints=LATENCY)
+    expected = sorted(r.metrics["constraint_violations"][0] for r in first.completed)
+    algo = make()
+    sn.search(SPACE, evaluate, algo, num_trials=12, storage=db, progress=False, constraints=LATENCY)
+    if isinstance(algo, sn.algorithms.RegularizedEvolution):
+        told = sorted(violation for _, _, violation in algo._population)
+        assert told == [max(v, 0.0) for v in expected]          # the population ranks by total violation
+    else:
+        told = sorted(t.constraints["0"] for t in algo._study.get_trials(deepcopy=False))
+        assert told == pytest.approx(expected)
