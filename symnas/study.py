@@ -99,6 +99,8 @@ class Study:
             space = from_json(self.info["space"], source=f"study {self.name!r}'s search space")
         except ValueError:
             space = None   # a space of classes not loaded here: DNAs and decision dicts still work
+        if isinstance(space, pg.DNASpec):
+            space = None   # a study of pg.sample: its space is the DNASpec
         queued = warm_start.enqueue(self.storage, self.name, [point], dna_spec, space,
                                     skip_if_exists=skip_if_exists)
         return queued[0] if queued else None

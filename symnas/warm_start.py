@@ -33,8 +33,8 @@ def to_dna(point: Any, dna_spec: pg.DNASpec, space: Any = None) -> pg.DNA:
             dna = pg.DNA.from_json(point.to_json(), allow_partial=False)
         elif isinstance(point, (list, tuple, int, float)) and not isinstance(point, bool):
             dna = pg.DNA(point)
-        elif isinstance(point, Mapping) and not isinstance(point, pg.Symbolic):
-            dna = _from_decisions(point, dna_spec, space)
+        elif isinstance(point, Mapping) and (space is None or not isinstance(point, pg.Symbolic)):
+            dna = _from_decisions(dict(point), dna_spec, space)
         elif isinstance(point, pg.Symbolic):
             if space is None:
                 raise ValueError("the study does not know its space (it was created from a DNASpec): "

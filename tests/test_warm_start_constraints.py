@@ -222,3 +222,17 @@ def test_a_resumed_study_tells_the_algorithm_each_trials_violations_again(tmp_pa
     else:
         told = sorted(t.constraints["0"] for t in algo._study.get_trials(deepcopy=False))
         assert told == pytest.approx(expected)
+
+
+def test_a_point_queued_on_a_pg_sample_study_comes_first_there_too(tmp_path):
+    db = str(tmp_path / "runs.db")
+    space = pg.Dict(a=pg.oneof(list(range(8))))
+    for value, feedback in pg.sample(space, sn.algorithms.Random(seed=0), num_examples=2, name="s",
+                                     backend="symnas", storage=db):
+        feedback(float(value.a))
+    sn.Study.load(db, "s").enqueue(pg.Dict(a=7))
+    for value, feedback in pg.sample(space, sn.algorithms.Random(seed=0), num_examples=3, name="s",
+                                     backend="symnas", storage=db):
+        assert value.a == 7
+        feedback(float(value.a))
+    assert sn.Study.load(db, "s").best_trial.to_dna().to_numbers() == [7]
