@@ -90,7 +90,8 @@ def decode_value(payload: tuple) -> Any:
 
 
 def evaluate_payload(evaluate: Callable[[Any], Any], payload: tuple) -> tuple:
-    """Runs one evaluation; returns ``("ok", result)`` or ``("error", text, rejection)`` (picklable)."""
+    """Runs one evaluation; returns ``("ok", result)``, ``("error", text, rejection)`` or
+    ``("interrupted", reason)`` when the objective called ``sys.exit`` or was interrupted (picklable)."""
     from symnas.errors import TrialRejected  # pylint: disable=import-outside-toplevel
     try:
         result = evaluate(decode_value(payload))
@@ -101,13 +102,22 @@ def evaluate_payload(evaluate: Callable[[Any], Any], payload: tuple) -> tuple:
     except Exception as error:  # pylint: disable=broad-except
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         return ("error", text[-4000:], None)
+    except SystemExit as error:
+        return ("interrupted", f"its objective called sys.exit({error.code!r})")
+    except KeyboardInterrupt:
+        return ("interrupted", "interrupted (KeyboardInterrupt) while it ran")
 
 
 def finish_from_outcome(session: SearchSession, trial: ActiveTrial, outcome: tuple) -> None:
-    """Records an outcome of ``evaluate_payload`` in the session."""
-    from symnas.errors import TrialRejected  # pylint: disable=import-outside-toplevel
+    """Records an outcome of ``evaluate_payload`` in the session; an interrupted trial stops the search
+    (``SearchInterrupted``)."""
+    from symnas.errors import SearchInterrupted, TrialRejected  # pylint: disable=import-outside-toplevel
     if outcome[0] == "ok":
         session.complete(trial, outcome[1])
+    elif outcome[0] == "interrupted":
+        session.interrupt(trial, outcome[1])
+        from symnas.search import interrupted_message  # pylint: disable=import-outside-toplevel
+        raise SearchInterrupted(interrupted_message(session, trial.record.id, outcome[1]))
     elif outcome[2] is not None:
         session.reject(trial, TrialRejected(outcome[1], metrics=outcome[2]))
     else:

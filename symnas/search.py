@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any, Callable, Dict, Optional, Union
 
 import pyglove as pg
 
 from symnas import objectives as objectives_lib
+from symnas.errors import SearchInterrupted
 from symnas.reporting import reporting_to
-from symnas.session import SearchSession, _MaterializeFailed
+from symnas.session import SearchSession, _MaterializeFailed, objective_fingerprint
 from symnas.storage import Storage
 from symnas.study import Study
+from symnas.trial import most_common_error
 
 DEFAULT_STORAGE = "symnas.db"
 
@@ -37,6 +40,7 @@ def search(space: Any,
            record_objects: bool = True,
            workers: int = 1,
            trial_timeout: Optional[float] = None,
+           retry_failed: int = 0,
            backend: Optional[str] = None,
            address: Optional[str] = None,
            resources: Optional[Dict[str, float]] = None) -> Study:
@@ -47,19 +51,23 @@ def search(space: Any,
       evaluate: called with each concrete object; returns a number (maximised), a tuple (one
         value per objective) or a dict of metrics. ``None`` calls the object's ``evaluate()``.
         An exception or a NaN/inf objective fails the trial (recorded with its error) and the
-        search goes on; ``sn.errors.TrialRejected`` records the trial as rejected.
+        search goes on; ``sn.errors.TrialRejected`` records the trial as rejected. ``sys.exit()``
+        inside it stops the search (``sn.errors.SearchInterrupted``) and Ctrl-C raises
+        ``KeyboardInterrupt``; either way the trial is recorded as interrupted.
       algorithm: a ``pg.DNAGenerator``; ``None`` means ``sn.algorithms.Random()``.
       num_trials: how many trials the study should have finished (completed, failed or rejected)
         when this call returns, counting those of earlier runs of the same study; ``None`` runs
         until the algorithm stops proposing.
       storage: a SQLite file path (default ``symnas.db``), ``None`` for in-memory, or a Storage.
-      name: the study's name in the storage; by default derived from the space, the algorithm and
-        the objectives, so running the same call again resumes the same study.
+      name: the study's name in the storage; by default derived from the space, the algorithm,
+        the objectives and the evaluator's code, so running the same call again resumes the same
+        study and editing the evaluator starts a new one.
       objectives: ``None`` (the evaluator's number, or its ``reward`` metric), a metric name such as
         ``"accuracy"`` or ``"latency_ms:min"``, or a mapping such as
         ``{"accuracy": "max", "latency_ms": "min"}`` for a multi-objective algorithm.
       early_stopping: a ``pg.tuning.EarlyStoppingPolicy`` consulted by ``symnas.reporting.report``.
-      progress: show a progress bar (tqdm; notebook-aware) with trials done, best so far and rate.
+      progress: show a progress bar (tqdm; notebook-aware) with trials done, failures, best so far
+        and rate, and a line naming the most common error when trials failed.
       record_objects: store each trial's concrete object as JSON (turn off for huge objects).
       workers: how many trials are evaluated at once. 1 (default, local backend) evaluates in this
         process; N > 1 evaluates in N isolated worker processes (``symnas.execution``): a trial
@@ -67,6 +75,8 @@ def search(space: Any,
       trial_timeout: seconds after which a trial running in a worker process (or on Ray) is
         killed and recorded as failed; ``None`` means no limit. With workers=1 on the local
         backend it applies too: the trial then runs in one worker process.
+      retry_failed: evaluate each failed or interrupted trial (of this run or of earlier ones,
+        such as one whose process died) again, up to this many more times, with the same DNA.
       backend: ``"local"`` (default) or ``"ray"``: trials run as Ray tasks on the cluster at
         ``address`` (``symnas.ray_execution``); the algorithm and storage stay in this process.
       address: the Ray cluster address (``"127.0.0.1:6379"``, ``"ray://host:10001"``, ``"auto"``);
@@ -83,7 +93,8 @@ def search(space: Any,
     """
     if evaluate is not None and not callable(evaluate):
         raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}.")
-    if num_trials is not None and (not isinstance(num_trials, int) or num_trials < 0):
+    if num_trials is not None and (isinstance(num_trials, bool) or not isinstance(num_trials, int)
+                                   or num_trials < 0):
         raise ValueError(f"num_trials must be a non-negative integer or None, got {num_trials!r}.")
     from symnas import execution  # pylint: disable=import-outside-toplevel
     execution.check_workers(workers)
@@ -100,7 +111,8 @@ def search(space: Any,
         from symnas.algorithms import Random  # pylint: disable=import-outside-toplevel
         algorithm = Random()
     session = SearchSession(space, algorithm, storage=storage, name=name, objectives=objectives,
-                            early_stopping=early_stopping, record_objects=record_objects)
+                            early_stopping=early_stopping, record_objects=record_objects,
+                            retry_failed=retry_failed, objective=objective_fingerprint(evaluate))
     run_trials(session, evaluate or _evaluate_method, num_trials, progress, workers=workers,
                trial_timeout=trial_timeout, backend=backend, address=address, resources=resources)
     return Study(session.storage, session.name)
@@ -110,27 +122,35 @@ def run_trials(session: SearchSession, evaluate: Callable[[Any], Any], num_trial
                progress: bool, *, workers: int = 1, trial_timeout: Optional[float] = None,
                backend: Optional[str] = None, address: Optional[str] = None,
                resources: Optional[Dict[str, float]] = None) -> None:
-    """Runs ``session`` with the loop the arguments ask for (sequential, worker processes or Ray)."""
+    """Runs ``session`` with the loop the arguments ask for (sequential, worker processes or Ray).
+
+    However it ends, the session is closed (heartbeat stopped, algorithm checkpointed) and trials
+    still running are recorded as interrupted; with ``progress`` a line names the most common error.
+    """
     from symnas import execution  # pylint: disable=import-outside-toplevel
     execution.check_workers(workers)
     trial_timeout = execution.check_trial_timeout(trial_timeout)
     backend = backend or "local"
-    if backend == "ray":
-        from symnas import ray_execution  # pylint: disable=import-outside-toplevel
-        ray_execution.run_on_ray(session, evaluate, num_trials, progress, workers=workers,
-                                 trial_timeout=trial_timeout, address=address, resources=resources)
-    elif backend != "local":
+    if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}.")
-    elif address is not None or resources is not None:
+    if backend == "local" and (address is not None or resources is not None):
         raise ValueError("address= and resources= apply to backend='ray' only.")
-    if backend == "ray":
-        from symnas import ray_execution  # pylint: disable=import-outside-toplevel
-        ray_execution.check_resources(resources)
-        ray_execution.check_address(address)  # before the study is created
-    elif workers == 1 and trial_timeout is None:
-        run_sequential(session, evaluate, num_trials, progress)
-    else:
-        execution.run_parallel(session, evaluate, num_trials, progress, workers, trial_timeout)
+    try:
+        if backend == "ray":
+            from symnas import ray_execution  # pylint: disable=import-outside-toplevel
+            ray_execution.run_on_ray(session, evaluate, num_trials, progress, workers=workers,
+                                     trial_timeout=trial_timeout, address=address, resources=resources)
+        elif workers == 1 and trial_timeout is None:
+            run_sequential(session, evaluate, num_trials, progress)
+        else:
+            execution.run_parallel(session, evaluate, num_trials, progress, workers, trial_timeout)
+    except BaseException as error:
+        session.interrupt_in_flight(f"the search stopped ({type(error).__name__}) while this trial ran")
+        raise
+    finally:
+        session.close()
+        if progress:
+            _print_failures(session)
 
 
 def run_sequential(session: SearchSession, evaluate: Callable[[Any], Any], num_trials: Optional[int],
@@ -154,6 +174,14 @@ def run_sequential(session: SearchSession, evaluate: Callable[[Any], Any], num_t
                     result = evaluate(trial.value if trial.value is not None else trial.dna)
             except Exception as error:  # pylint: disable=broad-except
                 session.finish_with_exception(trial, error)
+            except KeyboardInterrupt as error:
+                session.interrupt(trial, "interrupted (KeyboardInterrupt) while it ran")
+                error.add_note(interrupted_note(session, trial.record.id))
+                raise
+            except SystemExit as error:
+                reason = f"its objective called sys.exit({error.code!r})"
+                session.interrupt(trial, reason)
+                raise SearchInterrupted(interrupted_message(session, trial.record.id, reason)) from error
             else:
                 session.complete(trial, result)
             _update(bar, session)
@@ -161,6 +189,27 @@ def run_sequential(session: SearchSession, evaluate: Callable[[Any], Any], num_t
         if bar is not None:
             _update(bar, session, force=True)
             bar.close()
+
+
+def interrupted_message(session: SearchSession, trial_id: int, reason: str) -> str:
+    """What the caller reads when a trial stopped the search."""
+    return (f"symnas: the search of study {session.name!r} stopped: trial {trial_id} was interrupted ({reason}). "
+            f"{interrupted_note(session, trial_id)}")
+
+
+def interrupted_note(session: SearchSession, trial_id: int) -> str:
+    del trial_id
+    return (f"symnas: the trial is recorded as interrupted and the {session.num_finished} finished trials are "
+            f"kept; run the same search again to resume (retry_failed=1 evaluates the interrupted trial again).")
+
+
+def _print_failures(session: SearchSession) -> None:
+    failures = session.failures_this_run
+    common = most_common_error(failures)
+    if common is not None:
+        headline, count = common
+        print(f"symnas: {len(failures)} trial(s) failed in this run of study {session.name!r}; most common "
+              f"error ({count}x): {headline}", file=sys.stderr)
 
 
 def _progress_bar(session: SearchSession, num_trials: Optional[int]):
@@ -173,10 +222,14 @@ def _update(bar, session: SearchSession, force: bool = False) -> None:
     if bar is None:
         return
     bar.update(session.num_finished - bar.n)
-    if session.best_reward is not None:
-        objective = session.objectives[0]
-        best = objective.sign * session.best_reward
-        now = time.monotonic()
-        if force or now - getattr(bar, "_symnas_postfix_time", 0.0) > 0.25:
-            bar.set_postfix_str(f"best {objective.name}={best:.6g}", refresh=False)
-            bar._symnas_postfix_time = now  # pylint: disable=protected-access
+    now = time.monotonic()
+    if force or now - getattr(bar, "_symnas_postfix_time", 0.0) > 0.25:
+        parts = []
+        if session.best_reward is not None:
+            objective = session.objectives[0]
+            parts.append(f"best {objective.name}={objective.sign * session.best_reward:.6g}")
+        if session.num_failed:
+            parts.append(f"failed {session.num_failed}")
+        if parts:
+            bar.set_postfix_str(", ".join(parts), refresh=False)
+        bar._symnas_postfix_time = now  # pylint: disable=protected-access
