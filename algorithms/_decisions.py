@@ -29,7 +29,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import pyglove as pg
 
 __all__ = ["ChoiceSlot", "ChoiceGroup", "FloatDecision", "DecisionSpace", "DecisionAlgorithm",
-           "make_dna", "check_reward"]
+           "make_dna", "check_reward", "rng_state", "set_rng_state"]
 
 
 class FloatDecision:
@@ -436,7 +436,9 @@ class DecisionAlgorithm(pg.DNAGenerator):
     returning ``(values, dna)`` and ``_learn(values, reward)``. The base keeps the proposed
     assignments so feedback needs no decoding, validates rewards, and recovers state by replaying
     each historical trial as propose-then-feedback: for a seeded algorithm fed back in order, the
-    recovered instance proposes exactly what an uninterrupted one would.
+    recovered instance proposes exactly what an uninterrupted one would. ``state_dict`` /
+    ``load_state_dict`` save and restore the state as JSON (subclasses with more state than
+    ``self._rng`` extend ``_state`` / ``_load_state``).
     """
 
     def _setup(self):
@@ -476,3 +478,46 @@ class DecisionAlgorithm(pg.DNAGenerator):
         self._pending.pop(id(replayed), None)
         if reward is not None:
             self._feedback(dna, reward)
+
+    # ---- checkpoints (JSON) ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The algorithm's state as plain JSON values; ``load_state_dict`` restores it after ``setup``.
+
+        A study checkpoints it beside its trials, so resuming a long study does not replay every
+        trial. Proposals in flight are not part of it: their feedback arrives as for any DNA.
+        """
+        if self.dna_spec is None:
+            raise ValueError(f"{type(self).__name__} has no state before setup(dna_spec).")
+        return {"num_proposals": self.num_proposals, "num_feedbacks": self.num_feedbacks, **self._state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores ``state_dict()``'s value (the algorithm must be set up with the same DNASpec).
+
+        With ``seed=None`` the random state is not restored: it comes fresh from the OS, so two
+        processes resuming one study do not draw the same proposals.
+        """
+        if self.dna_spec is None:
+            raise ValueError(f"set {type(self).__name__} up with its DNASpec before load_state_dict.")
+        self._num_proposals = int(state["num_proposals"])
+        self._num_feedbacks = int(state["num_feedbacks"])
+        self._load_state(state)
+
+    def _state(self) -> dict:
+        rng = getattr(self, "_rng", None)
+        return {"rng": rng_state(rng)} if rng is not None else {}
+
+    def _load_state(self, state: dict) -> None:
+        rng = getattr(self, "_rng", None)
+        if rng is not None and state.get("rng") is not None and getattr(self, "seed", None) is not None:
+            set_rng_state(rng, state["rng"])
+
+
+def rng_state(rng) -> list:
+    """A ``random.Random``'s state as JSON values."""
+    version, internal, gauss_next = rng.getstate()
+    return [version, list(internal), gauss_next]
+
+
+def set_rng_state(rng, state: list) -> None:
+    version, internal, gauss_next = state
+    rng.setstate((int(version), tuple(int(i) for i in internal), gauss_next))

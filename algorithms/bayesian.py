@@ -121,6 +121,20 @@ class OptunaAlgorithm(DecisionAlgorithm):
         if reward is not None:
             self._feedback(dna, reward)
 
+    def _state(self):
+        # Optuna's model is rebuilt from the told points; its sampler's random state is not kept
+        return {**super()._state(), "told": [[list(values), list(reward) if isinstance(reward, tuple) else reward]
+                                             for values, reward in self._known.items()]}
+
+    def _load_state(self, state):
+        super()._load_state(state)
+        for values, reward in state["told"]:
+            reward = self._check_reward(tuple(reward) if isinstance(reward, list) else reward)
+            self._known[tuple(values)] = reward
+            if self._study is None:
+                self._create_study_for(reward)
+            self._add_trial(list(values), reward)
+
 
 @pg.members([
     ("sampler", pg.typing.Enum("tpe", ["tpe", "gp"]), "Optuna sampler: TPE or Gaussian process."),

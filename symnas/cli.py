@@ -8,7 +8,8 @@ Example::
 
 ``search`` takes a builtin (``symnas search --list``) or a ``.py`` file that defines ``space``
 and ``evaluate`` (and optionally ``objectives``). Every error is one line on stderr naming the
-problem, with exit code 2 (1 for an interrupted search); trials already recorded stay recorded.
+problem; trials already recorded stay recorded. Exit codes: 0 done, 1 interrupted (Ctrl-C or an
+objective's ``sys.exit``), 2 an error in the input, 3 no trial completed.
 """
 from __future__ import annotations
 
@@ -29,9 +30,17 @@ ALGORITHMS = {
 SOURCE_KEY = "cli_source"        # where the evaluator comes from (builtin name or file path)
 TRIALS_KEY = "cli_num_trials"    # the --trials of the first run, the default for resume
 
+EXIT_OK, EXIT_INTERRUPTED, EXIT_ERROR, EXIT_NOTHING_COMPLETED = 0, 1, 2, 3
+_EPILOG = ("exit codes: 0 done, 1 interrupted (Ctrl-C or sys.exit in the objective), 2 an error in the "
+           "input, 3 no trial completed")
+
 
 class CommandError(Exception):
     """A user error the command line reports in one line."""
+
+
+class UsageError(CommandError):
+    """The command line itself is incomplete: the usage is printed with the message."""
 
 
 def make_algorithm(name: str, seed: Optional[int]):
@@ -49,43 +58,63 @@ def make_algorithm(name: str, seed: Optional[int]):
         raise CommandError(f"algorithm {name!r} does not take --seed ({error}).") from error
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, off)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     from symnas.builtin_spaces import BUILTINS  # pylint: disable=import-outside-toplevel
-    parser = argparse.ArgumentParser(prog="symnas", description="Symbolic AutoML searches from the shell.")
+    formatter = _HelpFormatter
+    parser = argparse.ArgumentParser(prog="symnas", description="Symbolic AutoML searches from the shell.",
+                                     epilog=_EPILOG, formatter_class=formatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def execution_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--workers", type=int, default=1, help="trials evaluated at once (processes)")
         sub.add_argument("--timeout", type=float, default=None, dest="trial_timeout",
-                         help="seconds after which a trial is killed and recorded as failed")
-        sub.add_argument("--backend", choices=("local", "ray"), default="local")
+                         help="seconds after which a trial is killed and recorded as failed (none: no limit)")
+        sub.add_argument("--retry-failed", type=int, default=0, metavar="N",
+                         help="evaluate each failed or interrupted trial again, up to N more times")
+        sub.add_argument("--backend", choices=("local", "ray"), default="local", help="where trials run")
         sub.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
         sub.add_argument("--cpus-per-trial", type=float, default=None, help="Ray resources per trial")
         sub.add_argument("--gpus-per-trial", type=float, default=None, help="Ray resources per trial")
         sub.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    search = commands.add_parser("search", help="run a search and record it in a study file")
-    search.add_argument("source", nargs="?", default="quickstart",
+    search = commands.add_parser("search", help="run a search and record it in a study file", epilog=_EPILOG,
+                                 formatter_class=formatter)
+    search.add_argument("source", nargs="?", default=None,
                         help=f"a builtin ({', '.join(BUILTINS)}) or a .py file defining space and evaluate")
     search.add_argument("--algorithm", default="random", help=f"one of {', '.join(ALGORITHMS)}")
     search.add_argument("--trials", type=int, default=20, help="finished trials the study should have")
     search.add_argument("--storage", default="symnas.db", help="SQLite study file")
-    search.add_argument("--name", default=None, help="study name (default: derived from the search)")
-    search.add_argument("--seed", type=int, default=None, help="the algorithm's seed")
+    search.add_argument("--name", default=None,
+                        help="study name (none: derived from the space, algorithm and evaluator, so the same "
+                             "command resumes its study)")
+    search.add_argument("--seed", type=int, default=None, help="the algorithm's seed (none: drawn from the OS)")
     search.add_argument("--list", action="store_true", help="list the builtin searches and exit")
     execution_options(search)
 
-    show = commands.add_parser("show", help="print a study: trials, best trial, Pareto front")
-    show.add_argument("storage", help="SQLite study file")
-    show.add_argument("--name", default=None, help="study name (default: the newest)")
+    show = commands.add_parser("show", help="print a study: trials, best trial, Pareto front", epilog=_EPILOG,
+                               formatter_class=formatter)
+    show.add_argument("storage", help="SQLite study file (opened read-only)")
+    show.add_argument("--name", default=None, help="study name (none: the newest)")
     show.add_argument("--plot", default=None, help="write the search curve / Pareto plot to this image")
     show.add_argument("--rows", type=int, default=30, help="trials printed (the best ones)")
 
-    resume = commands.add_parser("resume", help="continue a study started by 'symnas search'")
+    resume = commands.add_parser("resume", help="continue a study started by 'symnas search'", epilog=_EPILOG,
+                                 formatter_class=formatter)
     resume.add_argument("storage", help="SQLite study file")
-    resume.add_argument("--name", default=None, help="study name (default: the newest)")
+    resume.add_argument("--name", default=None, help="study name (none: the newest)")
     resume.add_argument("--trials", type=int, default=None,
-                        help="finished trials the study should have (default: those first asked for)")
+                        help="finished trials the study should have (none: those first asked for)")
+    resume.add_argument("--trust-space-file", action="store_true",
+                        help="run the study's space file even if it changed since the study started")
     execution_options(resume)
     return parser
 
@@ -114,6 +143,8 @@ def _check_execution_args(args) -> None:
     except (TypeError, ValueError) as error:
         raise CommandError(str(error).replace("workers must", "--workers must").replace(
             "trial_timeout must", "--timeout must")) from error
+    if args.retry_failed < 0:
+        raise CommandError(f"--retry-failed must be >= 0, got {args.retry_failed}.")
     if args.backend == "ray":
         from symnas.ray_execution import check_address  # pylint: disable=import-outside-toplevel
         check_address(args.address)
@@ -126,7 +157,10 @@ def command_search(args) -> int:
     if args.list:
         for name, text in builtin_spaces.DESCRIPTIONS.items():
             print(f"{name:12s} {text}")
-        return 0
+        return EXIT_OK
+    if args.source is None:
+        raise UsageError("give a builtin search (" + ", ".join(builtin_spaces.BUILTINS) +
+                         ") or a .py space file; 'symnas search --list' lists the builtins.")
     if args.trials < 0:
         raise CommandError(f"--trials must be >= 0, got {args.trials}.")
     _check_execution_args(args)
@@ -134,41 +168,53 @@ def command_search(args) -> int:
     source = builtin_spaces.load_source(args.source)
     storage = SQLiteStorage(args.storage)  # created only once the search is known to be valid
     session = SearchSession(source.space, algorithm, storage=storage, name=args.name,
-                            objectives=source.objectives,
+                            objectives=source.objectives, retry_failed=args.retry_failed,
+                            objective=getattr(source.evaluate, "symnas_fingerprint", None),
                             extra_info={SOURCE_KEY: source.info, TRIALS_KEY: args.trials})
-    print(f"study {session.name!r} in {args.storage}: {session.num_finished} trials already finished",
-          file=sys.stderr)
-    _run(session, source.evaluate, args.trials, args)
-    return _summary(storage, session.name)
+    if session.resumed:
+        print(f"resuming study {session.name!r} in {args.storage}: {session.num_finished} trials already "
+              f"finished (the same search as before; --name NEW starts another study)", file=sys.stderr)
+    else:
+        print(f"new study {session.name!r} in {args.storage}", file=sys.stderr)
+    return _run(session, source.evaluate, args.trials, args, storage)
 
 
 def command_resume(args) -> int:
     from symnas import builtin_spaces  # pylint: disable=import-outside-toplevel
+    from symnas.objectives import Objective  # pylint: disable=import-outside-toplevel
     from symnas.safe_json import from_json  # pylint: disable=import-outside-toplevel
     from symnas.session import SearchSession  # pylint: disable=import-outside-toplevel
-    from symnas.objectives import Objective  # pylint: disable=import-outside-toplevel
-    storage, name = _open_study(args.storage, args.name)
+    storage, name = _open_study(args.storage, args.name, read_only=False)
     info = storage.study_info(name)
     _check_execution_args(args)
-    source = builtin_spaces.source_from_info(info.get(SOURCE_KEY))  # imports the classes the JSON names
+    # the recorded source first: it registers the classes the space's JSON names
+    source = builtin_spaces.source_from_info(info.get(SOURCE_KEY), trust_space_file=args.trust_space_file)
     space = from_json(info["space"], source="the study's space")
     algorithm = from_json(info["algorithm"], source="the study's algorithm")
     objectives = [Objective(**o) for o in info["objectives"]]
     num_trials = args.trials if args.trials is not None else info.get(TRIALS_KEY)
-    if num_trials is None or num_trials < 0:
+    if not isinstance(num_trials, int) or isinstance(num_trials, bool) or num_trials < 0:
         raise CommandError(f"--trials must be a non-negative number, got {num_trials}.")
-    session = SearchSession(space, algorithm, storage=storage, name=name, objectives=objectives)
+    session = SearchSession(space, algorithm, storage=storage, name=name, objectives=objectives,
+                            retry_failed=args.retry_failed, objective=info.get("objective"))
     print(f"resuming study {name!r} ({builtin_spaces.describe_source(info.get(SOURCE_KEY))}): "
           f"{session.num_finished} of {num_trials} trials finished", file=sys.stderr)
-    _run(session, source.evaluate, num_trials, args)
-    return _summary(storage, name)
+    return _run(session, source.evaluate, num_trials, args, storage)
 
 
-def _open_study(path: str, name: Optional[str]):
+def _run(session, evaluate, num_trials: int, args, storage) -> int:
+    from symnas.search import run_trials  # pylint: disable=import-outside-toplevel
+    run_trials(session, evaluate, num_trials, not args.no_progress, workers=args.workers,
+               trial_timeout=args.trial_timeout, backend=args.backend, address=args.address,
+               resources=_resources(args))
+    return _summary(storage, session.name)
+
+
+def _open_study(path: str, name: Optional[str], read_only: bool = True):
     from symnas.storage import SQLiteStorage  # pylint: disable=import-outside-toplevel
     if not os.path.isfile(path):
         raise CommandError(f"no study file at {path!r}.")
-    storage = SQLiteStorage(path)
+    storage = SQLiteStorage(path, read_only=read_only)
     names = storage.study_names()
     if not names:
         raise CommandError(f"{path} holds no study.")
@@ -181,13 +227,21 @@ def _open_study(path: str, name: Optional[str]):
 
 def _summary(storage, name: str) -> int:
     from symnas.study import Study  # pylint: disable=import-outside-toplevel
+    from symnas.trial import COMPLETED, FINISHED_STATUSES  # pylint: disable=import-outside-toplevel
     study = Study(storage, name)
-    counts = study.trials["status"].value_counts().to_dict() if len(study) else {}
+    counts = {status: storage.num_trials(name, (status,)) for status in (*FINISHED_STATUSES, "interrupted")}
+    counts = {k: v for k, v in counts.items() if v}
     print(f"study {name!r}: {len(study)} trials " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    if study.completed and not study.is_multi_objective:
+    common = study.most_common_error()
+    if common is not None:
+        print(f"most common error ({common[1]} of {counts.get('failed', 0)} failed): {common[0]}")
+    if counts.get(COMPLETED) and not study.is_multi_objective:
         best = study.best_trial
         print(f"best trial {best.id}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.metrics.items()))
-    return 0
+    if not counts.get(COMPLETED):
+        print(f"symnas: no trial of study {name!r} completed.", file=sys.stderr)
+        return EXIT_NOTHING_COMPLETED
+    return EXIT_OK
 
 
 def _fmt(value: Any) -> str:
@@ -216,8 +270,8 @@ def command_show(args) -> int:
         print(f"studies in {args.storage}: {', '.join(names)}")
     study = Study(storage, name)
     source = study.info.get(SOURCE_KEY)
-    if source and source.get("kind") == "builtin":
-        try:  # registers the builtin's classes so objects print as objects (never imports files)
+    if isinstance(source, dict) and source.get("kind") == "builtin" and source.get("name") in builtin_spaces.BUILTINS:
+        try:  # registers the builtin's classes so objects print as objects (never runs files)
             builtin_spaces.load_source(source["name"])
         except Exception:  # pylint: disable=broad-except
             pass
@@ -263,20 +317,48 @@ def command_show(args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``symnas`` console script; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from symnas.errors import SearchInterrupted  # pylint: disable=import-outside-toplevel
     from symnas.storage import StorageError  # pylint: disable=import-outside-toplevel
     from symnas.safe_json import UnsafeJSONError  # pylint: disable=import-outside-toplevel
     commands = {"search": command_search, "show": command_show, "resume": command_resume}
     try:
         return commands[args.command](args)
+    except UsageError as error:
+        print(_subparser_usage(parser, args.command), end="", file=sys.stderr)
+        print(f"symnas {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        print("symnas: interrupted; finished trials are recorded, 'symnas resume' continues.", file=sys.stderr)
-        return 1
+        print("symnas: interrupted; finished trials are recorded (the running ones as interrupted), "
+              "'symnas resume' continues.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SearchInterrupted as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (CommandError, StorageError, UnsafeJSONError, ValueError, TypeError, KeyError,
-            FileNotFoundError, ConnectionError, ImportError, sqlite3.DatabaseError, SyntaxError) as error:
+            FileNotFoundError, ConnectionError, ImportError, sqlite3.DatabaseError, SyntaxError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        print(f"symnas {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        print(f"symnas {args.command}: error: {_one_line(message)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as error:  # pylint: disable=broad-except
+        if os.environ.get("SYMNAS_TRACEBACK"):
+            raise
+        print(f"symnas {args.command}: internal error: {type(error).__name__}: {_one_line(str(error))} "
+              f"(set SYMNAS_TRACEBACK=1 for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _subparser_usage(parser: argparse.ArgumentParser, command: str) -> str:
+    for action in parser._actions:  # pylint: disable=protected-access
+        if isinstance(action, argparse._SubParsersAction):  # pylint: disable=protected-access
+            return action.choices[command].format_usage()
+    return parser.format_usage()
+
+
+def _one_line(text: str, width: int = 400) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= width else line[:width - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ class _SessionFeedback(pg.tuning.Feedback):
 
     def end_loop(self) -> None:
         self._backend.active = False
+        self._backend.session.close()
 
 
 @pg.tuning.add_backend("symnas")
@@ -122,11 +123,15 @@ class SymnasBackend(pg.tuning.Backend):
             return self._current  # PyGlove's contract: an unfinished trial is handed out again
         while True:
             if self.num_examples is not None and self.session.num_finished >= self.num_examples:
+                self.session.close()
                 raise StopIteration()
             try:
                 trial = self.session.next_trial()
             except _MaterializeFailed:
                 continue
+            except StopIteration:
+                self.session.close()
+                raise
             self._current = _SessionFeedback(self, trial, self.metrics_to_optimize)
             return self._current
 
