@@ -162,7 +162,7 @@ def test_sigkill_in_the_middle_then_rerun_fails_the_killed_trial_and_repeats_not
     script = tmp_path / "run.py"
     script.write_text(_KILL_SCRIPT)
     process = subprocess.Popen([sys.executable, str(script), db, "60", "0"])
-    deadline = time.time() + 60
+    deadline = time.time() + 180    # a loaded machine may take long to start the process
     storage = None
     while time.time() < deadline:
         time.sleep(0.2)
