@@ -31,6 +31,7 @@ SOURCE_KEY = "cli_source"        # where the evaluator comes from (builtin name 
 TRIALS_KEY = "cli_num_trials"    # the --trials of the first run, the default for resume
 
 EXIT_OK, EXIT_INTERRUPTED, EXIT_ERROR, EXIT_NOTHING_COMPLETED = 0, 1, 2, 3
+SHOW_WIDTH = 80                  # symnas show fits a terminal this wide unless --wide
 _EPILOG = ("exit codes: 0 done, 1 interrupted (Ctrl-C or sys.exit in the objective), 2 an error in the "
            "input, 3 no trial completed")
 
@@ -106,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--name", default=None, help="study name (none: the newest)")
     show.add_argument("--plot", default=None, help="write the search curve / Pareto plot to this image")
     show.add_argument("--rows", type=int, default=30, help="trials printed (the best ones)")
+    show.add_argument("--wide", action="store_true",
+                      help="print every column, the DNA and the best object whole (by default the output fits "
+                           f"{SHOW_WIDTH} columns)")
 
     resume = commands.add_parser("resume", help="continue a study started by 'symnas search'", epilog=_EPILOG,
                                  formatter_class=formatter)
@@ -136,10 +140,10 @@ def _run(session, evaluate, num_trials: int, args) -> None:
 
 
 def _check_execution_args(args) -> None:
-    from symnas import execution  # pylint: disable=import-outside-toplevel
+    from symnas import executor  # pylint: disable=import-outside-toplevel
     try:
-        execution.check_workers(args.workers)
-        execution.check_trial_timeout(args.trial_timeout)
+        executor.check_workers(args.workers)
+        executor.check_trial_timeout(args.trial_timeout)
     except (TypeError, ValueError) as error:
         raise CommandError(str(error).replace("workers must", "--workers must").replace(
             "trial_timeout must", "--timeout must")) from error
@@ -248,26 +252,31 @@ def _fmt(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def _object_text(record) -> str:
-    """The trial's symbolic object, or its DNA when the object's classes are not imported here."""
+def _object_text(record, width: Optional[int]) -> str:
+    """The trial's symbolic object (clipped to ``width``), or its DNA when the object's classes are not
+    imported here or the study recorded no objects."""
     from symnas.safe_json import UnsafeJSONError  # pylint: disable=import-outside-toplevel
+    from symnas.terminal import clip_lines  # pylint: disable=import-outside-toplevel
     import pyglove as pg  # pylint: disable=import-outside-toplevel
     if record.object is None:
-        return f"DNA {record.dna}"
+        return clip_lines(f"DNA {record.dna}", width)
     try:
-        return pg.format(record.to_object(), compact=False, verbose=False)
+        text = pg.format(record.to_object(), compact=False, verbose=False)
     except UnsafeJSONError as error:
-        return f"DNA {record.dna}  ({error})"
+        text = f"DNA {record.dna}\n({error})"
+    return clip_lines(text, width, max_lines=None if width is None else 30)
 
 
 def command_show(args) -> int:
-    import pandas as pd  # pylint: disable=import-outside-toplevel
+    from symnas.trial import error_headline  # pylint: disable=import-outside-toplevel
     from symnas import builtin_spaces  # pylint: disable=import-outside-toplevel
     from symnas.study import Study  # pylint: disable=import-outside-toplevel
+    from symnas.terminal import clip, fit_table  # pylint: disable=import-outside-toplevel
+    width = None if args.wide else SHOW_WIDTH
     storage, name = _open_study(args.storage, args.name)
     names = storage.study_names()
     if len(names) > 1:
-        print(f"studies in {args.storage}: {', '.join(names)}")
+        print(clip(f"studies in {args.storage}: {', '.join(names)}", width))
     study = Study(storage, name)
     source = study.info.get(SOURCE_KEY)
     if isinstance(source, dict) and source.get("kind") == "builtin" and source.get("name") in builtin_spaces.BUILTINS:
@@ -275,34 +284,37 @@ def command_show(args) -> int:
             builtin_spaces.load_source(source["name"])
         except Exception:  # pylint: disable=broad-except
             pass
-    objectives = ", ".join(f"{o.name} ({o.direction})" for o in study.objectives)
-    print(f"study {name!r}  source: {builtin_spaces.describe_source(source)}  objectives: {objectives}")
+    print(clip(f"study {name!r}  source: {builtin_spaces.describe_source(source)}", width))
+    print(clip("objectives: " + ", ".join(f"{o.name} ({o.direction})" for o in study.objectives), width))
     frame = study.trials
     if frame.empty:
         print("no trials yet.")
         return 0
-    print(f"{len(frame)} trials: " + ", ".join(f"{v} {k}" for k, v in frame["status"].value_counts().items()))
-    shown = frame.drop(columns=[c for c in ("started_at", "worker") if c in frame.columns])
+    print(clip(f"{len(frame)} trials: " + ", ".join(f"{v} {k}" for k, v in frame["status"].value_counts().items()),
+               width))
+    hidden = ("started_at", "worker") + (() if args.wide else ("dna",))
+    shown = frame.drop(columns=[c for c in hidden if c in frame.columns])
     if "error" in shown.columns:
         shown["error"] = shown["error"].map(lambda e: e if not isinstance(e, str) else
-                                            e.strip().splitlines()[-1][:60])
+                                            error_headline(e, 60 if args.wide else 30))
     first = study.objectives[0]
     if first.name in shown.columns and len(shown) > args.rows:
         shown = shown.sort_values(first.name, ascending=first.direction == "min").head(args.rows).sort_index()
         print(f"(the {args.rows} best by {first.name}; --rows to see more)")
-    with pd.option_context("display.max_columns", 20, "display.width", 200, "display.max_colwidth", 60):
-        print(shown.to_string())
+    important = ["status", *(o.name for o in study.objectives), "error"]
+    shown = shown[[c for c in important if c in shown.columns] + [c for c in shown.columns if c not in important]]
+    print(fit_table(shown, width, keep=important))
     if study.completed:
         if study.is_multi_objective:
             front = study.pareto_front()
             print(f"\nPareto front ({len(front)} trials):")
             for record in front:
-                print(f"  trial {record.id}: " + ", ".join(
-                    f"{o.name}={_fmt(record.metrics.get(o.name))}" for o in study.objectives))
+                print(clip(f"  trial {record.id}: " + ", ".join(
+                    f"{o.name}={_fmt(record.metrics.get(o.name))}" for o in study.objectives), width))
         else:
             best = study.best_trial
-            print(f"\nbest trial {best.id} ({first.name}={_fmt(best.metrics.get(first.name))}):")
-            print(_object_text(best))
+            print(clip(f"\nbest trial {best.id} ({first.name}={_fmt(best.metrics.get(first.name))}):", width))
+            print(_object_text(best, width))
     if args.plot:
         import matplotlib  # pylint: disable=import-outside-toplevel
         matplotlib.use("Agg")
@@ -311,7 +323,7 @@ def command_show(args) -> int:
             figure.savefig(args.plot, dpi=120, bbox_inches="tight")
         except OSError as error:
             raise CommandError(f"cannot write the plot to {args.plot!r}: {error.strerror}.") from error
-        print(f"plot written to {args.plot}")
+        print(clip(f"plot written to {args.plot}", width))
     return 0
 
 
@@ -329,6 +341,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(_subparser_usage(parser, args.command), end="", file=sys.stderr)
         print(f"symnas {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:   # the output was piped into a reader that stopped early (symnas show | head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("symnas: interrupted; finished trials are recorded (the running ones as interrupted), "
               "'symnas resume' continues.", file=sys.stderr)

@@ -1,22 +1,17 @@
-"""``sn.search``: the sample -> evaluate -> feedback loop, with persistence and a progress bar."""
+"""``sn.search``: one call that sets a search up (session, executor) and runs the loop (``symnas.loop``)."""
 from __future__ import annotations
 
 import os
-import sys
-import time
 from typing import Any, Callable, Dict, Optional, Union
 
 import pyglove as pg
 
 from symnas import objectives as objectives_lib
-from symnas.errors import SearchInterrupted
-from symnas.reporting import reporting_to
-from symnas.session import SearchSession, _MaterializeFailed, objective_fingerprint
-from symnas.storage import Storage
+from symnas.executor import Executor, InlineExecutor, check_trial_timeout, check_workers
+from symnas.loop import SearchLoop
+from symnas.session import SearchSession, objective_fingerprint
+from symnas.storage import DEFAULT_STORAGE, Storage
 from symnas.study import Study
-from symnas.trial import most_common_error
-
-DEFAULT_STORAGE = "symnas.db"
 
 
 def _evaluate_method(value: Any) -> Any:
@@ -96,140 +91,42 @@ def search(space: Any,
     if num_trials is not None and (isinstance(num_trials, bool) or not isinstance(num_trials, int)
                                    or num_trials < 0):
         raise ValueError(f"num_trials must be a non-negative integer or None, got {num_trials!r}.")
-    from symnas import execution  # pylint: disable=import-outside-toplevel
-    execution.check_workers(workers)
-    execution.check_trial_timeout(trial_timeout)
-    if backend not in (None, "local", "ray"):
-        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}.")
-    if backend != "ray" and (address is not None or resources is not None):
-        raise ValueError("address= and resources= apply to backend='ray' only.")
-    if backend == "ray":
-        from symnas import ray_execution  # pylint: disable=import-outside-toplevel
-        ray_execution.check_resources(resources)
-        ray_execution.check_address(address)  # before the study is created
+    executor = make_executor(workers, trial_timeout, backend, address, resources)  # before the study is created
     if algorithm is None:
         from symnas.algorithms import Random  # pylint: disable=import-outside-toplevel
         algorithm = Random()
     session = SearchSession(space, algorithm, storage=storage, name=name, objectives=objectives,
                             early_stopping=early_stopping, record_objects=record_objects,
                             retry_failed=retry_failed, objective=objective_fingerprint(evaluate))
-    run_trials(session, evaluate or _evaluate_method, num_trials, progress, workers=workers,
-               trial_timeout=trial_timeout, backend=backend, address=address, resources=resources)
+    SearchLoop(session, executor, num_trials, progress).run(evaluate or _evaluate_method)
     return Study(session.storage, session.name)
+
+
+def make_executor(workers: int = 1, trial_timeout: Optional[float] = None, backend: Optional[str] = None,
+                  address: Optional[str] = None, resources: Optional[Dict[str, float]] = None) -> Executor:
+    """The executor ``sn.search``'s arguments ask for: inline, worker processes or Ray (validated here,
+    before any study is created)."""
+    check_workers(workers)
+    trial_timeout = check_trial_timeout(trial_timeout)
+    if backend not in (None, "local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}.")
+    if backend == "ray":
+        from symnas import ray_execution  # pylint: disable=import-outside-toplevel
+        ray_execution.check_resources(resources)
+        ray_execution.check_address(address)
+        return ray_execution.RayExecutor(workers, trial_timeout, address, resources)
+    if address is not None or resources is not None:
+        raise ValueError("address= and resources= apply to backend='ray' only.")
+    if workers == 1 and trial_timeout is None:
+        return InlineExecutor()
+    from symnas import execution  # pylint: disable=import-outside-toplevel
+    return execution.ProcessExecutor(workers, trial_timeout)
 
 
 def run_trials(session: SearchSession, evaluate: Callable[[Any], Any], num_trials: Optional[int],
                progress: bool, *, workers: int = 1, trial_timeout: Optional[float] = None,
                backend: Optional[str] = None, address: Optional[str] = None,
                resources: Optional[Dict[str, float]] = None) -> None:
-    """Runs ``session`` with the loop the arguments ask for (sequential, worker processes or Ray).
-
-    However it ends, the session is closed (heartbeat stopped, algorithm checkpointed) and trials
-    still running are recorded as interrupted; with ``progress`` a line names the most common error.
-    """
-    from symnas import execution  # pylint: disable=import-outside-toplevel
-    execution.check_workers(workers)
-    trial_timeout = execution.check_trial_timeout(trial_timeout)
-    backend = backend or "local"
-    if backend not in ("local", "ray"):
-        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}.")
-    if backend == "local" and (address is not None or resources is not None):
-        raise ValueError("address= and resources= apply to backend='ray' only.")
-    try:
-        if backend == "ray":
-            from symnas import ray_execution  # pylint: disable=import-outside-toplevel
-            ray_execution.run_on_ray(session, evaluate, num_trials, progress, workers=workers,
-                                     trial_timeout=trial_timeout, address=address, resources=resources)
-        elif workers == 1 and trial_timeout is None:
-            run_sequential(session, evaluate, num_trials, progress)
-        else:
-            execution.run_parallel(session, evaluate, num_trials, progress, workers, trial_timeout)
-    except BaseException as error:
-        session.interrupt_in_flight(f"the search stopped ({type(error).__name__}) while this trial ran")
-        raise
-    finally:
-        session.close()
-        if progress:
-            _print_failures(session)
-
-
-def run_sequential(session: SearchSession, evaluate: Callable[[Any], Any], num_trials: Optional[int],
-                   progress: bool) -> None:
-    """Evaluates trials one after another in this process until ``num_trials`` have finished."""
-    bar = _progress_bar(session, num_trials) if progress else None
-    try:
-        while True:
-            session.sync()  # trials finished by other processes on the same study count too
-            if num_trials is not None and session.num_finished >= num_trials:
-                break
-            try:
-                trial = session.next_trial()
-            except StopIteration:
-                break
-            except _MaterializeFailed:
-                _update(bar, session)
-                continue
-            try:
-                with reporting_to(lambda step, metrics, t=trial: session.report(t, step, metrics)):
-                    result = evaluate(trial.value if trial.value is not None else trial.dna)
-            except Exception as error:  # pylint: disable=broad-except
-                session.finish_with_exception(trial, error)
-            except KeyboardInterrupt as error:
-                session.interrupt(trial, "interrupted (KeyboardInterrupt) while it ran")
-                error.add_note(interrupted_note(session, trial.record.id))
-                raise
-            except SystemExit as error:
-                reason = f"its objective called sys.exit({error.code!r})"
-                session.interrupt(trial, reason)
-                raise SearchInterrupted(interrupted_message(session, trial.record.id, reason)) from error
-            else:
-                session.complete(trial, result)
-            _update(bar, session)
-    finally:
-        if bar is not None:
-            _update(bar, session, force=True)
-            bar.close()
-
-
-def interrupted_message(session: SearchSession, trial_id: int, reason: str) -> str:
-    """What the caller reads when a trial stopped the search."""
-    return (f"symnas: the search of study {session.name!r} stopped: trial {trial_id} was interrupted ({reason}). "
-            f"{interrupted_note(session, trial_id)}")
-
-
-def interrupted_note(session: SearchSession, trial_id: int) -> str:
-    del trial_id
-    return (f"symnas: the trial is recorded as interrupted and the {session.num_finished} finished trials are "
-            f"kept; run the same search again to resume (retry_failed=1 evaluates the interrupted trial again).")
-
-
-def _print_failures(session: SearchSession) -> None:
-    failures = session.failures_this_run
-    common = most_common_error(failures)
-    if common is not None:
-        headline, count = common
-        print(f"symnas: {len(failures)} trial(s) failed in this run of study {session.name!r}; most common "
-              f"error ({count}x): {headline}", file=sys.stderr)
-
-
-def _progress_bar(session: SearchSession, num_trials: Optional[int]):
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-    return tqdm(total=num_trials, initial=session.num_finished, desc=session.name, unit="trial",
-                dynamic_ncols=True, mininterval=0.25)
-
-
-def _update(bar, session: SearchSession, force: bool = False) -> None:
-    if bar is None:
-        return
-    bar.update(session.num_finished - bar.n)
-    now = time.monotonic()
-    if force or now - getattr(bar, "_symnas_postfix_time", 0.0) > 0.25:
-        parts = []
-        if session.best_reward is not None:
-            objective = session.objectives[0]
-            parts.append(f"best {objective.name}={objective.sign * session.best_reward:.6g}")
-        if session.num_failed:
-            parts.append(f"failed {session.num_failed}")
-        if parts:
-            bar.set_postfix_str(", ".join(parts), refresh=False)
-        bar._symnas_postfix_time = now  # pylint: disable=protected-access
+    """Runs ``session`` with the executor the arguments ask for (the command line's entry to the loop)."""
+    executor = make_executor(workers, trial_timeout, backend, address, resources)
+    SearchLoop(session, executor, num_trials, progress).run(evaluate)

@@ -246,7 +246,7 @@ class SearchSession:
         self.worker = _worker_id()
         self._lock = threading.Lock()
         self._in_flight: Dict[int, ActiveTrial] = {}
-        self._retry_queue: collections.deque = collections.deque()   # (root id, dna json)
+        self._queue: collections.deque = collections.deque()   # (dna json, retry_of): evaluated before proposals
         self._attempts: Dict[int, int] = collections.Counter()        # root id -> trials of it
         self._known: Set[int] = set()   # trials whose proposal the algorithm's state accounts for
         self._fed: Set[int] = set()     # trials whose reward it was fed
@@ -405,19 +405,20 @@ class SearchSession:
         return True
 
     # -- trials --------------------------------------------------------------------------------
-    def next_trial(self) -> ActiveTrial:
-        """The next trial to evaluate: a failed one to retry first (``retry_failed``), else a new proposal.
+    def next_trial(self) -> Optional[ActiveTrial]:
+        """The next trial to evaluate: a queued DNA first (``enqueue``: retries), else a new proposal.
 
-        Raises StopIteration when the algorithm has nothing more to propose.
+        Returns None when the proposal could not be materialised (the trial is recorded as failed
+        with the reason); raises StopIteration when the algorithm has nothing more to propose.
         """
         now = time.time()
-        if self._retry_queue:
-            root, dna_json = self._retry_queue.popleft()
+        if self._queue:
+            dna_json, retry_of = self._queue.popleft()
             dna = dna_from_json(dna_json, self.dna_spec)
-            trial_id = self.storage.create_trial(self.name, dna_json, now, self.worker, retry_of=root)
+            trial_id = self.storage.create_trial(self.name, dna_json, now, self.worker, retry_of=retry_of)
             record = TrialRecord(id=trial_id, dna=dna_json, started_at=now, worker=self.worker, heartbeat=now,
-                                 retry_of=root)
-            self._attempts[root] += 1
+                                 retry_of=retry_of)
+            self._attempts[retry_of or trial_id] += 1
         else:
             dna = self.algorithm.propose()
             dna_json = dna_to_json(dna)
@@ -434,10 +435,16 @@ class SearchSession:
                 trial.value = self.materializer.materialize(dna)
             except Exception as error:  # pylint: disable=broad-except
                 self.fail(trial, f"The DNA could not be materialised: {error!r}")
-                raise _MaterializeFailed(trial) from error
+                return None
             if self.record_objects:
                 trial.record.object = pg.to_json_str(trial.value, save_ref_value=True)
         return trial
+
+    def enqueue(self, dna: Union[pg.DNA, str], retry_of: Optional[int] = None) -> None:
+        """Evaluates ``dna`` (a DNA, or its JSON) next, before the algorithm proposes again; with
+        ``retry_of`` the new trial records which one it evaluates again."""
+        dna_json = dna if isinstance(dna, str) else dna_to_json(dna)
+        self._queue.append((dna_json, retry_of))
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None and not isinstance(self.storage, MemoryStorage):
@@ -524,7 +531,7 @@ class SearchSession:
 
     def _maybe_retry(self, root: int, status: str, dna_json: str) -> None:
         if status in (FAILED, INTERRUPTED) and self._attempts[root] - 1 < self.retry_failed:
-            self._retry_queue.append((root, dna_json))
+            self.enqueue(dna_json, retry_of=root)
 
     def close(self) -> None:
         """Stops the heartbeat and saves the algorithm's state; the session can still be read."""
@@ -547,11 +554,3 @@ def _latest_attempts(summaries: List[TrialSummary]) -> List[TrialSummary]:
     for summary in summaries:
         latest[summary.retry_of or summary.id] = summary
     return sorted(latest.values(), key=lambda s: s.id)
-
-
-class _MaterializeFailed(Exception):
-    """The proposed DNA could not be turned into an object; the trial is already recorded as failed."""
-
-    def __init__(self, trial: ActiveTrial):
-        super().__init__(trial.record.error)
-        self.trial = trial

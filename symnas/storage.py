@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Un
 
 from symnas.trial import COMPLETED, FAILED, FINISHED_STATUSES, RUNNING, TrialRecord, decode_json, encode_json
 
+DEFAULT_STORAGE = "symnas.db"   # where sn.search and pg.sample(backend="symnas") record studies by default
 SCHEMA_VERSION = "2"
 _READABLE_SCHEMAS = ("1", "2")     # version 1 lacks heartbeats, retries and checkpoints
 DEFAULT_LOCK_TIMEOUT_S = 5.0

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import pyglove as pg
 
+from symnas.pyglove_fastpaths import compact_value
 from symnas.safe_json import dna_from_json, from_json
 
 RUNNING = "running"
@@ -73,31 +74,9 @@ class TrialRecord:
 _DNA_TYPE = pg.DNA.__serialization_key__
 
 
-def _compact_value(dna: pg.DNA) -> Any:
-    """PyGlove's compact DNA value (``DNA.to_json(compact=True)['value']``), ~10x faster."""
-    try:  # the symbolic attribute access of pg.Object costs most of the time on a hot path
-        attributes = dna._sym_attributes  # pylint: disable=protected-access
-        value, children = dict.__getitem__(attributes, "value"), dict.__getitem__(attributes, "children")
-    except (AttributeError, KeyError, TypeError):
-        value, children = dna.value, dna.children
-    if not children:
-        return value
-    nodes = [_compact_value(child) for child in children]
-    if value is None:
-        return nodes
-    if len(nodes) == 1:
-        single = nodes[0]
-        return ["__tuple__", value, *single[1:]] if _is_tuple(single) else ["__tuple__", value, single]
-    return ["__tuple__", value, nodes]
-
-
-def _is_tuple(node: Any) -> bool:
-    return isinstance(node, list) and bool(node) and node[0] == "__tuple__"
-
-
 def dna_to_json(dna: pg.DNA) -> str:
     """The DNA as PyGlove's compact JSON text (without metadata), readable by ``pg.DNA.from_json``."""
-    return json.dumps({"_type": _DNA_TYPE, "format": "compact", "value": _compact_value(dna)},
+    return json.dumps({"_type": _DNA_TYPE, "format": "compact", "value": compact_value(dna)},
                       separators=(",", ":"))
 
 

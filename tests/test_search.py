@@ -193,7 +193,9 @@ def test_sigkill_in_the_middle_then_rerun_fails_the_killed_trial_and_repeats_not
     assert [r.dna for r in after] == [r.dna for r in reference.records]
     # asked for, the killed trial is evaluated again with its DNA (a new trial that names it)
     subprocess.run([sys.executable, str(script), db, "61", "1"], check=True, timeout=120)
-    retried = SQLiteStorage(db).trials("killme")[60:]
+    third = SQLiteStorage(db).trials("killme")
+    retried = [r for r in third if r.retry_of is not None]
+    assert len(third) == 61 and sum(r.finished for r in third) == 61
     assert [(r.retry_of, r.dna, r.status) for r in retried] == [(i, before[i].dna, "completed") for i in killed]
 
 

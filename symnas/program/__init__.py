@@ -19,8 +19,7 @@ os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 from symnas.program.errors import IllegalTransformation
 from symnas.program.kernel import Kernel, KernelPart
 from symnas.program.lower_tvm import cuda_target, host_target, resolve_target
-from symnas.program.measure import (Measurement, TuningResult, time_torch, time_torch_conv,
-                                    tune_metaschedule)
+from symnas.program.measure import Measurement, time_torch, time_torch_conv
 from symnas.program.neural import Bottleneck, ChannelShuffle, Depthwise, Group, NeuralStep, Partition
 from symnas.program.operators import Conv2d, Dense, DepthwiseConv2d, Operator
 from symnas.program.schedule import Schedule
@@ -31,6 +30,7 @@ from symnas.program.transformations import (Bind, CacheRead, CacheWrite, Compute
                                             Interchange, PackWeights, ProgramStep, Reorder, Split, Step, Tile,
                                             Unroll, Vectorize, Parallel)
 from symnas.program.torch_tvm import TVMKernelModule, torch_threads
+from symnas.program.tuning import TuningResult, tune_metaschedule
 
 __all__ = ["IllegalTransformation", "Kernel", "KernelPart", "cuda_target", "host_target",
            "resolve_target", "Measurement", "TuningResult", "time_torch", "time_torch_conv",
