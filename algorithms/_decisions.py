@@ -29,10 +29,10 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import pyglove as pg
 
-from symnas.pyglove_fastpaths import DNANode, dna_children, dna_value, make_dna
+from symnas.pyglove_fastpaths import DNANode, dna_children, dna_from_compact, dna_value, make_dna
 
 __all__ = ["ChoiceSlot", "ChoiceGroup", "FloatDecision", "DecisionSpace", "DecisionAlgorithm",
-           "make_dna", "check_reward", "rng_state", "set_rng_state"]
+           "make_dna", "dna_from_compact", "check_reward", "rng_state", "set_rng_state"]
 
 
 class FloatDecision:

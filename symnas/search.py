@@ -31,6 +31,7 @@ def search(space: Any,
            name: Optional[str] = None,
            objectives: objectives_lib.ObjectivesSpec = None,
            early_stopping: Optional[pg.tuning.EarlyStoppingPolicy] = None,
+           scheduler: Optional[pg.tuning.EarlyStoppingPolicy] = None,
            progress: bool = True,
            record_objects: bool = True,
            workers: int = 1,
@@ -61,6 +62,9 @@ def search(space: Any,
         ``"accuracy"`` or ``"latency_ms:min"``, or a mapping such as
         ``{"accuracy": "max", "latency_ms": "min"}`` for a multi-objective algorithm.
       early_stopping: a ``pg.tuning.EarlyStoppingPolicy`` consulted by ``symnas.reporting.report``.
+      scheduler: a multi-fidelity scheduler (``sn.schedulers.ASHA``, ``Hyperband``) consulted by
+        ``symnas.reporting.report``: it stops trials that fall behind at a rung. Give this or
+        ``early_stopping``, not both.
       progress: show a progress bar (tqdm; notebook-aware) with trials done, failures, best so far
         and rate, and a line naming the most common error when trials failed.
       record_objects: store each trial's concrete object as JSON (turn off for huge objects).
@@ -91,13 +95,16 @@ def search(space: Any,
     if num_trials is not None and (isinstance(num_trials, bool) or not isinstance(num_trials, int)
                                    or num_trials < 0):
         raise ValueError(f"num_trials must be a non-negative integer or None, got {num_trials!r}.")
+    if scheduler is not None and early_stopping is not None:
+        raise ValueError("Pass scheduler= or early_stopping=, not both: each decides when a trial stops.")
     executor = make_executor(workers, trial_timeout, backend, address, resources)  # before the study is created
     if algorithm is None:
         from symnas.algorithms import Random  # pylint: disable=import-outside-toplevel
         algorithm = Random()
     session = SearchSession(space, algorithm, storage=storage, name=name, objectives=objectives,
-                            early_stopping=early_stopping, record_objects=record_objects,
-                            retry_failed=retry_failed, objective=objective_fingerprint(evaluate))
+                            early_stopping=scheduler if scheduler is not None else early_stopping,
+                            record_objects=record_objects, retry_failed=retry_failed,
+                            objective=objective_fingerprint(evaluate))
     SearchLoop(session, executor, num_trials, progress).run(evaluate or _evaluate_method)
     return Study(session.storage, session.name)
 

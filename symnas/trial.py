@@ -23,6 +23,8 @@ FAILED = "failed"
 REJECTED = "rejected"
 INTERRUPTED = "interrupted"
 FINISHED_STATUSES = (COMPLETED, FAILED, REJECTED)
+# A measurement carries STOP_KEY: True when the early-stopping policy or scheduler stopped the trial there.
+STOP_KEY = "stop"
 
 
 @dataclasses.dataclass
