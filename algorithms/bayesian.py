@@ -130,6 +130,25 @@ class OptunaAlgorithm(DecisionAlgorithm):
         if reward is not None:
             self._feedback(dna, reward)
 
+    def _state(self):
+        # Optuna's model is rebuilt from the told points (and their violations); its sampler's
+        # random state is not kept
+        return {**super()._state(), "told": [
+            [list(values), list(reward) if isinstance(reward, tuple) else reward,
+             None if violations is None else list(violations)]
+            for values, (reward, violations) in self._known.items()]}
+
+    def _load_state(self, state):
+        super()._load_state(state)
+        for told in state["told"]:
+            values, reward = told[0], told[1]
+            violations = tuple(told[2]) if len(told) > 2 and told[2] is not None else None
+            reward = self._check_reward(tuple(reward) if isinstance(reward, list) else reward)
+            self._known[tuple(values)] = (reward, violations)
+            if self._study is None:
+                self._create_study_for(reward)
+            self._add_trial(list(values), reward, violations)
+
 
 def _set_constraints(trial, violations) -> None:
     for i, value in enumerate(violations or ()):

@@ -131,3 +131,19 @@ class Reinforce(DecisionAlgorithm):
                 log_std += lr * (advantage * (z * z - 1.0) * 0.5 + ent)
                 self._mean[dec.index] = min(max(mean, 0.0), 1.0)
                 self._log_std[dec.index] = min(max(log_std, math.log(_MIN_STD)), math.log(_MAX_STD))
+
+    def _state(self):
+        return {**super()._state(), "logits": [[i, v] for i, v in self._logits.items()],
+                "mean": [[i, v] for i, v in self._mean.items()],
+                "log_std": [[i, v] for i, v in self._log_std.items()],
+                "baseline": self._baseline, "scale": self._scale,
+                "reward_range": None if self._reward_range is None else list(self._reward_range)}
+
+    def _load_state(self, state):
+        super()._load_state(state)
+        self._logits = {int(i): [float(x) for x in v] for i, v in state["logits"]}
+        self._mean = {int(i): float(v) for i, v in state["mean"]}
+        self._log_std = {int(i): float(v) for i, v in state["log_std"]}
+        self._baseline, self._scale = state["baseline"], state["scale"]
+        reward_range = state.get("reward_range")
+        self._reward_range = None if reward_range is None else (float(reward_range[0]), float(reward_range[1]))

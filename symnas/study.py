@@ -23,14 +23,14 @@ from symnas import constraints as constraints_lib
 from symnas.objectives import Objective
 from symnas.storage import Storage, open_storage
 from symnas.safe_json import dna_from_json, from_json
-from symnas.trial import COMPLETED, TrialRecord
+from symnas.trial import COMPLETED, TrialRecord, most_common_error
 
 
 class Study:
-    """Read access to one study in a storage."""
+    """Read access to one study in a storage (a file path is opened read-only)."""
 
     def __init__(self, storage: Union[str, os.PathLike, Storage], name: str):
-        self.storage = open_storage(storage)
+        self.storage = open_storage(storage, read_only=True)
         self.name = name
         info = self.storage.study_info(name)
         self.info = info
@@ -38,10 +38,12 @@ class Study:
 
     @classmethod
     def load(cls, storage: Union[str, os.PathLike, Storage], name: Optional[str] = None) -> "Study":
-        """Opens a study; ``name`` may be omitted when the storage holds a single study (else the newest)."""
+        """Opens a study (a file read-only: nothing is written to it, and a file that is not a symnas
+        study is refused untouched); ``name`` may be omitted when the storage holds a single study
+        (else the newest is opened)."""
         if isinstance(storage, (str, os.PathLike)) and not os.path.exists(storage):
             raise FileNotFoundError(f"No study file at {os.fspath(storage)!r}.")
-        storage = open_storage(storage)
+        storage = open_storage(storage, read_only=True)
         names = storage.study_names()
         if not names:
             raise ValueError("The storage holds no study.")
@@ -101,8 +103,10 @@ class Study:
             space = None   # a space of classes not loaded here: DNAs and decision dicts still work
         if isinstance(space, pg.DNASpec):
             space = None   # a study of pg.sample: its space is the DNASpec
-        queued = warm_start.enqueue(self.storage, self.name, [point], dna_spec, space,
-                                    skip_if_exists=skip_if_exists)
+        storage = self.storage
+        if getattr(storage, "read_only", False):   # a study opened for reading: queue through a writer
+            storage = open_storage(storage.path)
+        queued = warm_start.enqueue(storage, self.name, [point], dna_spec, space, skip_if_exists=skip_if_exists)
         return queued[0] if queued else None
 
     @property
@@ -127,7 +131,7 @@ class Study:
         return frame
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self.storage.num_trials(self.name)
 
     # -- best ----------------------------------------------------------------------------------
     @property
@@ -137,14 +141,17 @@ class Study:
             raise ValueError(
                 f"Study {self.name!r} has {len(self.objectives)} objectives "
                 f"{[o.name for o in self.objectives]}: there is no single best trial; use pareto_front().")
-        completed = self.feasible
-        if not completed:
-            if self.completed:
+        if self.constraints is not None:   # the best among the feasible trials
+            feasible = self.feasible
+            if not feasible and self.completed:
                 raise ValueError(f"Study {self.name!r} has no feasible trial: all {len(self.completed)} completed "
                                  f"trials missed its constraints {self.constraints}.")
+            best = max(feasible, key=lambda r: r.reward) if feasible else None
+        else:
+            best = self.storage.best_trial(self.name)    # the largest reward = sign * objective
+        if best is None:
             raise ValueError(f"Study {self.name!r} has no completed trial yet.")
-        objective = self.objectives[0]
-        return max(completed, key=lambda r: objective.sign * r.metrics[objective.name])
+        return best
 
     @property
     def best(self) -> Any:
@@ -209,6 +216,10 @@ class Study:
         fig.tight_layout()
         return fig
 
+    def most_common_error(self) -> Optional[Tuple[str, int]]:
+        """(the error's last line, how many failed trials had it), or None when none failed."""
+        return most_common_error(self.storage.errors(self.name))
+
     def summary(self) -> str:
         records = self.records
         counts = {}
@@ -218,6 +229,9 @@ class Study:
         infeasible = self.infeasible
         if infeasible:
             text += f" ({len(infeasible)} infeasible)"
+        common = self.most_common_error()
+        if common is not None:
+            text += f"; most common error ({common[1]}x): {common[0]}"
         if self.feasible:
             if self.is_multi_objective:
                 text += f"; Pareto front of {len(self.pareto_front())} trials"

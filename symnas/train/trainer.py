@@ -37,7 +37,7 @@ from symnas.nn import layers as L
 from symnas.nn.profile import count_flops, count_params
 from symnas.train.augmentation import Augmentation
 from symnas.train.optimizers import Adam, Optimizer
-from symnas.train.schedules import Constant, Schedule
+from symnas.train.schedules import Constant, LRSchedule
 
 __all__ = ["Trainer", "TrainResult", "TrainingDivergedError"]
 
@@ -103,7 +103,7 @@ class Trainer(pg.Object):
     data: Dataset = Digits()
     epochs: int = 1
     batch_size: int = 64
-    schedule: Schedule = Constant()
+    schedule: LRSchedule = Constant()
     weight_decay: float = 0.0
     augmentation: List[Augmentation] = []
     seed: int = 0

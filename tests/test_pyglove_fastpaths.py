@@ -1,0 +1,76 @@
+"""symnas's fast paths over PyGlove's internals agree with PyGlove's own slow paths, and fall back to
+them when they would not."""
+import pickle
+import random
+
+import pyglove as pg
+import pytest
+
+import symnas as sn
+from symnas import pyglove_fastpaths as fast
+
+
+def test_every_fast_path_agrees_with_pyglove():
+    assert fast.self_check() == {"make_dna": True, "read_dna": True, "compact_value": True,
+                                 "fast_decoder": True, "shared_value": True}
+
+
+SPACES = [
+    pg.Dict(x=pg.floatv(-1.0, 1.0), n=pg.oneof([1, 2, 3])),
+    pg.List([pg.oneof(["a", "b", "c"]) for _ in range(5)]),
+    pg.Dict(blocks=[pg.oneof([pg.Dict(kind="mb", expand=pg.oneof([3, 6])), pg.Dict(kind="plain")])
+                    for _ in range(3)],
+            sets=pg.manyof(2, ["p", "q", "r"]), lr=pg.floatv(1e-5, 1e-1, scale="log")),
+    pg.oneof([1, 2, 3]),
+]
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_the_fast_decoder_equals_pyglove_decode(space):
+    decoder = fast.FastDecoder(space)
+    template = pg.hyper.template(space)
+    rng = random.Random(1)
+    for _ in range(25):
+        dna = pg.random_dna(template.dna_spec(), rng)
+        assert pg.eq(decoder.decode(dna), template.decode(dna))
+    assert decoder.fast
+
+
+def test_a_fast_decoder_that_disagrees_falls_back_to_pyglove(monkeypatch):
+    space = pg.Dict(x=pg.oneof([1, 2]), y=pg.floatv(0.0, 1.0))
+    monkeypatch.setattr(fast._Plan, "run", lambda self, element_dnas: pg.Dict(x=99, y=0.0))
+    decoder = fast.FastDecoder(space)
+    assert decoder.decode(pg.DNA([1, 0.5])) == pg.Dict(x=2, y=0.5)
+    assert not decoder.fast and decoder.decode(pg.DNA([0, 0.25])) == pg.Dict(x=1, y=0.25)
+
+
+@pytest.mark.parametrize("compact", [[0, (1, [2, 0.5]), [1, 2]], (2, 1, 0.25), 3, [(0, 1), 3], None])
+def test_built_dna_equals_pyglove_dna_and_reads_back(compact):
+    slow = pg.DNA(compact)
+    node = fast._node_of(slow) if compact is not None else None
+    built = fast.make_dna(node)
+    assert built == slow and built.to_json() == slow.to_json()
+    assert fast.compact_value(built) == slow.to_json(compact=True)["value"]
+
+
+def test_dna_building_falls_back_to_the_constructor_when_the_check_fails(monkeypatch):
+    monkeypatch.setattr(fast, "_PROTO", None)
+    monkeypatch.setattr(fast, "_check_make_dna", lambda: False)
+    built = fast.make_dna(fast.DNANode(1, [fast.DNANode(0.5, [])]))
+    assert built == pg.DNA((1, 0.5)) and fast._PROTO is False
+
+
+def test_a_shared_value_reads_compares_serialises_and_pickles_as_its_value():
+    value = pg.List([sn.program.Group(2)]).seal()
+    shared = fast.share(value, sn.spaces.transformations.SharedSteps)
+    holder = pg.Dict(steps=shared)
+    assert holder.steps is value
+    assert pg.to_json(holder) == pg.to_json(pg.Dict(steps=value.clone()))
+    assert pg.eq(holder, pg.Dict(steps=value.clone())) and pg.hash(shared) == pg.hash(value)
+    assert pickle.loads(pickle.dumps(shared)).value == value
+
+
+def test_sharing_falls_back_to_the_plain_value_when_references_misbehave(monkeypatch):
+    monkeypatch.setattr(fast, "_SHARED_OK", False)
+    value = pg.List([1]).seal()
+    assert fast.share(value) is value
