@@ -99,3 +99,17 @@ def test_sharing_falls_back_to_the_plain_value_when_references_misbehave(monkeyp
     monkeypatch.setattr(fast, "_SHARED_OK", False)
     value = pg.List([1]).seal()
     assert fast.share(value) is value
+
+
+class _Frozen(pg.Object):
+    x: int = 1
+    tag: str = "t"
+
+
+def test_object_json_writes_what_pyglove_writes_and_falls_back_where_it_cannot():
+    values = [sn.spaces.NASBench201(ops=["none"] * 6), sn.spaces.NASBench201(ops=["none"] * 6, table="/t.csv"),
+              pg.Dict(a=1, b=[1, 2.5, "x", None, True]), pg.List([1, pg.Dict(x=None)]), _Frozen(x=3),
+              pg.Dict(x=float("nan")), pg.Dict(r=pg.Ref(pg.Dict(y=1))), "plain", 3]
+    for value in values:
+        assert fast.object_json(value) == pg.to_json_str(value, save_ref_value=True), value
+    assert fast._CLASS_AGREES[sn.spaces.NASBench201] is True
