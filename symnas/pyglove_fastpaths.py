@@ -22,12 +22,14 @@ Example::
 """
 from __future__ import annotations
 
+import json
+import math
 from typing import Any, Dict, List, Optional
 
 import pyglove as pg
 
 __all__ = ["DNANode", "make_dna", "dna_from_compact", "dna_value", "dna_children", "compact_value",
-           "FastDecoder", "SharedValue", "share", "self_check"]
+           "FastDecoder", "new_list", "new_dict", "remembered_resolve", "object_json", "SharedValue", "share", "self_check"]
 
 
 # ---- DNA: build and read ---------------------------------------------------------------------------
@@ -41,10 +43,11 @@ class DNANode:
 
 
 _PROTO = None     # None: not checked yet; False: the fast path disagreed with pg.DNA
+_USERDATA_TYPE = dict
 
 
 def _prototypes():
-    global _PROTO
+    global _PROTO, _USERDATA_TYPE
     if _PROTO is None:
         dna = pg.DNA([0, 1])
         child = dna.children[0]
@@ -54,6 +57,7 @@ def _prototypes():
             {k: v for k, v in vars(vars(dna)["_sym_attributes"]["children"]).items()},
             {k: v for k, v in vars(vars(child)["_sym_attributes"]["metadata"]).items()},
         )
+        _USERDATA_TYPE = type(_PROTO[0]["_userdata"])
         if not _check_make_dna():
             _PROTO = False
     return _PROTO
@@ -62,10 +66,10 @@ def _prototypes():
 def _check_make_dna() -> bool:
     try:
         for compact in ([0, (1, [2, 0.5]), [1, 2]], (2, 1, 0.25), 3):
-            fast = _build(_node_of(pg.DNA(compact)), pg.KeyPath())
+            fast = _build(_node_of(pg.DNA(compact)), _ROOT)
             slow = pg.DNA(compact)
             if not (fast == slow and fast.to_json() == slow.to_json() and repr(fast) == repr(slow)
-                    and _same_paths(fast, slow)):
+                    and _same_paths(fast, slow) and fast.sym_parent is None):
                 return False
     except Exception:  # pylint: disable=broad-except
         return False
@@ -73,7 +77,8 @@ def _check_make_dna() -> bool:
 
 
 def _same_paths(a, b) -> bool:
-    if a.sym_path != b.sym_path or len(a.children) != len(b.children):
+    if a.sym_path != b.sym_path or len(a.children) != len(b.children) or \
+            any(c.sym_parent is not a.children for c in a.children):
         return False
     return all(_same_paths(x, y) for x, y in zip(a.children, b.children))
 
@@ -83,15 +88,30 @@ def _node_of(d) -> DNANode:
 
 
 _new = object.__new__
+_ROOT = pg.KeyPath()
+_PATHS: Dict[tuple, tuple] = {}   # (key, id(parent)) -> (parent, path): DNAs of one space share their paths
 
 
-def _build(node: DNANode, path) -> pg.DNA:
+def _path(key, parent) -> pg.KeyPath:
+    """``pg.KeyPath(key, parent)``, made once per position (a KeyPath is never changed in place)."""
+    entry = _PATHS.get((key, id(parent)))
+    if entry is not None and entry[0] is parent:
+        return entry[1]
+    if len(_PATHS) > 100_000:
+        _PATHS.clear()
+    path = pg.KeyPath(key, parent)
+    _PATHS[(key, id(parent))] = (parent, path)
+    return path
+
+
+def _build(node: DNANode, path, parent=None) -> pg.DNA:
     dna_vars, attr_vars, list_vars, meta_vars = _PROTO
     dna = _new(pg.DNA)
     dv = vars(dna)
     dv.update(dna_vars)
+    dv["_sym_parent"] = parent
     dv["_sym_path"] = path
-    dv["_userdata"] = type(dna_vars["_userdata"])()
+    dv["_userdata"] = _USERDATA_TYPE()
     dv["_cloneable_metadata_keys"] = set()
     dv["_cloneable_userdata_keys"] = set()
 
@@ -101,27 +121,37 @@ def _build(node: DNANode, path) -> pg.DNA:
     av["_sym_parent"] = dna
     av["_sym_path"] = path
 
-    kids_path = pg.KeyPath("children", path)
+    kids_path, meta_path = _subpaths(path)
     kids = list.__new__(pg.List)
     kv = vars(kids)
     kv.update(list_vars)
     kv["_sym_parent"] = dna
     kv["_sym_path"] = kids_path
-    if node.children:
-        built = [_build(c, pg.KeyPath(i, kids_path)) for i, c in enumerate(node.children)]
-        for b in built:
-            vars(b)["_sym_parent"] = kids
-        list.extend(kids, built)
+    children = node.children
+    if children:
+        list.extend(kids, [_build(c, _path(i, kids_path), kids) for i, c in enumerate(children)])
 
     meta = dict.__new__(pg.Dict)
     mv = vars(meta)
     mv.update(meta_vars)
     mv["_sym_parent"] = dna
-    mv["_sym_path"] = pg.KeyPath("metadata", path)
+    mv["_sym_path"] = meta_path
 
     dict.update(attrs, value=node.value, children=kids, metadata=meta)
     dv["_sym_attributes"] = attrs
     return dna
+
+
+_SUBPATHS: Dict[int, tuple] = {}   # id(path) -> (path, its "children" path, its "metadata" path)
+
+
+def _subpaths(path) -> tuple:
+    entry = _SUBPATHS.get(id(path))
+    if entry is None or entry[0] is not path:
+        if len(_SUBPATHS) > 100_000:
+            _SUBPATHS.clear()
+        entry = _SUBPATHS[id(path)] = (path, _path("children", path), _path("metadata", path))
+    return entry[1], entry[2]
 
 
 def _compact_of(node: DNANode):
@@ -140,7 +170,7 @@ def make_dna(node: Optional[DNANode]) -> pg.DNA:
     if node is None:
         return pg.DNA(None)
     if _prototypes():
-        return _build(node, pg.KeyPath())
+        return _build(node, _ROOT)
     return pg.DNA(_compact_of(node))
 
 
@@ -199,8 +229,8 @@ def _fast_value(dna):
     return dict.__getitem__(vars(dna)["_sym_attributes"], "value")
 
 
-def _fast_children(dna):
-    return dict.__getitem__(vars(dna)["_sym_attributes"], "children")
+def _fast_children(dna) -> list:   # a plain list: iterating a pg.List resolves every item symbolically
+    return list.copy(dict.__getitem__(vars(dna)["_sym_attributes"], "children"))
 
 
 def dna_value(dna: pg.DNA) -> Any:
@@ -209,7 +239,7 @@ def dna_value(dna: pg.DNA) -> Any:
 
 
 def dna_children(dna: pg.DNA) -> List[pg.DNA]:
-    """``dna.children``, read without the symbolic attribute machinery."""
+    """``dna.children`` as a plain list, read without the symbolic attribute machinery."""
     return _fast_children(dna) if _READ_OK or _reads_agree() else dna.children
 
 
@@ -265,7 +295,7 @@ class FastDecoder:
             try:
                 # every value comes from the space (already checked when it was built) or from a
                 # DNA the spec validated; re-checking types costs a third of the time on large spaces
-                with pg.enable_type_check(False):
+                with pg.enable_type_check(False), remembered_resolve():
                     value = self._plan.run(self._plan.element_dnas(dna, True))
             except _Unsupported:
                 self._plan = None
@@ -279,6 +309,119 @@ class FastDecoder:
                 self._plan = None
                 return slow
         return self.template.decode(dna)
+
+
+_RESOLVE = pg.typing.Schema.resolve
+_RESOLVED: Dict[tuple, tuple] = {}   # (id(schema), keys) -> (schema, its field keys, result)
+
+
+def _memo_resolve(schema, keys):
+    """``pg.typing.Schema.resolve`` remembered per schema and keys (an object's constructor calls it
+    with the same keys every time; it formats every key spec as a string)."""
+    keys = tuple(keys)
+    fields = list(schema._fields)  # pylint: disable=protected-access
+    entry = _RESOLVED.get((id(schema), keys))
+    if entry is None or entry[0] is not schema or len(entry[1]) != len(fields) or \
+            any(a is not b for a, b in zip(entry[1], fields)):
+        if len(_RESOLVED) > 10_000:
+            _RESOLVED.clear()
+        entry = (schema, fields, _RESOLVE(schema, keys))
+        _RESOLVED[(id(schema), keys)] = entry
+    matched, unmatched = entry[2]
+    return {key: list(names) for key, names in matched.items()}, list(unmatched)
+
+
+# ---- an object's JSON --------------------------------------------------------------------------------
+_CLASS_AGREES: Dict[type, bool] = {}   # pg.Object subclass -> whether its fast JSON matched pg.to_json
+_JSON_ATOMS = (str, int, bool, type(None))
+
+
+def object_json(value: Any) -> str:
+    """``pg.to_json_str(value, save_ref_value=True)``, ~4x faster for trees of ``pg.Object`` /
+    ``pg.Dict`` / ``pg.List`` of plain values (what a decoded candidate usually is).
+
+    The fast form of each ``pg.Object`` class is compared with PyGlove's on its first instance; a
+    class where they differ, or any other value (references, functors, non-finite floats, missing
+    fields), is written by PyGlove.
+    """
+    try:
+        tree = _jsonify(value)
+    except _Unsupported:
+        with remembered_resolve():
+            return pg.to_json_str(value, save_ref_value=True)
+    return json.dumps(tree)
+
+
+def _jsonify(value: Any) -> Any:
+    kind = type(value)
+    if kind in _JSON_ATOMS or kind is float and math.isfinite(value):
+        return value
+    if kind is pg.List:
+        return [_jsonify(v) for v in list.__iter__(value)]
+    if kind is pg.Dict and vars(value)["_value_spec"] is None:
+        if not all(type(k) is str for k in dict.keys(value)):
+            raise _Unsupported()
+        return {k: _jsonify(v) for k, v in dict.items(value)}
+    if isinstance(value, pg.Object):
+        agrees = _CLASS_AGREES.get(kind)
+        if agrees is None:
+            try:
+                fast = _object_tree(value)
+                agrees = fast == pg.to_json(value, save_ref_value=True) and \
+                    json.dumps(fast) == pg.to_json_str(value, save_ref_value=True)
+            except _Unsupported:
+                return pg.to_json(value, save_ref_value=True)   # this instance only; the class is tried again
+            _CLASS_AGREES[kind] = agrees
+        if agrees:
+            return _object_tree(value)
+    raise _Unsupported()
+
+
+def _object_tree(value: pg.Object) -> dict:
+    schema = type(value).__schema__
+    if schema.dynamic_field is not None or type(value).sym_jsonify is not pg.Object.sym_jsonify:
+        raise _Unsupported()
+    attributes = vars(value)["_sym_attributes"]
+    tree = {pg.JSONConvertible.TYPE_NAME_KEY: type(value).__serialization_key__}
+    for key in _json_keys(schema):
+        if key not in attributes:
+            raise _Unsupported()
+        tree[key] = _jsonify(dict.__getitem__(attributes, key))
+    if len(tree) - 1 != len(attributes):
+        raise _Unsupported()
+    return tree
+
+
+_JSON_KEYS: Dict[int, tuple] = {}   # id(schema) -> (schema, its fields, the keys written to JSON)
+
+
+def _json_keys(schema) -> List[str]:
+    fields = list(schema._fields)  # pylint: disable=protected-access
+    entry = _JSON_KEYS.get(id(schema))
+    if entry is None or entry[0] is not schema or len(entry[1]) != len(fields) or \
+            any(a is not b for a, b in zip(entry[1], fields)):
+        keys = [str(key_spec) for key_spec, field in schema.fields.items() if not field.frozen]
+        entry = _JSON_KEYS[id(schema)] = (schema, fields, keys)
+    return entry[2]
+
+
+def _check_resolve() -> bool:
+    schema = pg.DNA.__schema__
+    for keys in (["value", "children", "metadata"], ["value", "bogus"], []):
+        fast, slow = _memo_resolve(schema, keys), _RESOLVE(schema, keys)
+        if fast != slow or list(fast[0]) != list(slow[0]):
+            return False
+    return True
+
+
+class remembered_resolve:
+    """While decoding: ``pg.typing.Schema.resolve`` is ``_memo_resolve`` (same results)."""
+
+    def __enter__(self):
+        pg.typing.Schema.resolve = _memo_resolve
+
+    def __exit__(self, *_):
+        pg.typing.Schema.resolve = _RESOLVE
 
 
 class _Unsupported(Exception):
@@ -320,8 +463,8 @@ class _Plan:
         if not self.leaves:
             return []
         if is_root:
-            return [dna] if len(self.leaves) == 1 else list(dna.children)
-        return list(dna.children)  # within a choice, the children are the sub-space's element DNAs
+            return [dna] if len(self.leaves) == 1 else dna_children(dna)
+        return dna_children(dna)  # within a choice, the children are the sub-space's element DNAs
 
 
 def _compile_primitive(primitive: Any) -> tuple:
@@ -339,7 +482,7 @@ def _compile_primitive(primitive: Any) -> tuple:
 
 
 def _decode_choice(candidates: List[tuple], dna: pg.DNA) -> Any:
-    index = dna.value
+    index = dna_value(dna)
     if not isinstance(index, int) or not 0 <= index < len(candidates):
         raise ValueError(f"DNA {dna!r} chooses candidate {index!r} of a choice with {len(candidates)} candidates.")
     has_plan, candidate = candidates[index]
@@ -351,10 +494,10 @@ def _decode_choice(candidates: List[tuple], dna: pg.DNA) -> Any:
 def _decode_leaf(leaf: tuple, dna: pg.DNA) -> Any:
     kind = leaf[0]
     if kind == "float":
-        return dna.value
+        return dna_value(dna)
     if kind == "one":
         return _decode_choice(leaf[1], dna)
-    return [_decode_choice(leaf[1], child) for child in dna.children]
+    return [_decode_choice(leaf[1], child) for child in dna_children(dna)]
 
 
 def _compile_node(node: Any, tree: Dict[Any, Any]) -> tuple:
@@ -363,10 +506,10 @@ def _compile_node(node: Any, tree: Dict[Any, Any]) -> tuple:
         return ("leaf", tree)
     if isinstance(node, pg.Dict):
         items = [(k, _compile_node(v, tree[k]) if k in tree else None, v) for k, v in node.sym_items()]
-        return ("dict", lambda kwargs, spec=node.value_spec: pg.Dict(kwargs, value_spec=spec), items)
+        return ("dict", lambda kwargs, spec=node.value_spec: new_dict(kwargs, spec), items)
     if isinstance(node, pg.List):
         items = [(i, _compile_node(v, tree[i]) if i in tree else None, v) for i, v in node.sym_items()]
-        return ("list", lambda values, spec=node.value_spec: pg.List(values, value_spec=spec), items)
+        return ("list", lambda values, spec=node.value_spec: new_list(values, spec), items)
     if isinstance(node, pg.Object):
         items = [(k, _compile_node(v, tree[k]) if k in tree else None, v)
                  for k, v in node.sym_init_args.sym_items()]
@@ -388,6 +531,82 @@ def _rebuild(recipe: tuple, values: List[Any]) -> Any:
         return factory(**kwargs)
     except TypeError as error:  # a class whose __init__ does not take its fields by name
         raise _Unsupported() from error
+
+
+# ---- containers of plain values ---------------------------------------------------------------------
+_ATOMS = (str, int, float, bool, type(None))
+_CONTAINER_PROTO = None   # None: not checked yet; False: the fast path disagreed with pg.List / pg.Dict
+
+
+def _container_prototypes():
+    global _CONTAINER_PROTO
+    if _CONTAINER_PROTO is None:
+        _CONTAINER_PROTO = (dict(vars(pg.List())), dict(vars(pg.Dict())))
+        try:
+            samples = (["a", 1, 2.5, None, True], [], [""])
+            ok = all(_lists_agree(_fast_list(items), pg.List(items)) for items in samples) and \
+                all(_lists_agree(_fast_dict(kw), pg.Dict(kw)) for kw in ({"x": "a", "y": 0.5, "z": None}, {}))
+        except Exception:  # pylint: disable=broad-except
+            ok = False
+        if not ok:
+            _CONTAINER_PROTO = False
+    return _CONTAINER_PROTO
+
+
+def _lists_agree(fast, slow) -> bool:
+    return type(fast) is type(slow) and fast == slow and pg.eq(fast, slow) and \
+        fast.to_json() == slow.to_json() and repr(fast) == repr(slow) and \
+        {k: repr(v) for k, v in vars(fast).items()} == {k: repr(v) for k, v in vars(slow).items()}
+
+
+def _fast_list(items: list, value_spec: Any = None) -> pg.List:
+    value = list.__new__(pg.List)
+    attributes = vars(value)
+    attributes.update(_CONTAINER_PROTO[0])
+    if value_spec is not None:
+        attributes["_value_spec"] = value_spec
+    list.extend(value, items)
+    return value
+
+
+def _fast_dict(kwargs: dict) -> pg.Dict:
+    value = dict.__new__(pg.Dict)
+    vars(value).update(_CONTAINER_PROTO[1])
+    dict.update(value, kwargs)
+    return value
+
+
+_SPEC_AGREES: Dict[int, tuple] = {}   # id(value_spec) -> (value_spec, whether the fast list agreed)
+
+
+def new_list(items: list, value_spec: Any = None) -> pg.List:
+    """``pg.List(items, value_spec=value_spec)``; without its constructor for plain values.
+
+    With a value spec (a list field of an object) the first list of each spec is also built by
+    ``pg.List`` and compared; the fast path is taken only if they agreed.
+    """
+    if not (all(type(v) in _ATOMS for v in items) and _container_prototypes()):
+        return pg.List(items, value_spec=value_spec)
+    if value_spec is None:
+        return _fast_list(items)
+    entry = _SPEC_AGREES.get(id(value_spec))
+    if entry is None or entry[0] is not value_spec:
+        slow = pg.List(items, value_spec=value_spec)
+        try:
+            agrees = _lists_agree(_fast_list(items, value_spec), slow)
+        except Exception:  # pylint: disable=broad-except
+            agrees = False
+        _SPEC_AGREES[id(value_spec)] = (value_spec, agrees)
+        return slow
+    return _fast_list(items, value_spec) if entry[1] else pg.List(items, value_spec=value_spec)
+
+
+def new_dict(kwargs: dict, value_spec: Any = None) -> pg.Dict:
+    """``pg.Dict(kwargs, value_spec=value_spec)``; without its constructor for plain values and no spec."""
+    if value_spec is None and all(type(k) is str and type(v) in _ATOMS for k, v in kwargs.items()) and \
+            _container_prototypes():
+        return _fast_dict(kwargs)
+    return pg.Dict(kwargs, value_spec=value_spec)
 
 
 # ---- values many candidates share ----------------------------------------------------------------
@@ -457,6 +676,8 @@ def self_check() -> Dict[str, bool]:
         "make_dna": bool(_prototypes()),
         "read_dna": _reads_agree(),
         "compact_value": compact_value(dna) == dna.to_json(compact=True)["value"],
+        "containers": bool(_container_prototypes()),
+        "remembered_resolve": _check_resolve(),
         "fast_decoder": decoder.fast and pg.eq(fast_object, pg.hyper.template(space).decode(dna)),
         "shared_value": _check_shared(),
     }

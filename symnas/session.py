@@ -39,6 +39,7 @@ from symnas import constraints as constraints_lib
 from symnas import objectives as objectives_lib
 from symnas.errors import TrialRejected
 from symnas.materialize import Materializer
+from symnas.pyglove_fastpaths import object_json
 from symnas.safe_json import dna_from_json
 from symnas.storage import MemoryStorage, Storage, TrialSummary, open_storage
 from symnas.trial import (COMPLETED, FAILED, FINISHED_STATUSES, INTERRUPTED, REJECTED, RUNNING, STOP_KEY,
@@ -461,7 +462,7 @@ class SearchSession:
                 self.fail(trial, f"The DNA could not be materialised: {error!r}")
                 return None
             if self.record_objects:
-                trial.record.object = pg.to_json_str(trial.value, save_ref_value=True)
+                trial.record.object = object_json(trial.value)
         return trial
 
     def enqueue(self, dna: Union[pg.DNA, str], retry_of: Optional[int] = None) -> None:

@@ -11,8 +11,33 @@ from symnas import pyglove_fastpaths as fast
 
 
 def test_every_fast_path_agrees_with_pyglove():
-    assert fast.self_check() == {"make_dna": True, "read_dna": True, "compact_value": True,
-                                 "fast_decoder": True, "shared_value": True}
+    assert fast.self_check() == {"make_dna": True, "read_dna": True, "compact_value": True, "containers": True,
+                                 "remembered_resolve": True, "fast_decoder": True, "shared_value": True}
+
+
+def test_a_list_field_of_an_object_decodes_with_its_value_spec_as_pyglove_does():
+    space = sn.spaces.NASBench201()
+    decoder = fast.FastDecoder(space)
+    template = pg.hyper.template(space)
+    for seed in range(5):
+        dna = pg.random_dna(template.dna_spec(), random.Random(seed))
+        value, slow = decoder.decode(dna), template.decode(dna)
+        assert decoder.fast and pg.eq(value, slow) and value.to_json_str() == slow.to_json_str()
+        assert value.ops.value_spec == slow.ops.value_spec and value.ops.value_spec is not None
+        assert value.ops.sym_parent is value and str(value.ops.sym_path) == "ops"
+    with pytest.raises(ValueError):
+        value.ops[0] = "not_an_op"   # the spec still checks what is assigned later
+
+
+def test_remembered_resolve_sees_a_schema_that_changed():
+    schema = pg.typing.create_schema([("x", pg.typing.Int(default=0))])
+    with fast.remembered_resolve():
+        assert pg.typing.Schema.resolve is not fast._RESOLVE
+        assert fast._memo_resolve(schema, ["x", "y"])[1] == ["y"]
+        schema.extend(pg.typing.create_schema([("y", pg.typing.Int(default=0))]))
+        assert fast._memo_resolve(schema, ["x", "y"]) == fast._RESOLVE(schema, ["x", "y"])
+        assert fast._memo_resolve(schema, ["x", "y"])[1] == []
+    assert pg.typing.Schema.resolve is fast._RESOLVE
 
 
 SPACES = [
@@ -74,3 +99,17 @@ def test_sharing_falls_back_to_the_plain_value_when_references_misbehave(monkeyp
     monkeypatch.setattr(fast, "_SHARED_OK", False)
     value = pg.List([1]).seal()
     assert fast.share(value) is value
+
+
+class _Frozen(pg.Object):
+    x: int = 1
+    tag: str = "t"
+
+
+def test_object_json_writes_what_pyglove_writes_and_falls_back_where_it_cannot():
+    values = [sn.spaces.NASBench201(ops=["none"] * 6), sn.spaces.NASBench201(ops=["none"] * 6, table="/t.csv"),
+              pg.Dict(a=1, b=[1, 2.5, "x", None, True]), pg.List([1, pg.Dict(x=None)]), _Frozen(x=3),
+              pg.Dict(x=float("nan")), pg.Dict(r=pg.Ref(pg.Dict(y=1))), "plain", 3]
+    for value in values:
+        assert fast.object_json(value) == pg.to_json_str(value, save_ref_value=True), value
+    assert fast._CLASS_AGREES[sn.spaces.NASBench201] is True
