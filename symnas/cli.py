@@ -309,7 +309,7 @@ def _summary(storage, name: str) -> int:
     from symnas.study import Study  # pylint: disable=import-outside-toplevel
     from symnas.trial import COMPLETED, FINISHED_STATUSES  # pylint: disable=import-outside-toplevel
     study = Study(storage, name)
-    counts = {status: storage.num_trials(name, (status,)) for status in (*FINISHED_STATUSES, "interrupted")}
+    counts = {status: storage.num_trials(name, (status,)) for status in (*FINISHED_STATUSES, "interrupted", "paused")}
     counts = {k: v for k, v in counts.items() if v}
     print(f"study {name!r}: {len(study)} trials " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     common = study.most_common_error()

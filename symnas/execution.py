@@ -56,6 +56,7 @@ def describe_exit(exitcode: Optional[int]) -> str:
 def _worker_main(connection: multiprocessing.connection.Connection) -> None:
     """A worker process: receives the evaluator, then evaluates trials until told to stop."""
     import cloudpickle  # pylint: disable=import-outside-toplevel
+    from symnas.executor import trial_checkpoint  # pylint: disable=import-outside-toplevel
     from symnas.reporting import reporting_to  # pylint: disable=import-outside-toplevel
     try:
         evaluate = cloudpickle.loads(connection.recv_bytes())
@@ -75,8 +76,9 @@ def _worker_main(connection: multiprocessing.connection.Connection) -> None:
             return
         if message is None:
             return
-        with reporting_to(reporter):
-            outcome = evaluate_payload(evaluate, message)
+        payload, checkpoint = message
+        with reporting_to(reporter, trial_checkpoint(checkpoint)):
+            outcome = evaluate_payload(evaluate, payload)
         connection.send(("done", outcome))
 
 
@@ -191,7 +193,7 @@ class WorkerPool:
         return [w for w in self.workers if w.trial is not None]
 
     def submit(self, worker: _Worker, trial, timeout: Optional[float]) -> None:
-        payload = encode_value(trial_input(trial))
+        payload = (encode_value(trial_input(trial)), trial.checkpoint)
         try:
             worker.connection.send(payload)
         except OSError:  # the idle worker died since its last trial: use a fresh one

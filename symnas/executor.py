@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 import pyglove as pg
 
 from symnas.errors import TrialRejected
-from symnas.reporting import reporting_to
+from symnas.reporting import Checkpoint, reporting_to
 
 OK, ERROR, INTERRUPTED = "ok", "error", "interrupted"
 
@@ -87,6 +87,12 @@ def evaluate_payload(evaluate: Callable[[Any], Any], payload: tuple) -> Outcome:
     except Exception as error:  # pylint: disable=broad-except
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         return Outcome(ERROR, text[-4000:])
+
+
+def trial_checkpoint(checkpoint: Optional[Tuple[str, Optional[int]]]) -> Optional[Checkpoint]:
+    """The ``Checkpoint`` an evaluation sees from a trial's ``(folder, resumed_step)`` (None: no folder;
+    promotion-based schedulers give one). Worker processes and Ray tasks receive the plain tuple."""
+    return None if checkpoint is None else Checkpoint(checkpoint[0], resumed_step=checkpoint[1])
 
 
 def trial_input(trial) -> Any:
@@ -152,7 +158,7 @@ class InlineExecutor(Executor):
     def wait(self) -> List[Tuple[Any, Outcome]]:
         trial = self._queued.pop(0)
         reporter = self._reporter
-        with reporting_to(lambda step, metrics: reporter(trial, step, metrics)):
+        with reporting_to(lambda step, metrics: reporter(trial, step, metrics), trial_checkpoint(trial.checkpoint)):
             return [(trial, evaluate_safely(self._evaluate, trial_input(trial)))]
 
 

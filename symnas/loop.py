@@ -12,9 +12,10 @@ However it ends, trials still running are recorded as interrupted and the sessio
 Where later features plug in:
 
 - a multi-fidelity ``scheduler=`` (ASHA, Hyperband): ``SearchLoop.report`` is where each
-  intermediate report arrives; a scheduler answers there (go on / stop / pause), a paused trial's
-  evaluation ends with its checkpoint, and ``session.enqueue`` puts it back so ``propose`` resumes it
-  before asking the algorithm for new points;
+  intermediate report arrives; a scheduler answers there (go on / stop / pause). In promote mode a
+  paused trial's evaluation ends with its checkpoint saved (``record`` stores it as ``paused``),
+  ``propose`` resumes the trials the scheduler promotes before asking the algorithm for new points,
+  and when the search ends the trials still paused are completed with their last result;
 - warm start (``initial=[...]``, ``study.enqueue(...)``): ``session.enqueue(dna)``; queued DNAs are
   proposed before the algorithm's (retries use the same queue);
 - ``constraints=``: ``propose`` is the one place a trial exists before it is evaluated; a
@@ -34,17 +35,24 @@ from symnas.errors import SearchInterrupted, TrialRejected
 from symnas.executor import ERROR, INTERRUPTED, OK, Executor, Outcome
 from symnas.progress import ProgressBar
 from symnas.session import ActiveTrial, SearchSession
-from symnas.trial import most_common_error
+from symnas.trial import COMPLETED, PAUSED, most_common_error
 
 
 def propose(session: SearchSession, slots: int, in_flight: int, num_trials: Optional[int]
             ) -> Tuple[List[ActiveTrial], bool]:
-    """Up to ``slots`` new trials, as far as ``num_trials`` (counting the ``in_flight`` ones) and the
-    algorithm allow. Returns the trials and whether the algorithm stopped proposing (StopIteration).
-    A proposal that cannot be materialised is recorded as failed by the session and skipped."""
+    """Up to ``slots`` trials: paused trials the scheduler promotes first (promotion-based ASHA and
+    Hyperband resume them from their checkpoints), then new ones as far as ``num_trials`` (counting
+    the ``in_flight`` and paused ones: every trial created) and the algorithm allow. Returns the
+    trials and whether the algorithm stopped proposing (StopIteration). A proposal that cannot be
+    materialised is recorded as failed by the session and skipped."""
     trials: List[ActiveTrial] = []
     while len(trials) < slots:
-        if num_trials is not None and session.num_finished + in_flight + len(trials) >= num_trials:
+        resumed = session.next_resume()
+        if resumed is not None:
+            trials.append(resumed)
+            continue
+        if num_trials is not None and \
+                session.num_finished + session.num_paused + in_flight + len(trials) >= num_trials:
             break
         try:
             trial = session.next_trial()
@@ -58,7 +66,8 @@ def propose(session: SearchSession, slots: int, in_flight: int, num_trials: Opti
 def record(session: SearchSession, trial: ActiveTrial, outcome: Outcome) -> None:
     """Records how ``trial`` ended; an interrupted trial stops the search (``SearchInterrupted``)."""
     if outcome.kind == OK:
-        session.complete(trial, outcome.value)
+        # paused at a rung (promotion-based schedulers): stored as paused, resumed when promoted
+        session.complete(trial, outcome.value, PAUSED if session.is_paused(trial) else COMPLETED)
     elif outcome.kind == INTERRUPTED:
         session.interrupt(trial, outcome.value)
         raise SearchInterrupted(interrupted_message(session, trial.record.id, outcome.value))
@@ -112,7 +121,9 @@ class SearchLoop:
                     for trial in trials:
                         executor.submit(trial)
                     if executor.in_flight == 0:
-                        if exhausted or (self.num_trials is not None and session.num_finished >= self.num_trials):
+                        if exhausted or (self.num_trials is not None and
+                                         session.num_finished + session.num_paused >= self.num_trials):
+                            session.finalize_paused()   # never promoted: their last report is their result
                             break
                         if bar is not None:
                             bar.update()

@@ -69,10 +69,11 @@ _REPORT_BOARDS: Dict[str, Any] = {}     # in a Ray worker: report board name -> 
 
 
 def _evaluate_task(evaluate: Callable[[Any], Any], payload: tuple, start_board, key: int,
-                   report_board: str) -> Outcome:
+                   report_board: str, checkpoint: Optional[tuple] = None) -> Outcome:
     """One trial in a Ray worker; ``report`` calls go to the actor named ``report_board``."""
     if start_board is not None:
         start_board.mark.remote(key)  # the time limit counts from here, not from submission
+    from symnas.executor import trial_checkpoint  # pylint: disable=import-outside-toplevel
     from symnas.reporting import reporting_to  # pylint: disable=import-outside-toplevel
 
     def reporter(step: int, metrics: Dict[str, Any]) -> bool:
@@ -83,7 +84,7 @@ def _evaluate_task(evaluate: Callable[[Any], Any], payload: tuple, start_board, 
             _REPORT_BOARDS[report_board] = ray.get_actor(report_board)
         return bool(ray.get(_REPORT_BOARDS[report_board].report.remote(key, step, metrics)))
 
-    with reporting_to(reporter):
+    with reporting_to(reporter, trial_checkpoint(checkpoint)):
         return evaluate_payload(evaluate, payload)
 
 
@@ -187,6 +188,8 @@ class RayExecutor(Executor):
         self._started_here = False
         self._board = self._reports = self._next_reports = None
         self._in_flight: Dict[Any, tuple] = {}   # ref -> (trial, key)
+        # set by sn.search when paused trials keep checkpoints in a folder of this machine only
+        self.local_checkpoints = False
 
     def start(self, evaluate: Callable[[Any], Any], reporter) -> None:
         super().start(evaluate, reporter)
@@ -205,6 +208,9 @@ class RayExecutor(Executor):
         if not _fits_some_node(ray, self.resources):
             raise ValueError(f"No node of the Ray cluster offers the per-trial resources {self.resources}; "
                              f"cluster resources: {ray.cluster_resources()}.")
+        if self.local_checkpoints and sum(bool(node.get("Alive")) for node in ray.nodes()) > 1:
+            raise ValueError("mode='promote' on a Ray cluster of several nodes needs checkpoint_root= on storage "
+                             "every node sees (paused trials resume on any node from that folder).")
         self.capacity = self.workers if self.workers > 1 else _capacity(ray, self.resources)
         self._task = ray.remote(_evaluate_task).options(max_retries=self.max_retries, **self.resources)
         self._evaluate_ref = ray.put(evaluate)
@@ -216,7 +222,7 @@ class RayExecutor(Executor):
     def submit(self, trial) -> None:
         key = trial.record.id
         ref = self._task.remote(self._evaluate_ref, encode_value(trial_input(trial)), self._board, key,
-                                self._reports_name)
+                                self._reports_name, trial.checkpoint)
         self._in_flight[ref] = (trial, key)
 
     @property

@@ -41,7 +41,9 @@ def search(space: Any,
            address: Optional[str] = None,
            resources: Optional[Dict[str, float]] = None,
            initial: Optional[Sequence[Any]] = None,
-           constraints: Any = None) -> Study:
+           constraints: Any = None,
+           checkpoint_root: Union[None, str, os.PathLike] = None,
+           keep_checkpoints: bool = False) -> Study:
     """Searches ``space`` with ``algorithm``, evaluating each trial, and returns the ``Study``.
 
     Args:
@@ -65,7 +67,10 @@ def search(space: Any,
         ``{"accuracy": "max", "latency_ms": "min"}`` for a multi-objective algorithm.
       early_stopping: a ``pg.tuning.EarlyStoppingPolicy`` consulted by ``symnas.reporting.report``.
       scheduler: a multi-fidelity scheduler (``sn.schedulers.ASHA``, ``Hyperband``) consulted by
-        ``symnas.reporting.report``: it stops trials that fall behind at a rung. Give this or
+        ``symnas.reporting.report``: it stops trials that fall behind at a rung (``mode="stop"``) or
+        pauses them there and resumes the promoted ones from the checkpoint their evaluator saved
+        (``mode="promote"``: ``symnas.reporting.checkpoint()``, ``sn.train.Trainer`` does it; a
+        paused trial is stored as ``paused``; docs/multi_fidelity.md). Give this or
         ``early_stopping``, not both.
       progress: show a progress bar (tqdm; notebook-aware) with trials done, failures, best so far
         and rate, and a line naming the most common error when trials failed.
@@ -91,6 +96,11 @@ def search(space: Any,
         with ``feasible`` and ``constraint_violations``; the algorithm is told them; ``study.best``
         and ``pareto_front()`` consider only feasible trials. A constraint on a metric the evaluator
         does not report stops the search with that error at the first trial.
+      checkpoint_root: where paused trials keep their state (``mode="promote"``), one folder per
+        trial ``<root>/<study name>/<trial id>``; default ``<storage file>.checkpoints`` (in-memory
+        storage: a temporary folder removed at the end). On a Ray cluster of several nodes it must
+        be on storage every node sees.
+      keep_checkpoints: keep the folders of finished trials (default: removed when a trial ends).
 
     Example::
 
@@ -114,7 +124,10 @@ def search(space: Any,
     session = SearchSession(space, algorithm, storage=storage, name=name, objectives=objectives,
                             early_stopping=scheduler if scheduler is not None else early_stopping,
                             record_objects=record_objects, retry_failed=retry_failed,
-                            objective=objective_fingerprint(evaluate), constraints=constraints)
+                            objective=objective_fingerprint(evaluate), constraints=constraints, can_pause=True,
+                            checkpoint_root=checkpoint_root, keep_checkpoints=keep_checkpoints)
+    if session.pausing and checkpoint_root is None and hasattr(executor, "local_checkpoints"):
+        executor.local_checkpoints = True   # Ray: refuse a cluster of several nodes at start
     if initial is not None:
         from symnas import warm_start  # pylint: disable=import-outside-toplevel
         if isinstance(initial, (str, bytes)) or not isinstance(initial, Sequence):

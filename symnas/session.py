@@ -24,12 +24,15 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import traceback
 import types
 import uuid
+import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 import pyglove as pg
@@ -42,8 +45,8 @@ from symnas.materialize import Materializer
 from symnas.pyglove_fastpaths import object_json
 from symnas.safe_json import dna_from_json
 from symnas.storage import MemoryStorage, Storage, TrialSummary, open_storage
-from symnas.trial import (COMPLETED, FAILED, FINISHED_STATUSES, INTERRUPTED, REJECTED, RUNNING, STOP_KEY,
-                          TrialRecord, dna_to_json)
+from symnas.trial import (COMPLETED, FAILED, FINISHED_STATUSES, INTERRUPTED, PAUSE_KEY, PAUSED, REJECTED, RUNNING,
+                          STOP_KEY, TrialRecord, dna_to_json)
 
 HEARTBEAT_INTERVAL_S = 10.0
 STALE_AFTER_S = 60.0
@@ -58,6 +61,8 @@ class ActiveTrial:
     dna: pg.DNA
     value: Any = None
     started: float = 0.0
+    # promotion-based schedulers: (the trial's checkpoint folder, the step it resumes after or None)
+    checkpoint: Optional[Tuple[str, Optional[int]]] = None
 
 
 def _worker_id() -> str:
@@ -199,7 +204,8 @@ class SearchSession:
                  record_objects: bool = True, extra_info: Optional[Dict[str, Any]] = None,
                  retry_failed: int = 0, objective: Optional[str] = None,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL_S, stale_after: float = STALE_AFTER_S,
-                 constraints: constraints_lib.ConstraintsSpec = None):
+                 constraints: constraints_lib.ConstraintsSpec = None, can_pause: bool = False,
+                 checkpoint_root: Union[None, str, os.PathLike] = None, keep_checkpoints: bool = False):
         if not isinstance(algorithm, pg.DNAGenerator):
             raise TypeError(f"algorithm must be a pg.DNAGenerator (e.g. sn.algorithms.Random()), "
                             f"got {type(algorithm).__name__}.")
@@ -230,9 +236,12 @@ class SearchSession:
         algorithm_json = pg.to_json_str(algorithm)
         self.algorithm = algorithm
         self.early_stopping = early_stopping
-        bind_search = getattr(early_stopping, "bind_search", None)   # sn.schedulers: objectives, no pausing
+        bind_search = getattr(early_stopping, "bind_search", None)   # sn.schedulers: objectives, pausing
         if callable(bind_search):
-            bind_search(self.objectives, can_pause=False)
+            bind_search(self.objectives, can_pause=can_pause)
+        # promotion-based ASHA/Hyperband: trials pause at rungs and resume from their checkpoint folders
+        self.pausing = can_pause and getattr(early_stopping, "mode", None) == "promote"
+        self.keep_checkpoints = bool(keep_checkpoints)
         self.record_objects = record_objects and self.materializer is not None
         self.retry_failed = retry_failed
         self.heartbeat_interval, self.stale_after = float(heartbeat_interval), float(stale_after)
@@ -268,6 +277,13 @@ class SearchSession:
         self.failures_this_run: List[str] = []
         self.best_reward: Optional[float] = None
         self.resumed = False
+        self._paused: Set[int] = set()           # trials stored as paused
+        self._resume_first: List[int] = []       # paused after their driver died mid-trial: resumed first
+        self._warned_empty = False
+        self._temporary_root: Optional[str] = None
+        self.checkpoint_root: Optional[str] = None
+        if self.pausing:
+            self.checkpoint_root = self._checkpoint_root(checkpoint_root)
         self._recover()
 
     # -- history -------------------------------------------------------------------------------
@@ -316,6 +332,9 @@ class SearchSession:
             self._fed.add(trial_id)
         if self.early_stopping is not None and summaries:
             self.early_stopping.recover([self._pg_trial(r, self._dna(r)) for r in self.storage.trials(self.name)])
+        self._paused = {s.id for s in summaries if s.status == PAUSED}
+        if self.pausing:   # paused at a rung: the scheduler promotes them; paused by a death: resumed first
+            self.early_stopping.restore_paused(sorted(self._paused - set(self._resume_first)))
         running = [s.id for s in summaries if s.status == RUNNING]
         self._seen_id = running[0] - 1 if running else (summaries[-1].id if summaries else 0)
         if self.retry_failed:
@@ -349,10 +368,23 @@ class SearchSession:
         updated = []
         for summary in summaries:
             reason = self._why_stale(summary, now) if summary.status == RUNNING else None
-            if reason is not None and self.storage.fail_stale(self.name, summary.id, summary.heartbeat, reason, now):
+            if reason is not None and self.pausing and self._has_saved_state(summary.id) and \
+                    self._pause_stale(summary):
+                summary = summary._replace(status=PAUSED)   # it resumes from its checkpoint, not from scratch
+                self._resume_first.append(summary.id)
+            elif reason is not None and self.storage.fail_stale(self.name, summary.id, summary.heartbeat, reason, now):
                 summary = summary._replace(status=FAILED)
             updated.append(summary)
         return updated
+
+    def _pause_stale(self, summary: TrialSummary) -> bool:
+        """Stores a running trial whose process died as paused (promote mode, its folder holds state)."""
+        record = self.storage.trial(self.name, summary.id)
+        if record.status != RUNNING or record.heartbeat != summary.heartbeat:
+            return False   # another process took it meanwhile
+        record.status, record.finished_at = PAUSED, time.time()
+        self.storage.finish_trial(self.name, record)
+        return True
 
     def _why_stale(self, summary: TrialSummary, now: float) -> Optional[str]:
         host, _, rest = (summary.worker or "?:?").partition(":")
@@ -451,7 +483,8 @@ class SearchSession:
             record = TrialRecord(id=trial_id, dna=dna_json, started_at=now, worker=self.worker, heartbeat=now)
             self._attempts[trial_id] += 1
         self._known.add(trial_id)
-        trial = ActiveTrial(record=record, dna=dna, started=time.perf_counter())
+        trial = ActiveTrial(record=record, dna=dna, started=time.perf_counter(),
+                            checkpoint=(self._folder(trial_id), None) if self.pausing else None)
         with self._lock:
             self._in_flight[trial_id] = trial
         self._start_heartbeat()
@@ -464,6 +497,89 @@ class SearchSession:
             if self.record_objects:
                 trial.record.object = object_json(trial.value)
         return trial
+
+    # -- paused trials (promotion-based schedulers) -----------------------------------------------
+    @property
+    def num_paused(self) -> int:
+        """Trials stored as paused: created, not finished, waiting to be resumed or finalised."""
+        return len(self._paused)
+
+    def _checkpoint_root(self, given: Union[None, str, os.PathLike]) -> str:
+        if given is not None:
+            return os.fspath(given)
+        path = getattr(self.storage, "path", None)
+        if isinstance(path, str) and path != ":memory:":
+            return path + ".checkpoints"
+        self._temporary_root = tempfile.mkdtemp(prefix="symnas-checkpoints-")
+        return self._temporary_root
+
+    def _folder(self, trial_id: int) -> str:
+        """Where trial ``trial_id`` saves its state: ``<root>/<study name>/<trial id>``."""
+        return os.path.join(self.checkpoint_root or "", self.name, str(trial_id))
+
+    def _has_saved_state(self, trial_id: int) -> bool:
+        folder = self._folder(trial_id)
+        return os.path.isdir(folder) and any(os.scandir(folder))
+
+    def is_paused(self, trial: ActiveTrial) -> bool:
+        """Whether the scheduler paused ``trial`` at a rung (its evaluation then ends as paused)."""
+        return self.pausing and trial.record.id in self.early_stopping.paused
+
+    def next_resume(self) -> Optional[ActiveTrial]:
+        """The paused trial to evaluate now (one whose driver died first, then the one the scheduler
+        promotes), set running again with its measurements and checkpoint, or None."""
+        if not self.pausing:
+            return None
+        trial_id = self._resume_first.pop(0) if self._resume_first else self.early_stopping.next_resume()
+        if trial_id is None:
+            return None
+        now = time.time()
+        record = self.storage.resume_trial(self.name, trial_id, self.worker, now)
+        self._paused.discard(trial_id)
+        last_step = record.measurements[-1]["step"] if record.measurements else None
+        if last_step is not None and not self._has_saved_state(trial_id) and not self._warned_empty:
+            self._warned_empty = True
+            warnings.warn(f"symnas: trial {trial_id} resumes with an empty checkpoint folder, so it trains from "
+                          f"scratch: its evaluator saves nothing (save to sn.reporting.checkpoint().file(...) "
+                          f"before each report, or use sn.train.Trainer).", RuntimeWarning, stacklevel=2)
+        dna = dna_from_json(record.dna, self.dna_spec)
+        trial = ActiveTrial(record=record, dna=dna, started=time.perf_counter() - (record.wall_time_s or 0.0),
+                            checkpoint=(self._folder(trial_id), last_step))
+        with self._lock:
+            self._in_flight[trial_id] = trial
+        self._start_heartbeat()
+        if self.materializer is not None:
+            try:
+                trial.value = self.materializer.materialize(dna)
+            except Exception as error:  # pylint: disable=broad-except
+                self.fail(trial, f"The DNA could not be materialised: {error!r}")
+                return self.next_resume()
+        return trial
+
+    def finalize_paused(self) -> List[TrialRecord]:
+        """Ends every trial still paused (the search is over): completed with the metrics it returned
+        when it paused, its last measurement marked ``stop`` (pruned)."""
+        ended = []
+        for trial_id in sorted(self._paused):
+            record = self.storage.trial(self.name, trial_id)
+            if record.status != PAUSED:
+                continue
+            if record.measurements:
+                record.measurements[-1] = {**record.measurements[-1], STOP_KEY: True}
+            if record.reward is None:   # paused by a dying driver, never measured: nothing to complete
+                record.status, record.error = FAILED, "paused when its process died; the search ended first"
+                self.num_failed += 1
+            else:
+                record.status = COMPLETED
+            record.finished_at = time.time()
+            self.storage.finish_trial(self.name, record)
+            self._paused.discard(trial_id)
+            self.num_finished += 1
+            self.early_stopping.finish(trial_id)
+            if not self.keep_checkpoints:
+                shutil.rmtree(self._folder(trial_id), ignore_errors=True)
+            ended.append(record)
+        return ended
 
     def enqueue(self, dna: Union[pg.DNA, str], retry_of: Optional[int] = None) -> None:
         """Evaluates ``dna`` (a DNA, or its JSON) next, before the algorithm proposes again; with
@@ -492,18 +608,25 @@ class SearchSession:
         measurement = {"step": step, "metrics": {k: objectives_lib._plain(v) for k, v in metrics.items()},
                        "elapsed_s": time.perf_counter() - trial.started}
         trial.record.measurements.append(measurement)
-        stop = False
-        if hasattr(self.early_stopping, "stops_at"):   # sn.schedulers: no pg.tuning.Trial to build
-            stop = self.early_stopping.stops_at(trial.record.id, step, measurement["metrics"])
+        stop = pause = False
+        if hasattr(self.early_stopping, "decide"):   # sn.schedulers: no pg.tuning.Trial to build
+            decision = self.early_stopping.decide(trial.record.id, step, measurement["metrics"])
+            pause = decision == "pause"
+            stop = decision == "stop"
         elif self.early_stopping is not None:
             stop = bool(self.early_stopping.should_stop_early(self._pg_trial(trial.record, trial.dna)))
         if stop:
             measurement[STOP_KEY] = True   # so the trial reads as pruned (e.g. in the dashboard)
+        if pause:
+            measurement[PAUSE_KEY] = True   # resumed from here when promoted
+            stop = True
         self.storage.add_measurement(self.name, trial.record.id, measurement)
         return stop
 
-    def complete(self, trial: ActiveTrial, result: Any) -> TrialRecord:
-        """Records the evaluator's result; a bad result (NaN, missing objective) fails the trial."""
+    def complete(self, trial: ActiveTrial, result: Any, status: str = COMPLETED) -> TrialRecord:
+        """Records the evaluator's result; a bad result (NaN, missing objective) fails the trial.
+        ``status=PAUSED`` stores it as paused (promotion-based schedulers). The algorithm is fed
+        once per trial: when its evaluation first ends (a resumed trial is not fed again)."""
         try:
             metrics, reward = objectives_lib.measure_result(result, self.objectives)
         except (ValueError, TypeError) as error:
@@ -519,10 +642,11 @@ class SearchSession:
             metrics[constraints_lib.FEASIBLE_KEY] = constraints_lib.is_feasible(violations)
             metrics[constraints_lib.VIOLATIONS_KEY] = list(violations)
             constraints_lib.attach(trial.dna, violations)
-        record.metrics, record.status = metrics, COMPLETED
+        record.metrics, record.status = metrics, status
         record.reward = list(reward) if isinstance(reward, tuple) else reward
-        self.algorithm.feedback(trial.dna, reward)
-        self._fed.add(record.id)
+        if record.id not in self._fed:
+            self.algorithm.feedback(trial.dna, reward)
+            self._fed.add(record.id)
         if isinstance(reward, float) and (self.best_reward is None or reward > self.best_reward) and \
                 constraints_lib.metrics_feasible(metrics):
             self.best_reward = reward
@@ -566,6 +690,12 @@ class SearchSession:
         if record.status == FAILED:
             self.num_failed += 1
             self.failures_this_run.append(record.error or "")
+        if record.status == PAUSED:
+            self._paused.add(record.id)
+        elif self.pausing:
+            self.early_stopping.finish(record.id)
+            if record.status in FINISHED_STATUSES and not self.keep_checkpoints:
+                shutil.rmtree(self._folder(record.id), ignore_errors=True)
         self._maybe_retry(record.retry_of or record.id, record.status, record.dna)
         self.checkpoint()
         return record
@@ -579,12 +709,15 @@ class SearchSession:
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
+        if self._temporary_root is not None and not self.keep_checkpoints:
+            shutil.rmtree(self._temporary_root, ignore_errors=True)
+            self._temporary_root = None
         if not self.storage.read_only:
             self.checkpoint(force=True)
 
 
 def _reward(summary: TrialSummary) -> Union[None, float, tuple]:
-    if summary.status != COMPLETED or summary.reward is None:
+    if summary.status not in (COMPLETED, PAUSED) or summary.reward is None:
         return None
     return tuple(summary.reward) if isinstance(summary.reward, list) else summary.reward
 

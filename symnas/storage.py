@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Union
 
-from symnas.trial import COMPLETED, FAILED, FINISHED_STATUSES, RUNNING, TrialRecord, decode_json, encode_json
+from symnas.trial import COMPLETED, FAILED, FINISHED_STATUSES, PAUSED, RUNNING, TrialRecord, decode_json, encode_json
 
 DEFAULT_STORAGE = "symnas.db"   # where sn.search and pg.sample(backend="symnas") record studies by default
 SCHEMA_VERSION = "2"
@@ -131,6 +131,19 @@ class Storage(abc.ABC):
         record.status, record.error, record.finished_at = FAILED, error, now
         self.finish_trial(study, record)
         return True
+
+    def resume_trial(self, study: str, trial_id: int, worker: str, now: float) -> TrialRecord:
+        """Sets a ``paused`` trial ``running`` again in ``worker`` (measurements and metrics kept);
+        returns it as stored now. Raises ValueError when the trial is not paused."""
+        record = self.trial(study, trial_id)
+        if record.status != PAUSED:
+            raise ValueError(f"Trial {trial_id} of study {study!r} is {record.status}, not paused.")
+        record.status, record.worker, record.heartbeat, record.finished_at = RUNNING, worker, now, None
+        self._store_resumed(study, record)
+        return record
+
+    def _store_resumed(self, study: str, record: TrialRecord) -> None:
+        self.finish_trial(study, record)
 
     def save_checkpoint(self, study: str, key: str, state: str) -> None:
         """Keeps the algorithm's state (JSON text) for ``study`` under ``key`` (default: not kept)."""
@@ -488,6 +501,10 @@ class SQLiteStorage(Storage):
             (record.status, encode_json(record.metrics), encode_json(record.reward), record.object,
              record.error, record.finished_at, record.wall_time_s, encode_json(record.measurements),
              study, record.id))
+
+    def _store_resumed(self, study, record):
+        self._write("UPDATE trials SET status=?, worker=?, heartbeat=?, finished_at=NULL WHERE study=? AND id=?",
+                    (record.status, record.worker, record.heartbeat, study, record.id))
 
     def add_measurement(self, study, trial_id, measurement):
         self._write("UPDATE trials SET measurements=json_insert(measurements, '$[#]', json(?)) "

@@ -2,7 +2,9 @@
 
 Statuses: ``running``; ``completed``, ``failed`` and ``rejected`` (finished: they count towards
 ``num_trials``); ``interrupted`` (stopped by Ctrl-C or by ``sys.exit`` inside the objective: kept,
-not evaluated to its end, not counted). Non-finite numbers are stored as the JSON strings
+not evaluated to its end, not counted); ``paused`` (promotion-based ASHA/Hyperband paused it at a rung
+to resume it later from its checkpoint: not finished, not counted, never restarted as interrupted).
+Non-finite numbers are stored as the JSON strings
 ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (plain JSON has no NaN) and read back as floats.
 """
 from __future__ import annotations
@@ -22,9 +24,12 @@ COMPLETED = "completed"
 FAILED = "failed"
 REJECTED = "rejected"
 INTERRUPTED = "interrupted"
+PAUSED = "paused"
 FINISHED_STATUSES = (COMPLETED, FAILED, REJECTED)
-# A measurement carries STOP_KEY: True when the early-stopping policy or scheduler stopped the trial there.
+# A measurement carries STOP_KEY: True when the early-stopping policy or scheduler stopped the trial there,
+# PAUSE_KEY: True when a promotion-based scheduler paused it there.
 STOP_KEY = "stop"
+PAUSE_KEY = "pause"
 
 
 @dataclasses.dataclass

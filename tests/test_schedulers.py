@@ -242,9 +242,6 @@ def test_bad_scheduler_use_fails_before_any_trial_runs():
     with pytest.raises(ValueError, match="scheduler= or early_stopping=, not both"):
         sn.search(SPACE, evaluate, num_trials=2, storage=None, progress=False,
                   scheduler=sn.schedulers.ASHA(max_resource=9), early_stopping=sn.schedulers.ASHA(max_resource=9))
-    with pytest.raises(ValueError, match="mode='promote'.*use mode='stop'"):
-        sn.search(SPACE, evaluate, num_trials=2, storage=None, progress=False,
-                  scheduler=sn.schedulers.ASHA(max_resource=9, mode="promote"))
     assert calls == []
 
 
