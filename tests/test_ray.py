@@ -175,3 +175,21 @@ def test_asha_stops_trials_running_as_ray_tasks(cluster):
     stopped = [r for r in study.completed if r.metrics["epochs"] < 9]
     assert stopped and all(r.measurements[-1].get("stop") for r in stopped)
     assert all(r.measurements[-1]["step"] in (1, 3) for r in stopped)
+
+
+def test_promote_mode_on_a_cluster_of_two_nodes_needs_a_shared_checkpoint_root(cluster):
+    with pytest.raises(ValueError, match="several nodes needs checkpoint_root="):
+        sn.search(SPACE, toy_objective, sn.algorithms.Random(seed=0), num_trials=2, storage=None, progress=False,
+                  backend="ray", address=cluster,
+                  scheduler=sn.schedulers.ASHA(max_resource=9, mode="promote"))
+
+
+def test_promote_mode_resumes_ray_tasks_from_their_checkpoints(cluster, tmp_path):
+    from test_promote import MAX_EPOCHS, SPACE as Q_SPACE, check_resumed_from_checkpoints, make_evaluator
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    scheduler = sn.schedulers.ASHA(min_resource=1, max_resource=MAX_EPOCHS, reduction_factor=3, mode="promote")
+    study = sn.search(Q_SPACE, make_evaluator(logs), sn.algorithms.Random(seed=0), num_trials=9, storage=None,
+                      objectives="accuracy", progress=False, scheduler=scheduler, backend="ray", address=cluster,
+                      checkpoint_root=tmp_path / "ckpt")   # both nodes run on this machine: a shared folder
+    check_resumed_from_checkpoints(study, str(logs), 9)
