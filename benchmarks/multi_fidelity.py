@@ -6,13 +6,16 @@ For each seed, the same algorithm proposes trials with and without the scheduler
 both arms train exactly the same configurations, so the question is only whether the scheduler
 keeps the best one while it cuts the epochs. Each trial trains at most ``--epochs`` epochs and
 reports its validation accuracy after each (``sn.train.Trainer`` does this); a trial the scheduler
-stops ends there. Printed per seed and arm: the best validation accuracy reached (any trial), the
-test accuracy of that trial, and the training epochs spent in total.
+stops ends there. With ``--arms ... promote`` the scheduler runs in promotion mode too: a trial
+pauses at each rung and the promoted ones resume from their checkpoint (the Trainer saves one),
+so no epoch is trained twice. Printed per seed and arm: the best validation accuracy reached (any
+trial), the test accuracy of that trial, and the training epochs spent in total.
 
 Usage::
 
     SYMNAS_DATA=/work/shared/data python benchmarks/multi_fidelity.py                     # ASHA, 3 seeds
     python benchmarks/multi_fidelity.py --scheduler hyperband --trials 27 --seeds 0 1 2 3 4
+    python benchmarks/multi_fidelity.py --arms stop promote               # stopping vs promotion ASHA
     python benchmarks/multi_fidelity.py --trials 4 --epochs 3 --seeds 0 --train-size 500   # smoke test
 """
 from __future__ import annotations
@@ -48,10 +51,10 @@ def make_algorithm(name: str, seed: int):
     return sn.algorithms.Bayesian(seed=seed, n_startup_trials=8)
 
 
-def make_scheduler(name: str, epochs: int, eta: int):
+def make_scheduler(name: str, epochs: int, eta: int, mode: str = "stop"):
     if name == "asha":
-        return sn.schedulers.ASHA(min_resource=1, max_resource=epochs, reduction_factor=eta)
-    return sn.schedulers.Hyperband(min_resource=1, max_resource=epochs, reduction_factor=eta)
+        return sn.schedulers.ASHA(min_resource=1, max_resource=epochs, reduction_factor=eta, mode=mode)
+    return sn.schedulers.Hyperband(min_resource=1, max_resource=epochs, reduction_factor=eta, mode=mode)
 
 
 def run_arm(space, algorithm, scheduler, trials: int, storage: str, name: str) -> dict:
@@ -79,6 +82,9 @@ def main() -> None:
     parser.add_argument("--eval-size", type=int, default=2000, help="validation and test images")
     parser.add_argument("--storage", default=None, help="SQLite study file (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--arms", nargs="+", choices=("full", "stop", "promote"), default=["full", "stop"],
+                        help="full training, the scheduler stopping trials, the scheduler pausing and resuming "
+                             "them; later arms are compared with the first")
     args = parser.parse_args()
     if not os.environ.get("SYMNAS_DATA"):
         parser.error("set SYMNAS_DATA to the folder holding mnist/mnist.npz")
@@ -93,33 +99,37 @@ def main() -> None:
           f"{args.algorithm}, {args.trials} trials of at most {args.epochs} epochs; "
           f"{args.scheduler} (min 1, max {args.epochs}, eta {args.eta}); {args.threads} torch thread(s); "
           f"study file {storage}", flush=True)
-    header = f"{'seed':>4}  {'arm':<10} {'best val acc':>12} {'its test acc':>12} {'epochs':>7} " \
+    header = f"{'seed':>4}  {'arm':<14} {'best val acc':>12} {'its test acc':>12} {'epochs':>7} " \
              f"{'stopped':>7} {'time s':>7}"
     print(header)
-    rows = {"full": [], args.scheduler: []}
+    arms = list(dict.fromkeys(args.arms))
+    labels = {"full": "full", "stop": args.scheduler, "promote": f"{args.scheduler}-promote"}
+    rows = {labels[arm]: [] for arm in arms}
     for seed in args.seeds:
-        for arm in ("full", args.scheduler):
-            scheduler = None if arm == "full" else make_scheduler(arm, args.epochs, args.eta)
+        for mode in arms:
+            arm = labels[mode]
+            scheduler = None if mode == "full" else make_scheduler(args.scheduler, args.epochs, args.eta, mode)
             row = run_arm(space, make_algorithm(args.algorithm, seed), scheduler, args.trials, storage,
                           f"{args.algorithm}-{arm}-seed{seed}")
             rows[arm].append(row)
-            print(f"{seed:>4}  {arm:<10} {row['best']:>12.4f} {row['test']:>12.4f} {row['epochs']:>7d} "
+            print(f"{seed:>4}  {arm:<14} {row['best']:>12.4f} {row['test']:>12.4f} {row['epochs']:>7d} "
                   f"{row['stopped']:>7d} {row['time_s']:>7.1f}", flush=True)
     print()
-    full, cut = rows["full"], rows[args.scheduler]
 
     def mean_sd(values):
         return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
-    for arm, arm_rows in (("full", full), (args.scheduler, cut)):
+    for arm, arm_rows in rows.items():
         best_m, best_s = mean_sd([r["best"] for r in arm_rows])
         test_m, test_s = mean_sd([r["test"] for r in arm_rows])
-        print(f"{arm:<10} best val acc {best_m:.4f} ± {best_s:.4f}   its test acc {test_m:.4f} ± {test_s:.4f}   "
+        print(f"{arm:<16} best val acc {best_m:.4f} ± {best_s:.4f}   its test acc {test_m:.4f} ± {test_s:.4f}   "
               f"epochs {sum(r['epochs'] for r in arm_rows)}")
-    ratio = sum(r["epochs"] for r in cut) / sum(r["epochs"] for r in full)
-    gaps = [f["best"] - c["best"] for f, c in zip(full, cut)]
-    print(f"{args.scheduler} spent {ratio:.1%} of the epochs; best val acc lower by "
-          f"{statistics.mean(gaps):+.4f} on average (per seed: {', '.join(f'{g:+.4f}' for g in gaps)})")
+    first = labels[arms[0]]
+    for arm, cut in list(rows.items())[1:]:
+        ratio = sum(r["epochs"] for r in cut) / sum(r["epochs"] for r in rows[first])
+        gaps = [f["best"] - c["best"] for f, c in zip(rows[first], cut)]
+        print(f"{arm} spent {ratio:.1%} of the epochs of {first}; best val acc lower by "
+              f"{statistics.mean(gaps):+.4f} on average (per seed: {', '.join(f'{g:+.4f}' for g in gaps)})")
 
 
 if __name__ == "__main__":
