@@ -171,6 +171,10 @@ def test_paused_trials_survive_a_kill_9_of_the_driver_and_resume_from_checkpoint
     shown = capsys.readouterr().out
     assert f"{list(statuses.values()).count('paused')} paused" in shown, shown
     storage.close()
+    optuna = pytest.importorskip("optuna")
+    from symnas.dashboard import OptunaStorageView
+    states = {t.number + 1: t.state for t in optuna.load_study(study_name="kill", storage=OptunaStorageView(db)).trials}
+    assert all((states[i] == optuna.trial.TrialState.WAITING) == (s == "paused") for i, s in statuses.items())
 
     second = subprocess.run([sys.executable, str(script), str(logs), db, "0"], capture_output=True, text=True,
                             timeout=120)

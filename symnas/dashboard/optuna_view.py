@@ -11,7 +11,8 @@ metric plus the concrete object (``object``), the DNA, the status and the error.
 
 States: ``completed`` -> COMPLETE, or PRUNED when a scheduler or early-stopping policy stopped it
 (its values stay: what it reached before it stopped); ``failed`` and ``rejected`` -> FAIL (the
-user attribute ``status`` tells them apart); ``running`` -> RUNNING.
+user attribute ``status`` tells them apart); ``running`` -> RUNNING; ``paused`` (promotion-based
+schedulers) -> WAITING.
 
 Finished trials never change, so each is converted once; a query reads only the trials from the
 first unfinished one on. Writes raise ``ReadOnlyStudyError``.
@@ -42,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 from symnas.constraints import stored_violations
 from symnas.objectives import Objective
 from symnas.storage import Storage, open_storage
-from symnas.trial import COMPLETED, FAILED, RUNNING, STOP_KEY, TrialRecord
+from symnas.trial import COMPLETED, FAILED, PAUSED, RUNNING, STOP_KEY, TrialRecord
 
 __all__ = ["OptunaStorageView", "ReadOnlyStudyError"]
 
@@ -319,6 +320,8 @@ def _frozen_trial(state: _StudyState, record: TrialRecord) -> FrozenTrial:
         trial_state = TrialState.PRUNED if stopped else TrialState.COMPLETE
     elif record.status == RUNNING:
         trial_state = TrialState.RUNNING
+    elif record.status == PAUSED:   # promotion-based ASHA: not finished, resumed when promoted
+        trial_state = TrialState.WAITING
     else:
         trial_state = TrialState.FAIL
     user_attrs: Dict[str, Any] = {}
