@@ -142,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="steps a trial trains at most (required by hyperband)")
     search.add_argument("--reduction-factor", type=float, default=None,
                         help="eta: the top 1/eta of each rung goes on (default 3)")
+    search.add_argument("--scheduler-mode", choices=("stop", "promote"), default=None,
+                        help="stop: end trials that fall behind (default); promote: pause them at rungs and resume "
+                             "the promoted ones from the checkpoint their evaluator saves (sn.train.Trainer does)")
     search.add_argument("--constraint", action="append", default=[], metavar="METRIC<=NUMBER",
                         help="a constraint on a reported metric (repeatable), e.g. \"latency_ms<=5\"")
     execution_options(search)
@@ -227,7 +230,7 @@ def command_search(args) -> int:
     session = SearchSession(source.space, algorithm, storage=storage, name=args.name,
                             objectives=source.objectives, retry_failed=args.retry_failed,
                             objective=getattr(source.evaluate, "symnas_fingerprint", None),
-                            early_stopping=scheduler, constraints=constraints,
+                            early_stopping=scheduler, constraints=constraints, can_pause=True,
                             extra_info={SOURCE_KEY: source.info, TRIALS_KEY: args.trials,
                                         **({SCHEDULER_KEY: scheduler_spec} if scheduler_spec else {})})
     if session.resumed:
@@ -240,13 +243,14 @@ def command_search(args) -> int:
 
 def _scheduler_spec(args) -> Optional[dict]:
     resources = {"min_resource": args.min_resource, "max_resource": args.max_resource,
-                 "reduction_factor": args.reduction_factor}
+                 "reduction_factor": args.reduction_factor, "mode": args.scheduler_mode}
     if args.scheduler is None:
         given = [f"--{k.replace('_', '-')}" for k, v in resources.items() if v is not None]
         if given:
             raise CommandError(f"{', '.join(given)} apply to a --scheduler (asha or hyperband).")
         return None
-    return {"kind": args.scheduler, **{k: _whole(v) for k, v in resources.items() if v is not None}}
+    return {"kind": args.scheduler, **{k: v if isinstance(v, str) else _whole(v)
+                                       for k, v in resources.items() if v is not None}}
 
 
 def _whole(value: float):
@@ -276,7 +280,8 @@ def command_resume(args) -> int:
     constraints = {metric: tuple(rule) for metric, rule in constraints.items()} if constraints else None
     session = SearchSession(space, algorithm, storage=storage, name=name, objectives=objectives,
                             retry_failed=args.retry_failed, objective=info.get("objective"),
-                            early_stopping=make_scheduler(info.get(SCHEDULER_KEY)), constraints=constraints)
+                            early_stopping=make_scheduler(info.get(SCHEDULER_KEY)), constraints=constraints,
+                            can_pause=True)
     print(f"resuming study {name!r} ({builtin_spaces.describe_source(info.get(SOURCE_KEY))}): "
           f"{session.num_finished} of {num_trials} trials finished", file=sys.stderr)
     return _run(session, source.evaluate, num_trials, args, storage)

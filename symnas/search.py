@@ -165,4 +165,6 @@ def run_trials(session: SearchSession, evaluate: Callable[[Any], Any], num_trial
                resources: Optional[Dict[str, float]] = None) -> None:
     """Runs ``session`` with the executor the arguments ask for (the command line's entry to the loop)."""
     executor = make_executor(workers, trial_timeout, backend, address, resources)
+    if session.pausing and hasattr(executor, "local_checkpoints"):
+        executor.local_checkpoints = True   # Ray: refuse a cluster of several nodes at start
     SearchLoop(session, executor, num_trials, progress).run(evaluate)

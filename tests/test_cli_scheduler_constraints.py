@@ -95,3 +95,43 @@ def test_search_with_a_constraint_keeps_best_feasible_and_show_marks_the_rest(tm
     assert cli.main(["resume", str(db), "--trials", "30", "--no-progress"]) == 0
     assert len(Study.load(db).completed) == 30 and all(
         "feasible" in r.metrics for r in Study.load(db).completed)
+
+
+PROMOTE_FILE = textwrap.dedent("""
+    import json
+    import pyglove as pg
+    from symnas.reporting import checkpoint, report
+    space = pg.Dict(q=pg.oneof([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]))
+    objectives = "accuracy"
+    def evaluate(v):
+        ckpt, start, trained = checkpoint(), 0, []
+        if ckpt is not None and ckpt.resumed:
+            start = json.load(open(ckpt.file("state.json")))["epoch"]
+        for epoch in range(start + 1, 10):
+            trained.append(epoch)
+            accuracy = v.q * (1 - 0.5 ** epoch)
+            json.dump({"epoch": epoch}, open(ckpt.file("state.json"), "w"))
+            if report(epoch, accuracy=accuracy, first_epoch=trained[0]):
+                break
+        return {"accuracy": accuracy, "epochs": epoch}
+""")
+
+
+def test_search_with_scheduler_mode_promote_resumes_paused_trials_from_checkpoints(tmp_path, capsys):
+    space_file = tmp_path / "train.py"
+    space_file.write_text(PROMOTE_FILE)
+    db = tmp_path / "promote.db"
+    assert cli.main(["search", str(space_file), "--algorithm", "random", "--seed", "0", "--trials", "9",
+                     "--scheduler", "asha", "--max-resource", "9", "--scheduler-mode", "promote",
+                     "--storage", str(db), "--no-progress"]) == 0
+    study = Study.load(db)
+    assert study.info[cli.SCHEDULER_KEY] == {"kind": "asha", "max_resource": 9, "mode": "promote"}
+    assert len(study.completed) == 9
+    resumed = [r for r in study.records if any(m.get("pause") for m in r.measurements[:-1])]
+    assert resumed
+    for record in resumed:   # after a pause at step k the evaluation went on from k + 1
+        steps = [m["step"] for m in record.measurements]
+        assert steps == list(range(1, len(steps) + 1))
+        for before, after in zip(record.measurements, record.measurements[1:]):
+            if before.get("pause"):
+                assert after["metrics"]["first_epoch"] == before["step"] + 1
