@@ -6,7 +6,7 @@ halving over ``Bracket`` rungs (``symnas.schedulers.rungs``). The step of a repo
 used so far (epochs completed, say); the values compared are the search's objectives (or the
 scheduler's own ``objectives=``), so several objectives are compared by non-dominated rank.
 
-The contract with a search loop (``symnas.search`` today: stop only):
+The contract with a search loop (``symnas.loop``: stop and promote; PyGlove's ``pg.sample``: stop only):
 
 1. ``bind_search(objectives, can_pause)`` once, before ``recover`` and before any trial.
 2. ``recover(history)`` with the stored trials (their measurements rebuild the rungs).
