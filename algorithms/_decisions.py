@@ -29,6 +29,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import pyglove as pg
 
+from symnas.constraints import total_violation, violations_of
 from symnas.pyglove_fastpaths import DNANode, dna_children, dna_from_compact, dna_value, make_dna
 
 __all__ = ["ChoiceSlot", "ChoiceGroup", "FloatDecision", "DecisionSpace", "DecisionAlgorithm",
@@ -313,8 +314,11 @@ class DecisionAlgorithm(pg.DNAGenerator):
     """Base of the symnas algorithms that work on :class:`DecisionSpace` assignments.
 
     Subclasses implement ``_init_state()`` (after the space is compiled), ``_propose_values()``
-    returning ``(values, dna)`` and ``_learn(values, reward)``. The base keeps the proposed
-    assignments so feedback needs no decoding, validates rewards, and recovers state by replaying
+    returning ``(values, dna)`` and ``_learn(values, reward)``; under constraints (a fed-back DNA
+    carrying ``symnas.constraints.attach``'s violations) ``_learn_constrained(values, reward,
+    violation)`` gets the total violation too (by default it ignores it: random search).
+    A DNA the algorithm did not propose (a queued warm-start point) is learnt from the same way.
+    The base keeps the proposed assignments so feedback needs no decoding, validates rewards, and recovers state by replaying
     each historical trial as propose-then-feedback: for a seeded algorithm fed back in order, the
     recovered instance proposes exactly what an uninterrupted one would. ``state_dict`` /
     ``load_state_dict`` save and restore the state as JSON (subclasses with more state than
@@ -344,7 +348,15 @@ class DecisionAlgorithm(pg.DNAGenerator):
         return self._space.decode(dna)
 
     def _feedback(self, dna: pg.DNA, reward) -> None:
-        self._learn(self._values_of(dna), self._check_reward(reward))
+        violations = violations_of(dna)
+        if violations is None:
+            self._learn(self._values_of(dna), self._check_reward(reward))
+        else:
+            self._learn_constrained(self._values_of(dna), self._check_reward(reward), total_violation(violations))
+
+    def _learn_constrained(self, values: list, reward, violation: float) -> None:
+        del violation
+        self._learn(values, reward)
 
     def _check_reward(self, reward):
         return check_reward(reward)

@@ -5,6 +5,7 @@ import random
 import pyglove as pg
 
 from symnas.algorithms._decisions import ChoiceSlot, DecisionAlgorithm
+from symnas.constraints import total_violation, violations_of
 
 __all__ = ["RegularizedEvolution"]
 
@@ -32,7 +33,8 @@ def _key(values) -> int:
 class RegularizedEvolution(DecisionAlgorithm):
     """Regularized evolution (Real et al. 2019): aging population, tournament selection, mutation.
 
-    The first ``population_size`` proposals are random. Afterwards the best of ``tournament_size``
+    The first ``population_size`` proposals are random (after any queued warm-start points, which
+    join the population like every evaluated point). Afterwards the best of ``tournament_size``
     random members of the population (the ``population_size`` most recent feedbacks) is copied and
     ``num_mutations`` of its active decisions are resampled: a choice takes another candidate (its
     conditional sub-decisions are drawn afresh), a float moves by a Gaussian step in its scale.
@@ -40,6 +42,8 @@ class RegularizedEvolution(DecisionAlgorithm):
     repeats a random unseen point is proposed instead), which saves evaluations when the objective
     is deterministic (e.g. a tabular benchmark). What was tried is every point proposed or fed
     back: the history of a resumed study and the trials of other processes on it included.
+    Under constraints, tournaments are feasibility-first (Deb 2000): a feasible member beats an
+    infeasible one, two infeasible ones are ranked by total violation, two feasible ones by reward.
 
     Example::
 
@@ -89,29 +93,31 @@ class RegularizedEvolution(DecisionAlgorithm):
         # was tried is the history's point, which is never proposed again.
         del trial_id
         self._propose_values(record=False, build=False)
-        self._feedback_values(self._space.decode(dna), reward)
+        self._feedback_values(self._space.decode(dna), reward, violations_of(dna))
 
     def _feedback(self, dna, reward):
-        self._feedback_values(self._values_of(dna), reward)
+        self._feedback_values(self._values_of(dna), reward, violations_of(dna))
 
-    def _feedback_values(self, values, reward):
-        self._seen.add(_key(values))   # also a point of another process, or a retried one
+    def _feedback_values(self, values, reward, violations=None):
+        self._seen.add(_key(values))   # also a point of another process, a retried or a queued one
         if reward is not None:
-            self._learn(values, self._check_reward(reward))
+            self._learn_constrained(values, self._check_reward(reward), total_violation(violations))
 
     def _state(self):
-        return {**super()._state(), "population": [[values, reward] for values, reward in self._population],
+        return {**super()._state(), "population": [[values, reward, violation]
+                                                   for values, reward, violation in self._population],
                 "seen": sorted(self._seen)}
 
     def _load_state(self, state):
         super()._load_state(state)
         self._population.clear()
-        self._population.extend((list(values), float(reward)) for values, reward in state["population"])
+        self._population.extend((list(member[0]), float(member[1]), float(member[2]) if len(member) > 2 else 0.0)
+                                for member in state["population"])
         self._seen = {int(key) for key in state["seen"]}
 
     def _select(self) -> list:
         members = self._rng.sample(range(len(self._population)), self.tournament_size)
-        best = max(members, key=lambda i: self._population[i][1])
+        best = max(members, key=lambda i: _rank(self._population[i]))
         return self._population[best][0]
 
     def _mutate(self, parent: list) -> list:
@@ -138,4 +144,13 @@ class RegularizedEvolution(DecisionAlgorithm):
         return [d for d in self._space.slots if slot.index in d.distinct_from]
 
     def _learn(self, values, reward):
-        self._population.append((values, reward))
+        self._learn_constrained(values, reward, 0.0)
+
+    def _learn_constrained(self, values, reward, violation):
+        self._population.append((values, reward, violation))
+
+
+def _rank(member):
+    """Tournament order: feasible first, then smaller total violation, then larger reward."""
+    _, reward, violation = member
+    return (violation <= 0.0, -violation, reward)

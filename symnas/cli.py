@@ -3,6 +3,7 @@
 Example::
 
     symnas search quickstart --algorithm reinforce --trials 30 --workers 2 --storage runs.db
+    symnas search train.py --scheduler asha --max-resource 27 --constraint "latency_ms<=5"
     symnas show runs.db --plot curve.png
     symnas resume runs.db --trials 60
 
@@ -30,6 +31,9 @@ ALGORITHMS = {
 
 SOURCE_KEY = "cli_source"        # where the evaluator comes from (builtin name or file path)
 TRIALS_KEY = "cli_num_trials"    # the --trials of the first run, the default for resume
+SCHEDULER_KEY = "cli_scheduler"  # the --scheduler and its resources, used again by resume
+SCHEDULERS = {"asha": "ASHA", "hyperband": "Hyperband"}
+_CONSTRAINT_OPERATORS = ("<=", ">=", "==", "<", ">")   # two-character ones first when splitting
 
 EXIT_OK, EXIT_INTERRUPTED, EXIT_ERROR, EXIT_NOTHING_COMPLETED = 0, 1, 2, 3
 SHOW_WIDTH = 80                  # symnas show fits a terminal this wide unless --wide
@@ -58,6 +62,36 @@ def make_algorithm(name: str, seed: Optional[int]):
         return cls(seed=seed)
     except TypeError as error:
         raise CommandError(f"algorithm {name!r} does not take --seed ({error}).") from error
+
+
+def make_scheduler(spec: Optional[dict]):
+    """The ``sn.schedulers`` object for ``{"kind": "asha"|"hyperband", "min_resource": .., ...}``."""
+    if not spec:
+        return None
+    from symnas import schedulers  # pylint: disable=import-outside-toplevel
+    kind = spec.get("kind")
+    if kind not in SCHEDULERS:
+        raise CommandError(f"unknown scheduler {kind!r}; available: {', '.join(SCHEDULERS)}.")
+    if kind == "hyperband" and spec.get("max_resource") is None:
+        raise CommandError("--scheduler hyperband needs --max-resource (the steps a trial trains at most).")
+    arguments = {k: v for k, v in spec.items() if k != "kind" and v is not None}
+    return getattr(schedulers, SCHEDULERS[kind])(**arguments)
+
+
+def parse_constraint(text: str):
+    """``"latency_ms<=5"`` -> ``("latency_ms", ("<=", 5.0))``; CommandError naming a malformed one."""
+    for op in _CONSTRAINT_OPERATORS:
+        metric, found, bound = text.partition(op)
+        if found:
+            try:
+                value = float(bound)
+            except ValueError:
+                break
+            if metric.strip() and not any(o in metric + bound for o in ("<", ">", "=")):
+                return metric.strip(), (op, value)
+            break
+    raise CommandError(f"--constraint {text!r}: expected METRIC OP NUMBER with OP one of "
+                       f"{', '.join(_CONSTRAINT_OPERATORS)}, e.g. \"latency_ms<=5\".")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -100,6 +134,16 @@ def _parser() -> argparse.ArgumentParser:
                              "command resumes its study)")
     search.add_argument("--seed", type=int, default=None, help="the algorithm's seed (none: drawn from the OS)")
     search.add_argument("--list", action="store_true", help="list the builtin searches and exit")
+    search.add_argument("--scheduler", choices=tuple(SCHEDULERS), default=None,
+                        help="multi-fidelity: stop trials that fall behind at a rung of their report() steps")
+    search.add_argument("--min-resource", type=float, default=None,
+                        help="steps every trial gets before the scheduler may stop it (default 1)")
+    search.add_argument("--max-resource", type=float, default=None,
+                        help="steps a trial trains at most (required by hyperband)")
+    search.add_argument("--reduction-factor", type=float, default=None,
+                        help="eta: the top 1/eta of each rung goes on (default 3)")
+    search.add_argument("--constraint", action="append", default=[], metavar="METRIC<=NUMBER",
+                        help="a constraint on a reported metric (repeatable), e.g. \"latency_ms<=5\"")
     execution_options(search)
 
     show = commands.add_parser("show", help="print a study: trials, best trial, Pareto front", epilog=_EPILOG,
@@ -175,18 +219,38 @@ def command_search(args) -> int:
         raise CommandError(f"--trials must be >= 0, got {args.trials}.")
     _check_execution_args(args)
     algorithm = make_algorithm(args.algorithm, args.seed)
+    scheduler_spec = _scheduler_spec(args)
+    scheduler = make_scheduler(scheduler_spec)
+    constraints = dict(parse_constraint(text) for text in args.constraint) or None
     source = builtin_spaces.load_source(args.source)
     storage = SQLiteStorage(args.storage)  # created only once the search is known to be valid
     session = SearchSession(source.space, algorithm, storage=storage, name=args.name,
                             objectives=source.objectives, retry_failed=args.retry_failed,
                             objective=getattr(source.evaluate, "symnas_fingerprint", None),
-                            extra_info={SOURCE_KEY: source.info, TRIALS_KEY: args.trials})
+                            early_stopping=scheduler, constraints=constraints,
+                            extra_info={SOURCE_KEY: source.info, TRIALS_KEY: args.trials,
+                                        **({SCHEDULER_KEY: scheduler_spec} if scheduler_spec else {})})
     if session.resumed:
         print(f"resuming study {session.name!r} in {args.storage}: {session.num_finished} trials already "
               f"finished (the same search as before; --name NEW starts another study)", file=sys.stderr)
     else:
         print(f"new study {session.name!r} in {args.storage}", file=sys.stderr)
     return _run(session, source.evaluate, args.trials, args, storage)
+
+
+def _scheduler_spec(args) -> Optional[dict]:
+    resources = {"min_resource": args.min_resource, "max_resource": args.max_resource,
+                 "reduction_factor": args.reduction_factor}
+    if args.scheduler is None:
+        given = [f"--{k.replace('_', '-')}" for k, v in resources.items() if v is not None]
+        if given:
+            raise CommandError(f"{', '.join(given)} apply to a --scheduler (asha or hyperband).")
+        return None
+    return {"kind": args.scheduler, **{k: _whole(v) for k, v in resources.items() if v is not None}}
+
+
+def _whole(value: float):
+    return int(value) if float(value).is_integer() else value
 
 
 def command_resume(args) -> int:
@@ -205,8 +269,14 @@ def command_resume(args) -> int:
     num_trials = args.trials if args.trials is not None else info.get(TRIALS_KEY)
     if not isinstance(num_trials, int) or isinstance(num_trials, bool) or num_trials < 0:
         raise CommandError(f"--trials must be a non-negative number, got {num_trials}.")
+    constraints = info.get("constraints")
+    if isinstance(constraints, dict) and "callable" in constraints:
+        raise CommandError(f"study {name!r} was searched with a constraints function, which a study file does "
+                           f"not hold; resume it from Python with the same constraints=.")
+    constraints = {metric: tuple(rule) for metric, rule in constraints.items()} if constraints else None
     session = SearchSession(space, algorithm, storage=storage, name=name, objectives=objectives,
-                            retry_failed=args.retry_failed, objective=info.get("objective"))
+                            retry_failed=args.retry_failed, objective=info.get("objective"),
+                            early_stopping=make_scheduler(info.get(SCHEDULER_KEY)), constraints=constraints)
     print(f"resuming study {name!r} ({builtin_spaces.describe_source(info.get(SOURCE_KEY))}): "
           f"{session.num_finished} of {num_trials} trials finished", file=sys.stderr)
     return _run(session, source.evaluate, num_trials, args, storage)
@@ -245,7 +315,9 @@ def _summary(storage, name: str) -> int:
     common = study.most_common_error()
     if common is not None:
         print(f"most common error ({common[1]} of {counts.get('failed', 0)} failed): {common[0]}")
-    if counts.get(COMPLETED) and not study.is_multi_objective:
+    if study.infeasible:
+        print(f"{len(study.infeasible)} completed trials missed the constraints {study.constraints}")
+    if study.feasible and not study.is_multi_objective:
         best = study.best_trial
         print(f"best trial {best.id}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.metrics.items()))
     if not counts.get(COMPLETED):
@@ -298,8 +370,12 @@ def command_show(args) -> int:
         return 0
     print(clip(f"{len(frame)} trials: " + ", ".join(f"{v} {k}" for k, v in frame["status"].value_counts().items()),
                width))
-    hidden = ("started_at", "worker") + (() if args.wide else ("dna",))
+    hidden = ("started_at", "worker", "constraint_violations") + (() if args.wide else ("dna",))
     shown = frame.drop(columns=[c for c in hidden if c in frame.columns])
+    infeasible = study.infeasible
+    if infeasible:   # completed but missed a constraint: never the best, never on the Pareto front
+        shown.loc[[r.id for r in infeasible], "status"] = "infeasible"
+        print(clip(f"{len(infeasible)} completed trials are infeasible (constraints {study.constraints}).", width))
     if "error" in shown.columns:
         shown["error"] = shown["error"].map(lambda e: e if not isinstance(e, str) else
                                             error_headline(e, 60 if args.wide else 30))
@@ -310,7 +386,9 @@ def command_show(args) -> int:
     important = ["status", *(o.name for o in study.objectives), "error"]
     shown = shown[[c for c in important if c in shown.columns] + [c for c in shown.columns if c not in important]]
     print(fit_table(shown, width, keep=important))
-    if study.completed:
+    if study.completed and not study.feasible:
+        print("\nno feasible trial yet: every completed trial missed a constraint.")
+    if study.feasible:
         if study.is_multi_objective:
             front = study.pareto_front()
             print(f"\nPareto front ({len(front)} trials):")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import pyglove as pg
 
@@ -39,7 +39,9 @@ def search(space: Any,
            retry_failed: int = 0,
            backend: Optional[str] = None,
            address: Optional[str] = None,
-           resources: Optional[Dict[str, float]] = None) -> Study:
+           resources: Optional[Dict[str, float]] = None,
+           initial: Optional[Sequence[Any]] = None,
+           constraints: Any = None) -> Study:
     """Searches ``space`` with ``algorithm``, evaluating each trial, and returns the ``Study``.
 
     Args:
@@ -81,6 +83,14 @@ def search(space: Any,
       address: the Ray cluster address (``"127.0.0.1:6379"``, ``"ray://host:10001"``, ``"auto"``);
         ``None`` starts a local Ray instance.
       resources: what one trial needs on Ray, e.g. ``{"num_cpus": 2, "num_gpus": 1}``.
+      initial: known points evaluated first, before the algorithm proposes (warm start): objects of
+        the space, ``pg.DNA``s or dicts of decision values (``symnas.warm_start``). They are stored
+        in the study's queue, so a restart evaluates each once; the algorithm learns from them.
+      constraints: ``{"latency_ms": ("<=", 5.0)}`` (operators <=, <, >=, >, ==) or a callable on
+        the metrics returning True/False or violation amounts (<= 0: met). Every trial is recorded
+        with ``feasible`` and ``constraint_violations``; the algorithm is told them; ``study.best``
+        and ``pareto_front()`` consider only feasible trials. A constraint on a metric the evaluator
+        does not report stops the search with that error at the first trial.
 
     Example::
 
@@ -104,7 +114,13 @@ def search(space: Any,
     session = SearchSession(space, algorithm, storage=storage, name=name, objectives=objectives,
                             early_stopping=scheduler if scheduler is not None else early_stopping,
                             record_objects=record_objects, retry_failed=retry_failed,
-                            objective=objective_fingerprint(evaluate))
+                            objective=objective_fingerprint(evaluate), constraints=constraints)
+    if initial is not None:
+        from symnas import warm_start  # pylint: disable=import-outside-toplevel
+        if isinstance(initial, (str, bytes)) or not isinstance(initial, Sequence):
+            raise TypeError(f"initial must be a list of points, got {type(initial).__name__}.")
+        warm_start.enqueue(session.storage, session.name, initial, session.dna_spec,
+                           session.materializer.space if session.materializer is not None else None)
     SearchLoop(session, executor, num_trials, progress).run(evaluate or _evaluate_method)
     return Study(session.storage, session.name)
 

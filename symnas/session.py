@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Un
 import pyglove as pg
 
 import symnas
+from symnas import constraints as constraints_lib
 from symnas import objectives as objectives_lib
 from symnas.errors import TrialRejected
 from symnas.materialize import Materializer
@@ -197,7 +198,8 @@ class SearchSession:
                  early_stopping: Optional[pg.tuning.EarlyStoppingPolicy] = None,
                  record_objects: bool = True, extra_info: Optional[Dict[str, Any]] = None,
                  retry_failed: int = 0, objective: Optional[str] = None,
-                 heartbeat_interval: float = HEARTBEAT_INTERVAL_S, stale_after: float = STALE_AFTER_S):
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL_S, stale_after: float = STALE_AFTER_S,
+                 constraints: constraints_lib.ConstraintsSpec = None):
         if not isinstance(algorithm, pg.DNAGenerator):
             raise TypeError(f"algorithm must be a pg.DNAGenerator (e.g. sn.algorithms.Random()), "
                             f"got {type(algorithm).__name__}.")
@@ -206,6 +208,7 @@ class SearchSession:
         if isinstance(retry_failed, bool) or not isinstance(retry_failed, int) or retry_failed < 0:
             raise ValueError(f"retry_failed must be a non-negative integer, got {retry_failed!r}.")
         self.objectives = objectives_lib.parse_objectives(objectives)
+        self.constraints = constraints_lib.Constraints.parse(constraints)
         if len(self.objectives) > 1 and not algorithm.multi_objective:
             raise ValueError(
                 f"The search has {len(self.objectives)} objectives {[o.name for o in self.objectives]} but "
@@ -234,7 +237,8 @@ class SearchSession:
         self.retry_failed = retry_failed
         self.heartbeat_interval, self.stale_after = float(heartbeat_interval), float(stale_after)
         self.storage = open_storage(storage)
-        self.name = name or default_study_name(space_json, algorithm, self.objectives, objective)
+        named_by = self.objectives if self.constraints is None else (self.objectives, self.constraints.describe())
+        self.name = name or default_study_name(space_json, algorithm, named_by, objective)
         compat = hashlib.sha1((pg.to_json_str(self.dna_spec) + repr(self.objectives)).encode()).hexdigest()
         self.info = self.storage.open_study(self.name, {
             "compat": compat,
@@ -244,6 +248,7 @@ class SearchSession:
             "objectives": [dataclasses.asdict(o) for o in self.objectives],
             "objective": objective,
             "symnas_version": symnas.__version__,
+            **({"constraints": self.constraints.describe()} if self.constraints is not None else {}),
             **(extra_info or {}),  # e.g. where the command line finds the evaluator again
         })
         self._checkpoint_key = hashlib.sha1(algorithm_json.encode()).hexdigest()[:16]
@@ -254,6 +259,7 @@ class SearchSession:
         self._attempts: Dict[int, int] = collections.Counter()        # root id -> trials of it
         self._known: Set[int] = set()   # trials whose proposal the algorithm's state accounts for
         self._fed: Set[int] = set()     # trials whose reward it was fed
+        self._violations: Dict[int, Optional[Tuple[float, ...]]] = {}   # trial id -> constraint violations
         self._seen_id = 0
         self._heartbeat: Optional[_Heartbeat] = None
         self._last_checkpoint = time.monotonic()
@@ -275,6 +281,9 @@ class SearchSession:
             self.early_stopping.setup(self.dna_spec)
         summaries = self.storage.trial_summaries(self.name)
         self.resumed = bool(summaries)
+        if self.constraints is not None and summaries:   # one read of the metrics, not one per trial
+            self._violations = {r.id: constraints_lib.stored_violations(r.metrics)
+                                for r in self.storage.trials(self.name) if r.status == COMPLETED}
         if not self.storage.read_only:
             summaries = self._fail_stale(summaries)
         restored = self._restore_checkpoint()
@@ -314,14 +323,24 @@ class SearchSession:
                 self._maybe_retry(summary.retry_of or summary.id, summary.status, summary.dna)
 
     def _dna(self, summary) -> pg.DNA:
-        return dna_from_json(summary.dna, self.dna_spec)
+        """The trial's DNA, carrying its constraint violations for the algorithm (constrained searches)."""
+        return constraints_lib.attach(dna_from_json(summary.dna, self.dna_spec), self._violations_of(summary))
+
+    def _violations_of(self, summary) -> Optional[Tuple[float, ...]]:
+        if self.constraints is None or summary.status != COMPLETED:
+            return None
+        if summary.id not in self._violations:   # summaries carry no metrics: read the trial once
+            self._violations[summary.id] = constraints_lib.stored_violations(
+                self.storage.trial(self.name, summary.id).metrics)
+        return self._violations[summary.id]
 
     def _count(self, summary, reward) -> None:
         if summary.status in FINISHED_STATUSES:
             self.num_finished += 1
         if summary.status == FAILED:
             self.num_failed += 1
-        if isinstance(reward, float) and (self.best_reward is None or reward > self.best_reward):
+        if isinstance(reward, float) and (self.best_reward is None or reward > self.best_reward) and \
+                constraints_lib.is_feasible(self._violations_of(summary) or ()):
             self.best_reward = reward
 
     def _fail_stale(self, summaries: List[TrialSummary]) -> List[TrialSummary]:
@@ -410,7 +429,8 @@ class SearchSession:
 
     # -- trials --------------------------------------------------------------------------------
     def next_trial(self) -> Optional[ActiveTrial]:
-        """The next trial to evaluate: a queued DNA first (``enqueue``: retries), else a new proposal.
+        """The next trial to evaluate: a queued DNA first (``enqueue``: retries), then a point queued in
+        the study (warm start: ``sn.search(initial=...)``, ``Study.enqueue``), else a new proposal.
 
         Returns None when the proposal could not be materialised (the trial is recorded as failed
         with the reason); raises StopIteration when the algorithm has nothing more to propose.
@@ -424,8 +444,9 @@ class SearchSession:
                                  retry_of=retry_of)
             self._attempts[retry_of or trial_id] += 1
         else:
-            dna = self.algorithm.propose()
-            dna_json = dna_to_json(dna)
+            dna_json = self.storage.pop_queued(self.name)
+            dna = self.algorithm.propose() if dna_json is None else dna_from_json(dna_json, self.dna_spec)
+            dna_json = dna_json or dna_to_json(dna)
             trial_id = self.storage.create_trial(self.name, dna_json, now, self.worker)
             record = TrialRecord(id=trial_id, dna=dna_json, started_at=now, worker=self.worker, heartbeat=now)
             self._attempts[trial_id] += 1
@@ -488,11 +509,22 @@ class SearchSession:
         except (ValueError, TypeError) as error:
             return self.fail(trial, f"{type(error).__name__}: {error}")
         record = trial.record
+        if self.constraints is not None:
+            try:
+                violations = self.constraints.violations(metrics)
+            except constraints_lib.ConstraintMetricMissing as error:
+                record.metrics = metrics
+                self.fail(trial, str(error))
+                raise   # a mistake in the search's set-up, not in this trial: stop with its one line
+            metrics[constraints_lib.FEASIBLE_KEY] = constraints_lib.is_feasible(violations)
+            metrics[constraints_lib.VIOLATIONS_KEY] = list(violations)
+            constraints_lib.attach(trial.dna, violations)
         record.metrics, record.status = metrics, COMPLETED
         record.reward = list(reward) if isinstance(reward, tuple) else reward
         self.algorithm.feedback(trial.dna, reward)
         self._fed.add(record.id)
-        if isinstance(reward, float) and (self.best_reward is None or reward > self.best_reward):
+        if isinstance(reward, float) and (self.best_reward is None or reward > self.best_reward) and \
+                constraints_lib.metrics_feasible(metrics):
             self.best_reward = reward
         return self._finish(trial)
 

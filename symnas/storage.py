@@ -139,6 +139,21 @@ class Storage(abc.ABC):
         """The state saved under ``key``, or None."""
         return None
 
+    # -- queue: points to evaluate before any proposal (warm start) ------------------------------
+    def enqueue(self, study: str, dnas: List[str], skip_existing: bool = False) -> List[str]:
+        """Appends DNA JSON texts to the study's queue (kept until a session takes them); with
+        ``skip_existing`` one already queued or already a trial is left out, checked in the same
+        transaction (two processes queueing the same point queue it once). Returns those queued."""
+        raise NotImplementedError(f"{type(self).__name__} has no queue of points.")
+
+    def queued(self, study: str) -> List[str]:
+        """The DNA JSON texts still queued, oldest first."""
+        return []
+
+    def pop_queued(self, study: str) -> Optional[str]:
+        """Takes the oldest queued DNA (atomically: two processes never take the same), or None."""
+        return None
+
     def close(self) -> None:
         """Releases resources; the default does nothing."""
 
@@ -151,6 +166,7 @@ class MemoryStorage(Storage):
         self._info: Dict[str, Dict[str, Any]] = {}
         self._trials: Dict[str, List[TrialRecord]] = {}
         self._checkpoints: Dict[tuple, str] = {}
+        self._queue: Dict[str, List[str]] = {}
 
     def open_study(self, name, info):
         with self._lock:
@@ -198,6 +214,27 @@ class MemoryStorage(Storage):
 
     def load_checkpoint(self, study, key):
         return self._checkpoints.get((study, key))
+
+    def enqueue(self, study, dnas, skip_existing=False):
+        with self._lock:
+            queue = self._queue.setdefault(study, [])
+            present = set(queue) | {t.dna for t in self._trials.get(study, [])} if skip_existing else set()
+            added = []
+            for dna in dnas:
+                if dna not in present:
+                    queue.append(dna)
+                    added.append(dna)
+                    present.add(dna) if skip_existing else None
+            return added
+
+    def queued(self, study):
+        with self._lock:
+            return list(self._queue.get(study, []))
+
+    def pop_queued(self, study):
+        with self._lock:
+            queue = self._queue.get(study)
+            return queue.pop(0) if queue else None
 
 
 def _copy_record(record: TrialRecord) -> TrialRecord:
@@ -247,6 +284,10 @@ _TRIAL_COLUMNS = ("id", "dna", "status", "metrics", "reward", "object", "error",
                   "finished_at", "wall_time_s", "measurements", "worker", "heartbeat", "retry_of")
 _SUMMARY_COLUMNS = ("id", "dna", "status", "reward", "worker", "started_at", "heartbeat", "retry_of")
 _V2_COLUMNS = ("heartbeat", "retry_of")
+
+# Created on first use, so files written before warm start existed keep their schema version.
+_QUEUE_TABLE = ("CREATE TABLE IF NOT EXISTS queue (id INTEGER PRIMARY KEY AUTOINCREMENT, study TEXT NOT NULL, "
+                "dna TEXT NOT NULL)")
 
 
 class SQLiteStorage(Storage):
@@ -525,6 +566,42 @@ class SQLiteStorage(Storage):
             tables = self._table_names = {r[0] for r in self._execute(
                 "SELECT name FROM sqlite_master WHERE type='table'")}
         return tables
+
+    # -- queue of points to evaluate first (warm start) --------------------------------------------
+    def enqueue(self, study, dnas, skip_existing=False):
+        def add(c):
+            c.execute(_QUEUE_TABLE)
+            added = []
+            for dna in dnas:
+                if skip_existing and c.execute(
+                        "SELECT 1 FROM queue WHERE study=? AND dna=? UNION ALL "
+                        "SELECT 1 FROM trials WHERE study=? AND dna=? LIMIT 1", (study, dna, study, dna)).fetchone():
+                    continue
+                c.execute("INSERT INTO queue (study, dna) VALUES (?, ?)", (study, dna))
+                added.append(dna)
+            return added
+        return self._transaction(add)
+
+    def queued(self, study):
+        if not self._has_queue():
+            return []
+        return [r[0] for r in self._execute("SELECT dna FROM queue WHERE study=? ORDER BY id", (study,))]
+
+    def pop_queued(self, study):
+        # A plain read first: a search with nothing queued pays no write transaction per proposal.
+        while self._has_queue() and not self.read_only:
+            row = self._execute("SELECT id, dna FROM queue WHERE study=? ORDER BY id LIMIT 1", (study,)).fetchone()
+            if row is None:
+                return None
+            taken = self._transaction(lambda c, i=row[0]: c.execute("DELETE FROM queue WHERE id=?", (i,)).rowcount)
+            if taken == 1:   # else another process took it meanwhile: try the next one
+                return row[1]
+        return None
+
+    def _has_queue(self) -> bool:
+        # not cached: another process may create the table while this one searches
+        return self._execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='queue'").fetchone() is not None
+
 
     def close(self):
         connection = getattr(self._local, "connection", None)
