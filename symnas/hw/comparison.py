@@ -1,0 +1,202 @@
+"""Separate versus joint search of network and accelerator, at the same trial count (NAHAS's comparison).
+
+``compare_searches`` runs, for one backbone, the arms
+
+* (a) the original network on the preset accelerator (no search);
+* (b) hardware only: the original network, the accelerator searched (``nahas_space`` around the preset);
+* (c) network only: the transformation sequence searched, on the preset;
+* (d) sequential: (c)'s network, then the accelerator searched for it;
+* (e) joint: network and accelerator searched together;
+
+each search with ``trials`` trials of the same algorithm, the area budget of the preset and Fisher
+legality. A winner is the best feasible trial whose network passes the exact whole-network legality
+check (``LegalityCheck.check``; up to ``finalists`` are checked in order), costed again with ZigZag's full
+LOMA mapping search when ``loma`` is set. ``format_table`` prints the comparison.
+
+Example::
+
+    import symnas as sn
+    results = sn.hw.compare_searches("resnet18", trials=100, batch=sn.hw.fisher_batch(64), loma=False)
+    print(sn.hw.format_table(results))
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from symnas.hw.area import area_mm2
+from symnas.hw.cosearch import CoDesign, CoDesignEvaluator, cosearch_space, original_transformation
+from symnas.hw.cost import CostModel
+from symnas.hw.presets import nahas_space, preset as preset_by_name
+
+__all__ = ["ArmResult", "compare_searches", "format_table", "ARMS"]
+
+ARMS = {"a": "original on the preset", "b": "hardware only", "c": "network only",
+        "d": "sequential (c, then hardware)", "e": "joint"}
+
+
+@dataclasses.dataclass
+class ArmResult:
+    """One arm's winner: the design, its metrics (fast mapping), its LOMA costs and how the search went."""
+
+    arm: str
+    design: CoDesign
+    metrics: Dict[str, Any]
+    trials: int                      # trials this arm ran (d: plus the network search it reuses)
+    seconds: float                   # wall time of the search, set-up included
+    feasible: int                    # feasible trials
+    loma: Optional[Dict[str, float]] = None
+    exact_legal: Optional[bool] = None
+    exact_reason: str = ""
+    checked: int = 0                 # finalists checked exactly before one passed
+    study: Any = None
+
+    @property
+    def label(self) -> str:
+        return ARMS[self.arm]
+
+
+def _default_algorithm(seed: int):
+    from symnas.algorithms import RegularizedEvolution  # pylint: disable=import-outside-toplevel
+    return RegularizedEvolution(population_size=20, tournament_size=5, seed=seed)
+
+
+def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: str = "edge_tpu_like",
+                     hardware_space: Any = None, algorithm: Callable[[int], Any] = _default_algorithm,
+                     seed: int = 0, batch=None, legality: str = "network", objective: str = "edp",
+                     finalists: int = 10, loma: bool = True, arms: str = "abcde", channel_shuffle: bool = True,
+                     progress: bool = False, log: Callable[[str], None] = print) -> List[ArmResult]:
+    """Runs the arms named in ``arms`` (module docstring) and returns their results in order.
+
+    ``algorithm(seed)`` makes a fresh algorithm per search (default: regularized evolution, population 20,
+    tournament 5); ``batch`` is the Fisher batch (``fisher_batch``); ``hardware_space`` the accelerator space
+    (default ``nahas_space(preset)``). Each search starts with empty caches, so its time includes its own
+    cost-model and proxy evaluations.
+    """
+    from symnas.materialize import Materializer  # pylint: disable=import-outside-toplevel
+    from symnas.search import search  # pylint: disable=import-outside-toplevel
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; choose from {sorted(ARMS)}")
+    if not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    base = preset_by_name(preset)
+    hw_space = hardware_space if hardware_space is not None else nahas_space(base)
+    budget = area_mm2(base)
+    log(f"{backbone}: area budget {budget:.3f} mm² ({preset}), {trials} trials per search, objective {objective}")
+    results: Dict[str, ArmResult] = {}
+
+    def finish(arm: str, space: CoDesign, evaluator: CoDesignEvaluator, study, seconds: float,
+               spent: int) -> ArmResult:
+        materializer = Materializer(space)
+
+        def decode(dna):
+            return materializer.materialize(dna.use_spec(materializer.dna_spec))
+        records = [r for r in study.completed if r.metrics.get("feasible")]
+        records.sort(key=lambda r: r.metrics["score"])
+        if not records:
+            raise RuntimeError(f"arm ({arm}) {ARMS[arm]}: no feasible design in {len(study.records)} trials")
+        checked, chosen, verdict = 0, None, None
+        exact = evaluator.scorer is not None and any(t.neural for t in decode(records[0].to_dna()).network.layers)
+        for record in records[:max(1, finalists)]:
+            design = decode(record.to_dna())
+            if not exact or not any(t.neural for t in design.network.layers):
+                chosen, verdict = (record, design), None
+                break
+            checked += 1
+            result = evaluator.exact_legality(design, batch)
+            if result.legal:
+                chosen, verdict = (record, design), result
+                break
+            log(f"  ({arm}) finalist {checked} fails the exact check: {result.reason}")
+        if chosen is None:
+            record = records[0]
+            chosen, verdict = (record, decode(record.to_dna())), result
+        record, design = chosen
+        out = ArmResult(arm, design, dict(record.metrics), spent, seconds, len(records),
+                        exact_legal=None if verdict is None else bool(verdict.legal),
+                        exact_reason="" if verdict is None else verdict.reason, checked=checked, study=study)
+        return out
+
+    def run_search(arm: str, space: CoDesign, with_legality: bool) -> ArmResult:
+        start = time.perf_counter()
+        evaluator = CoDesignEvaluator(backbone, objective=objective, area_budget=budget,
+                                      legality=legality if with_legality else None,
+                                      batch=batch if with_legality else None, reference=base, space=space,
+                                      cost_model=CostModel(objective=_zigzag_objective(objective)))
+        study = search(space, evaluator, algorithm(seed), num_trials=trials, objectives={"score": "min"},
+                       storage=None, progress=progress, record_objects=False, name=f"hw_{backbone}_{arm}")
+        seconds = time.perf_counter() - start
+        result = finish(arm, space, evaluator, study, seconds, trials)
+        log(f"  ({arm}) {ARMS[arm]}: {trials} trials in {seconds:.1f} s, {result.feasible} feasible, "
+            f"best EDP {result.metrics['edp']:.4g}")
+        return result
+
+    if "a" in arms:
+        start = time.perf_counter()
+        evaluator = CoDesignEvaluator(backbone, objective=objective, legality=None, reference=base,
+                                      cost_model=CostModel(objective=_zigzag_objective(objective)))
+        design = CoDesign(network=original_transformation(backbone), accelerator=base)
+        results["a"] = ArmResult("a", design, evaluator(design), 1, time.perf_counter() - start, 1, exact_legal=True,
+                                 exact_reason="the original")
+        log(f"  (a) {ARMS['a']}: EDP {results['a'].metrics['edp']:.4g}")
+    if "b" in arms:
+        results["b"] = run_search("b", cosearch_space(backbone, hw_space, network=False), with_legality=False)
+        results["b"].exact_legal, results["b"].exact_reason = True, "the original"
+    if "c" in arms or "d" in arms:
+        results["c"] = run_search("c", cosearch_space(backbone, base, channel_shuffle=channel_shuffle),
+                                  with_legality=True)
+    if "d" in arms:
+        network = results["c"].design.network
+        results["d"] = run_search("d", cosearch_space(backbone, hw_space, fixed_network=network), with_legality=False)
+        results["d"].trials += results["c"].trials
+        results["d"].exact_legal, results["d"].exact_reason = results["c"].exact_legal, results["c"].exact_reason
+    if "e" in arms:
+        results["e"] = run_search("e", cosearch_space(backbone, hw_space, channel_shuffle=channel_shuffle),
+                                  with_legality=True)
+    ordered = [results[a] for a in "abcde" if a in results and (a in arms or a == "c" and "d" in arms)]
+    if loma:
+        full = CostModel(mapping="loma", objective=_zigzag_objective(objective))
+        for result in ordered:
+            start = time.perf_counter()
+            evaluator = CoDesignEvaluator(backbone, objective=objective, legality=None, reference=base,
+                                          cost_model=full)
+            cost = full.network_cost(evaluator.layers(result.design.network), result.design.accelerator)
+            result.loma = dict(cost.as_metrics(), seconds=time.perf_counter() - start)
+            log(f"  ({result.arm}) LOMA: EDP {result.loma['edp']:.4g} ({result.loma['seconds']:.0f} s)")
+    return ordered
+
+
+def _zigzag_objective(objective: str) -> str:
+    return {"edp": "edp", "latency_ms": "latency", "energy_uj": "energy"}[objective]
+
+
+def format_table(results: List[ArmResult]) -> str:
+    """A markdown table: EDP, latency, energy, area, weights, legality, trials and search time per arm, with
+    EDP ratios to (a) and, for (e), to the best of (b)-(d)."""
+    by_arm = {r.arm: r for r in results}
+    base = by_arm.get("a")
+    separate = [by_arm[a] for a in "bcd" if a in by_arm]
+    lines = ["| arm | EDP µJ·ms (fast) | vs (a) | EDP (LOMA) | vs (a), LOMA | latency ms | energy µJ | area mm² | "
+             "weights | legal (exact) | trials | search s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        m = r.metrics
+        ratio = f"{base.metrics['edp'] / m['edp']:.2f}x" if base else ""
+        loma = f"{r.loma['edp']:.4g}" if r.loma else "-"
+        loma_ratio = f"{base.loma['edp'] / r.loma['edp']:.2f}x" if base and base.loma and r.loma else "-"
+        legal = "-" if r.exact_legal is None else ("yes" if r.exact_legal else f"no ({r.exact_reason[:40]})")
+        lines.append(f"| ({r.arm}) {r.label} | {m['edp']:.4g} | {ratio} | {loma} | {loma_ratio} | "
+                     f"{m['latency_ms']:.4f} | {m['energy_uj']:.1f} | {m['area_mm2']:.3f} | {m['weights'] / 1e6:.2f}M | "
+                     f"{legal} | {r.trials} | {r.seconds:.0f} |")
+    if "e" in by_arm and separate:
+        best = min(separate, key=lambda r: r.metrics["edp"])
+        joint = by_arm["e"]
+        text = f"joint (e) over the best separate ({best.arm}): {best.metrics['edp'] / joint.metrics['edp']:.2f}x EDP (fast)"
+        if joint.loma and best.loma:
+            best_loma = min((r for r in separate if r.loma), key=lambda r: r.loma["edp"])
+            text += f", {best_loma.loma['edp'] / joint.loma['edp']:.2f}x (LOMA, best separate {best_loma.arm})"
+        lines.append("")
+        lines.append(text)
+    return "\n".join(lines)
