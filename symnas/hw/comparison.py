@@ -41,7 +41,7 @@ class ArmResult:
     """One arm's winner: the design, its metrics (fast mapping), its LOMA costs and how the search went."""
 
     arm: str
-    design: CoDesign
+    design: Optional[CoDesign]       # None: no feasible design was found
     metrics: Dict[str, Any]
     trials: int                      # trials this arm ran (d: plus the network search it reuses)
     seconds: float                   # wall time of the search, set-up included
@@ -96,7 +96,8 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
         records = [r for r in study.completed if r.metrics.get("feasible")]
         records.sort(key=lambda r: r.metrics["score"])
         if not records:
-            raise RuntimeError(f"arm ({arm}) {ARMS[arm]}: no feasible design in {len(study.records)} trials")
+            log(f"  ({arm}) {ARMS[arm]}: no feasible design in {len(study.records)} trials")
+            return ArmResult(arm, None, {}, spent, seconds, 0, study=study)
         checked, chosen, verdict = 0, None, None
         exact = evaluator.scorer is not None and any(t.neural for t in decode(records[0].to_dna()).network.layers)
         for record in records[:max(1, finalists)]:
@@ -129,8 +130,9 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
                        storage=None, progress=progress, record_objects=False, name=f"hw_{backbone}_{arm}")
         seconds = time.perf_counter() - start
         result = finish(arm, space, evaluator, study, seconds, trials)
-        log(f"  ({arm}) {ARMS[arm]}: {trials} trials in {seconds:.1f} s, {result.feasible} feasible, "
-            f"best EDP {result.metrics['edp']:.4g}")
+        if result.design is not None:
+            log(f"  ({arm}) {ARMS[arm]}: {trials} trials in {seconds:.1f} s, {result.feasible} feasible, "
+                f"best EDP {result.metrics['edp']:.4g}")
         return result
 
     if "a" in arms:
@@ -148,7 +150,9 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
         results["c"] = run_search("c", cosearch_space(backbone, base, channel_shuffle=channel_shuffle),
                                   with_legality=True)
     if "d" in arms:
-        network = results["c"].design.network
+        # without a feasible network from (c), (d) searches hardware for the original network
+        network = (results["c"].design.network if results["c"].design is not None
+                   else original_transformation(backbone))
         results["d"] = run_search("d", cosearch_space(backbone, hw_space, fixed_network=network), with_legality=False)
         results["d"].trials += results["c"].trials
         results["d"].exact_legal, results["d"].exact_reason = results["c"].exact_legal, results["c"].exact_reason
@@ -159,6 +163,8 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
     if loma:
         full = CostModel(mapping="loma", objective=_zigzag_objective(objective))
         for result in ordered:
+            if result.design is None:
+                continue
             start = time.perf_counter()
             evaluator = CoDesignEvaluator(backbone, objective=objective, legality=None, reference=base,
                                           cost_model=full)
@@ -175,13 +181,16 @@ def _zigzag_objective(objective: str) -> str:
 def format_table(results: List[ArmResult]) -> str:
     """A markdown table: EDP, latency, energy, area, weights, legality, trials and search time per arm, with
     EDP ratios to (a) and, for (e), to the best of (b)-(d)."""
-    by_arm = {r.arm: r for r in results}
+    by_arm = {r.arm: r for r in results if r.design is not None}
     base = by_arm.get("a")
-    separate = [by_arm[a] for a in "bcd" if a in by_arm]
+    separate = [by_arm[a] for a in "abcd" if a in by_arm and a != "a"]
     lines = ["| arm | EDP µJ·ms (fast) | vs (a) | EDP (LOMA) | vs (a), LOMA | latency ms | energy µJ | area mm² | "
              "weights | legal (exact) | trials | search s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        if r.design is None:
+            lines.append(f"| ({r.arm}) {r.label} | no feasible design | | | | | | | | | {r.trials} | {r.seconds:.0f} |")
+            continue
         m = r.metrics
         ratio = f"{base.metrics['edp'] / m['edp']:.2f}x" if base else ""
         loma = f"{r.loma['edp']:.4g}" if r.loma else "-"
