@@ -12,7 +12,7 @@ searched winner's network as JSON (``pg.to_json_str`` of the ``sn.nn`` tree, wha
 Usage::
 
     flock /work/bench.lock python benchmarks/hw_cosearch.py --backbones resnet18 resnext29_2x64d --trials 1000
-    python benchmarks/hw_cosearch.py --backbones resnet18 --trials 50 --fisher-batch 32 --no-loma   # quick
+    python benchmarks/hw_cosearch.py --backbones resnet18 --trials 50 --fisher-batch 32 --loma none   # quick
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def main(argv=None) -> None:
     parser.add_argument("--fisher-batch", type=int, default=128, help="CIFAR-10 images for Fisher legality")
     parser.add_argument("--legality", default="network", choices=["network", "per_layer"])
     parser.add_argument("--finalists", type=int, default=10, help="winners checked exactly, in order, per search")
-    parser.add_argument("--no-loma", dest="loma", action="store_false", help="skip the LOMA re-costing of winners")
+    parser.add_argument("--loma", default="targets", choices=["all", "targets", "none"],
+                        help="winners re-costed by ZigZag's LOMA search: all, (a) + (e) + the best of (b)-(d), none")
     parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="groupings without channel shuffle")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export", default=None, help="write the winners' networks and accelerators here")
