@@ -11,13 +11,15 @@ searched winner's network as JSON (``pg.to_json_str`` of the ``sn.nn`` tree, wha
 
 Usage::
 
-    flock /work/bench.lock python benchmarks/hw_cosearch.py --backbones resnet18 resnext29_2x64d --trials 1000
+    python benchmarks/hw_cosearch.py --backbones resnet18 resnext29_2x64d --trials 1000 --lock /work/bench.lock
     python benchmarks/hw_cosearch.py --backbones resnet18 --trials 50 --fisher-batch 32 --loma none   # quick
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -33,6 +35,22 @@ ALGORITHMS = {
     "reinforce": lambda seed: sn.algorithms.Reinforce(seed=seed),
     "bayesian": lambda seed: sn.algorithms.Bayesian(seed=seed),
 }
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Holds an exclusive flock on ``path`` (waiting for it), or nothing when ``path`` is None."""
+    if path is None:
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        start = time.perf_counter()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        print(f"  lock {path} held (waited {time.perf_counter() - start:.0f} s)", flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def main(argv=None) -> None:
@@ -52,6 +70,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export", default=None, help="write the winners' networks and accelerators here")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--lock", default=None, metavar="FILE",
+                        help="hold this lock file (flock) during the searches only, not the LOMA re-costing")
     args = parser.parse_args(argv)
     load = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -61,10 +81,16 @@ def main(argv=None) -> None:
     summary = {"started": f"{started:%Y-%m-%d %H:%M} UTC", "args": vars(args), "backbones": {}}
     for backbone in args.backbones:
         print(f"\n=== {backbone} ===", flush=True)
-        results = sn.hw.compare_searches(backbone, args.trials, preset=args.preset, algorithm=ALGORITHMS[args.algorithm],
-                                         seed=args.seed, batch=batch, legality=args.legality, objective=args.objective,
-                                         finalists=args.finalists, loma=args.loma, arms=args.arms,
-                                         channel_shuffle=args.shuffle, log=lambda s: print(s, flush=True))
+        with locked(args.lock):
+            results = sn.hw.compare_searches(backbone, args.trials, preset=args.preset,
+                                             algorithm=ALGORITHMS[args.algorithm], seed=args.seed, batch=batch,
+                                             legality=args.legality, objective=args.objective,
+                                             finalists=args.finalists, loma="none", arms=args.arms,
+                                             channel_shuffle=args.shuffle, log=lambda s: print(s, flush=True))
+            load = os.getloadavg()
+            print(f"  searches done, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+        sn.hw.recost_with_loma(results, backbone, which=args.loma, objective=args.objective, preset=args.preset,
+                               log=lambda s: print(s, flush=True))
         print()
         print(sn.hw.format_table(results))
         for r in results:

@@ -34,8 +34,8 @@ __all__ = ["Accelerator", "Memory", "LOOPS", "OPERANDS", "DATAFLOWS", "area_mm2"
            "HardwareError", "PRESETS", "NAHAS_RANGES", "edge_tpu_like", "eyeriss_like", "nahas_space", "preset",
            "tpu_like", "ORDERS", "Layer", "network_layers", "schedule_layers", "schedule_loop_order",
            "torch_layers"]
-from symnas.hw.comparison import ARMS, ArmResult, compare_searches, format_table  # noqa: E402
+from symnas.hw.comparison import ARMS, ArmResult, compare_searches, format_table, recost_with_loma  # noqa: E402
 from symnas.hw.validation import RankReport, fast_vs_full, random_pairs, transformed_layers  # noqa: E402
 
-__all__ += ["ARMS", "ArmResult", "compare_searches", "format_table", "RankReport", "fast_vs_full", "random_pairs",
+__all__ += ["ARMS", "ArmResult", "compare_searches", "format_table", "recost_with_loma", "RankReport", "fast_vs_full", "random_pairs",
             "transformed_layers"]

@@ -30,7 +30,7 @@ from symnas.hw.cosearch import CoDesign, CoDesignEvaluator, cosearch_space, orig
 from symnas.hw.cost import CostModel
 from symnas.hw.presets import nahas_space, preset as preset_by_name
 
-__all__ = ["ArmResult", "compare_searches", "format_table", "ARMS"]
+__all__ = ["ArmResult", "compare_searches", "recost_with_loma", "format_table", "ARMS"]
 
 ARMS = {"a": "original on the preset", "b": "hardware only", "c": "network only",
         "d": "sequential (c, then hardware)", "e": "joint"}
@@ -164,21 +164,31 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
         results["e"] = run_search("e", cosearch_space(backbone, hw_space, channel_shuffle=channel_shuffle),
                                   with_legality=True)
     ordered = [results[a] for a in "abcde" if a in results and (a in arms or a == "c" and "d" in arms)]
-    if loma != "none":
-        full = CostModel(mapping="loma", objective=_zigzag_objective(objective))
-        separate = [r for r in ordered if r.arm in "bcd" and r.design is not None]
-        wanted = {r.arm for r in ordered if r.design is not None} if loma == "all" else (
-            {"a", "e"} | ({min(separate, key=lambda r: r.metrics["edp"]).arm} if separate else set()))
-        for result in ordered:
-            if result.design is None or result.arm not in wanted:
-                continue
-            start = time.perf_counter()
-            evaluator = CoDesignEvaluator(backbone, objective=objective, legality=None, reference=base,
-                                          cost_model=full)
-            cost = full.network_cost(evaluator.layers(result.design.network), result.design.accelerator)
-            result.loma = dict(cost.as_metrics(), seconds=time.perf_counter() - start)
-            log(f"  ({result.arm}) LOMA: EDP {result.loma['edp']:.4g} ({result.loma['seconds']:.0f} s)")
+    recost_with_loma(ordered, backbone, which=loma, objective=objective, preset=preset, log=log)
     return ordered
+
+
+def recost_with_loma(results: List[ArmResult], backbone: str, which: str = "targets", objective: str = "edp",
+                     preset: str = "edge_tpu_like", log: Callable[[str], None] = print) -> None:
+    """Costs the winners again with ZigZag's full LOMA search (``ArmResult.loma``); ``which`` as in
+    ``compare_searches``' ``loma``."""
+    if which not in ("all", "targets", "none"):
+        raise ValueError(f"loma must be 'all', 'targets' or 'none', got {which!r}")
+    if which == "none":
+        return
+    full = CostModel(mapping="loma", objective=_zigzag_objective(objective))
+    separate = [r for r in results if r.arm in "bcd" and r.design is not None]
+    wanted = {r.arm for r in results if r.design is not None} if which == "all" else (
+        {"a", "e"} | ({min(separate, key=lambda r: r.metrics["edp"]).arm} if separate else set()))
+    evaluator = CoDesignEvaluator(backbone, objective=objective, legality=None, reference=preset_by_name(preset),
+                                  cost_model=full)
+    for result in results:
+        if result.design is None or result.arm not in wanted:
+            continue
+        start = time.perf_counter()
+        cost = full.network_cost(evaluator.layers(result.design.network), result.design.accelerator)
+        result.loma = dict(cost.as_metrics(), seconds=time.perf_counter() - start)
+        log(f"  ({result.arm}) LOMA: EDP {result.loma['edp']:.4g} ({result.loma['seconds']:.0f} s)")
 
 
 def _zigzag_objective(objective: str) -> str:
