@@ -357,3 +357,37 @@ def test_exact_legality_of_the_original_network_holds(synthetic_batch):
     design = sn.hw.CoDesign(network=sn.hw.original_transformation("resnet18"), accelerator=sn.hw.edge_tpu_like())
     assert evaluate.exact_legality(design, synthetic_batch).legal
     assert evaluate(design)["legal"] is True
+
+
+# ---------------------------------------------------------------------------------------- comparison, validation
+
+
+def test_compare_searches_reports_each_arm_with_its_trials_and_time():
+    results = sn.hw.compare_searches("resnet18", trials=4, arms="ab", loma="none", log=lambda s: None)
+    assert [r.arm for r in results] == ["a", "b"]
+    original = results[0]
+    assert original.trials == 1 and original.exact_legal and original.metrics["edp"] > 0
+    assert results[1].trials == 4 and results[1].seconds > 0
+    table = sn.hw.format_table(results)
+    assert "| (a) original on the preset | " in table and "1.00x" in table
+    with pytest.raises(ValueError, match="unknown arms"):
+        sn.hw.compare_searches("resnet18", trials=4, arms="az")
+    with pytest.raises(ValueError, match="loma must be"):
+        sn.hw.recost_with_loma(results, "resnet18", which="some")
+
+
+def test_fast_vs_full_reports_rank_correlations_over_random_pairs():
+    pairs = sn.hw.random_pairs(6, seed=1, backbones=("resnet18",), transformed=1, per_layer=3)
+    assert len(pairs) == 6 and len({p[0].key() for p in pairs}) == 2
+    stand_in = sn.hw.CostModel(orders=["output_stationary"])      # the plumbing, without minutes of LOMA
+    report = sn.hw.fast_vs_full(pairs, full=stand_in)
+    assert len(report.ratios) == 6 and all(r <= 1.0 + 1e-9 for r in report.ratios)   # best of 3 orders <= one
+    assert -1 <= report.spearman <= 1 and -1 <= report.within_layer_spearman <= 1
+
+
+def test_importing_symnas_does_not_import_zigzag():
+    import subprocess
+    import sys
+    code = "import sys, symnas; print('zigzag' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

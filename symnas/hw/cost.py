@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -258,7 +259,7 @@ def _run_zigzag(layer: Layer, acc, zz_acc, precision: int, orders, objective: st
     reduce = {"edp": reduce_stages.MinimalEDPStage, "latency": reduce_stages.MinimalLatencyStage,
               "energy": reduce_stages.MinimalEnergyStage}[objective]
     node = _layer_node(layer, acc, precision)
-    temporal = TemporalMappingGeneratorStage if orders is None else _FixedOrderStage
+    temporal = TemporalMappingGeneratorStage if orders is None else _fixed_order_stage()
     stages = [reduce, SpatialMappingGeneratorStage, reduce, temporal, CostModelStage]
     main = MainStage(stages, accelerator=zz_acc, layer=node, loma_lpf_limit=lpf_limit, loma_show_progress_bar=False,
                      nb_mappings_generated=1, enable_mix_spatial_mapping_generation=False,
@@ -333,7 +334,9 @@ def lpf_ordering(order: Sequence[Tuple[str, int]], temporal: Dict[str, int], siz
     return result
 
 
+@functools.lru_cache(maxsize=None)
 def _fixed_order_stage():
+    """The ZigZag stage class of the fast mapping (defined on first use: ZigZag is imported lazily)."""
     from zigzag.datatypes import LayerDim  # pylint: disable=import-outside-toplevel
     from zigzag.opt.loma.engine import LomaEngine  # pylint: disable=import-outside-toplevel
     from zigzag.opt.loma.memory_allocator import MemoryAllocator  # pylint: disable=import-outside-toplevel
@@ -378,17 +381,3 @@ def _fixed_order_stage():
                                     f"({'; '.join(sorted(set(failures)))})")
 
     return FixedOrderStage
-
-
-class _FixedOrderStageProxy:
-    """Imports ZigZag only when the stage is first used."""
-
-    _cls = None
-
-    def __new__(cls, *args, **kwargs):
-        if cls._cls is None:
-            cls._cls = _fixed_order_stage()
-        return cls._cls(*args, **kwargs)
-
-
-_FixedOrderStage = _FixedOrderStageProxy

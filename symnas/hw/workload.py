@@ -25,7 +25,8 @@ import dataclasses
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["Layer", "network_layers", "schedule_layers", "torch_layers", "schedule_loop_order", "ORDERS"]
+__all__ = ["Layer", "network_layers", "schedule_layers", "kernel_layers", "torch_layers", "schedule_loop_order",
+           "ORDERS"]
 
 # sn.program loop names -> ZigZag loop dimensions (``co`` covers the groups too: G outside K)
 _PROGRAM_TO_ZIGZAG = {"n": "B", "co": "K", "oh": "OY", "ow": "OX", "ci": "C", "kh": "FY", "kw": "FX"}
@@ -187,10 +188,15 @@ def schedule_loop_order(schedule, part: int = 0) -> Optional[Tuple[Tuple[str, in
 def schedule_layers(schedule, name: str = "kernel", batch: Optional[int] = None) -> List[Layer]:
     """The layers a ``sn.program.Schedule`` computes (one per kernel part), with its loop order."""
     kernel = schedule.kernel()
+    return kernel_layers(kernel, name, batch, [schedule_loop_order(schedule, i) for i in range(len(kernel.parts))])
+
+
+def kernel_layers(kernel, name: str, batch: Optional[int] = None, orders=None) -> List[Layer]:
+    """The layers of a ``sn.program.Kernel`` (one per part; ``orders``: each part's loop order or None)."""
     layers = []
     for index, part in enumerate(kernel.parts):
         label = name if len(kernel.parts) == 1 else f"{name}[p{index}]"
-        order = schedule_loop_order(schedule, index)
+        order = orders[index] if orders else None
         b = batch or kernel.batch
         if kernel.kind == "dense":
             layers.append(Layer(label, K=part.c_out, C=part.ci_per_group, B=b, kind="dense", order=order))
@@ -286,12 +292,7 @@ def torch_layers(module, in_shape: Sequence[int] = (3, 32, 32), batch: int = 1) 
         def record(mod, inputs, output):
             x = inputs[0]
             if isinstance(mod, TransformedConv):
-                for i, part in enumerate(mod.kernel.parts):
-                    k = mod.kernel
-                    layers.append(Layer(name if len(k.parts) == 1 else f"{name}[p{i}]",
-                                        K=part.c_out // part.groups, C=part.ci_per_group, OY=k.rows(part),
-                                        OX=k.cols, FY=k.k, FX=k.k, G=part.groups,
-                                        stride=(k.stride * k.bh, k.stride * k.bw), B=batch))
+                layers.extend(kernel_layers(mod.kernel, name, batch))
             elif isinstance(mod, nn.Conv2d):
                 g = mod.groups
                 layers.append(Layer(name, K=mod.out_channels // g, C=mod.in_channels // g, OY=output.shape[2],
