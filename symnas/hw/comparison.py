@@ -8,8 +8,9 @@
 * (d) sequential: (c)'s network, then the accelerator searched for it;
 * (e) joint: network and accelerator searched together;
 
-each search with ``trials`` trials of the same algorithm, the area budget of the preset and Fisher
-legality. A winner is the best feasible trial whose network passes the exact whole-network legality
+each search with ``trials`` trials of the same algorithm (minimising ``log_score``: the order of the score,
+on a scale that reward-difference learners such as ``Reinforce`` can use), the area budget of the preset
+and Fisher legality. A winner is the best feasible trial whose network passes the exact whole-network legality
 check (``LegalityCheck.check``; up to ``finalists`` are checked in order), costed again with ZigZag's full
 LOMA mapping search (``loma``). ``format_table`` prints the comparison.
 
@@ -130,7 +131,7 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
                                       legality=legality if with_legality else None,
                                       batch=batch if with_legality else None, reference=base, space=space,
                                       cost_model=CostModel(objective=_zigzag_objective(objective)))
-        study = search(space, evaluator, algorithm(seed), num_trials=trials, objectives={"score": "min"},
+        study = search(space, evaluator, algorithm(seed), num_trials=trials, objectives={"log_score": "min"},
                        storage=None, progress=progress, record_objects=False, name=f"hw_{backbone}_{arm}")
         seconds = time.perf_counter() - start
         result = finish(arm, space, evaluator, study, seconds, trials)

@@ -158,7 +158,9 @@ class CoDesignEvaluator:
       train: optional ``train(network, learning_rate) -> accuracy`` run on feasible designs (metric ``accuracy``).
       proxy, seed, context: the legality check's proxy, seed and isolated-scoring context.
 
-    Metrics of a feasible design: ``score`` (the objective; minimise it), ``edp`` (µJ·ms), ``latency_ms``,
+    Metrics of a feasible design: ``score`` (the objective; minimise it), ``log_score`` (its log10: for
+    algorithms that learn from reward differences, such as ``Reinforce``, penalties and feasible designs then
+    sit on one scale), ``edp`` (µJ·ms), ``latency_ms``,
     ``energy_uj``, ``area_mm2``, ``weights``, ``macs``, ``utilization``, ``<proxy>_candidate`` /
     ``<proxy>_original``, ``legal``, ``feasible``. An accelerator that cannot run a layer rejects the trial
     with ZigZag's reason (``sn.hw.HardwareError``).
@@ -255,6 +257,7 @@ class CoDesignEvaluator:
                 raise TrialRejected("; ".join(reasons), metrics)
             metrics.update(feasible=False, violation=violation, reason="; ".join(reasons),
                            score=self.penalty * (1 + violation))
+            metrics["log_score"] = math.log10(metrics["score"])
             return metrics
         acc = design.accelerator
         layers = self.layers(design.network)
@@ -268,6 +271,7 @@ class CoDesignEvaluator:
             if not math.isfinite(metrics[name]):
                 raise TrialRejected(f"{name} is {metrics[name]}", metrics)
         metrics["score"] = metrics[self.objective]
+        metrics["log_score"] = math.log10(max(metrics["score"], 1e-30))
         if self.train is not None:
             metrics["accuracy"] = float(self.train(design.network.network(), design.learning_rate))
         return metrics
