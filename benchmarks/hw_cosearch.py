@@ -3,7 +3,8 @@
 For each backbone (CIFAR-10, batch 1), the area budget is the ``--preset`` accelerator's area and every
 search runs ``--trials`` trials of the same algorithm (``sn.hw.compare_searches``):
 (a) the original network on the preset; (b) hardware only; (c) network only (Fisher-legal transformation
-sequences, network mode, channel shuffle); (d) sequential: (c)'s network, then a hardware search; (e) joint.
+sequences, network mode, channel shuffle); (d) sequential: (c)'s network, then a hardware search (2N trials in
+all); (s) sequential at N trials (N/2 network, N/2 hardware); (e) joint.
 Printed per arm: EDP (fast mapping, and the winner again with ZigZag's full LOMA search), latency, energy,
 area, weights, exact whole-network legality, trials and search time. ``--export DIR`` writes each
 searched winner's network as JSON (``pg.to_json_str`` of the ``sn.nn`` tree, what
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnext29_2x64d"])
     parser.add_argument("--trials", type=int, default=1000, help="trials per search")
-    parser.add_argument("--arms", default="abcde")
+    parser.add_argument("--arms", default="abcdse", help="a b c d s e (see sn.hw.compare_searches)")
     parser.add_argument("--algorithm", default="evolution", choices=sorted(ALGORITHMS))
     parser.add_argument("--preset", default="edge_tpu_like", choices=sorted(sn.hw.PRESETS))
     parser.add_argument("--objective", default="edp", choices=["edp", "latency_ms", "energy_uj"])

@@ -5,7 +5,10 @@
 * (a) the original network on the preset accelerator (no search);
 * (b) hardware only: the original network, the accelerator searched (``nahas_space`` around the preset);
 * (c) network only: the transformation sequence searched, on the preset;
-* (d) sequential: (c)'s network, then the accelerator searched for it;
+* (d) sequential: (c)'s network, then the accelerator searched for it (``trials`` more trials: twice the
+  others' in all);
+* (s) sequential at the same trial count: a network search of ``trials / 2`` trials on the preset, then an
+  accelerator search of the other half for its winner;
 * (e) joint: network and accelerator searched together;
 
 each search with ``trials`` trials of the same algorithm (minimising ``log_score``: the order of the score,
@@ -34,7 +37,8 @@ from symnas.hw.presets import nahas_space, preset as preset_by_name
 __all__ = ["ArmResult", "compare_searches", "recost_with_loma", "format_table", "ARMS"]
 
 ARMS = {"a": "original on the preset", "b": "hardware only", "c": "network only",
-        "d": "sequential (c, then hardware)", "e": "joint"}
+        "d": "sequential (c, then hardware)", "s": "sequential, same trials (N/2 + N/2)", "e": "joint"}
+_ORDER = "abcdse"
 
 
 @dataclasses.dataclass
@@ -66,7 +70,7 @@ def _default_algorithm(seed: int):
 def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: str = "edge_tpu_like",
                      hardware_space: Any = None, algorithm: Callable[[int], Any] = _default_algorithm,
                      seed: int = 0, batch=None, legality: str = "network", objective: str = "edp",
-                     finalists: int = 10, loma: str = "targets", arms: str = "abcde", channel_shuffle: bool = True,
+                     finalists: int = 10, loma: str = "targets", arms: str = "abcdse", channel_shuffle: bool = True,
                      progress: bool = False, log: Callable[[str], None] = print) -> List[ArmResult]:
     """Runs the arms named in ``arms`` (module docstring) and returns their results in order.
 
@@ -74,7 +78,7 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
     tournament 5); ``batch`` is the Fisher batch (``fisher_batch``); ``hardware_space`` the accelerator space
     (default ``nahas_space(preset)``). Each search starts with empty caches, so its time includes its own
     cost-model and proxy evaluations. ``loma``: which winners ZigZag's full LOMA search re-costs: ``"all"``,
-    ``"targets"`` (default: (a), (e) and the best of (b)-(d) by the fast EDP, the three the targets compare;
+    ``"targets"`` (default: (a), (e) and the best of (b)-(d), (s) by the fast EDP, the three the targets compare;
     LOMA takes 5040 orders for a grouped layer, minutes each on two cores) or ``"none"``.
     """
     from symnas.materialize import Materializer  # pylint: disable=import-outside-toplevel
@@ -125,18 +129,18 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
                         exact_reason="" if verdict is None else verdict.reason, checked=checked, study=study)
         return out
 
-    def run_search(arm: str, space: CoDesign, with_legality: bool) -> ArmResult:
+    def run_search(arm: str, space: CoDesign, with_legality: bool, count: int = trials) -> ArmResult:
         start = time.perf_counter()
         evaluator = CoDesignEvaluator(backbone, objective=objective, area_budget=budget,
                                       legality=legality if with_legality else None,
                                       batch=batch if with_legality else None, reference=base, space=space,
                                       cost_model=CostModel(objective=_zigzag_objective(objective)))
-        study = search(space, evaluator, algorithm(seed), num_trials=trials, objectives={"log_score": "min"},
+        study = search(space, evaluator, algorithm(seed), num_trials=count, objectives={"log_score": "min"},
                        storage=None, progress=progress, record_objects=False, name=f"hw_{backbone}_{arm}")
         seconds = time.perf_counter() - start
-        result = finish(arm, space, evaluator, study, seconds, trials)
+        result = finish(arm, space, evaluator, study, seconds, count)
         if result.design is not None:
-            log(f"  ({arm}) {ARMS[arm]}: {trials} trials in {seconds:.1f} s, {result.feasible} feasible, "
+            log(f"  ({arm}) {ARMS[arm]}: {count} trials in {seconds:.1f} s, {result.feasible} feasible, "
                 f"best EDP {result.metrics['edp']:.4g}")
         return result
 
@@ -161,10 +165,21 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
         results["d"] = run_search("d", cosearch_space(backbone, hw_space, fixed_network=network), with_legality=False)
         results["d"].trials += results["c"].trials
         results["d"].exact_legal, results["d"].exact_reason = results["c"].exact_legal, results["c"].exact_reason
+    if "s" in arms:
+        half = max(1, trials // 2)
+        first = run_search("s", cosearch_space(backbone, base, channel_shuffle=channel_shuffle), with_legality=True,
+                           count=half)
+        network = first.design.network if first.design is not None else original_transformation(backbone)
+        second = run_search("s", cosearch_space(backbone, hw_space, fixed_network=network), with_legality=False,
+                            count=max(1, trials - half))
+        second.trials += first.trials
+        second.seconds += first.seconds
+        second.exact_legal, second.exact_reason = first.exact_legal, first.exact_reason
+        results["s"] = second
     if "e" in arms:
         results["e"] = run_search("e", cosearch_space(backbone, hw_space, channel_shuffle=channel_shuffle),
                                   with_legality=True)
-    ordered = [results[a] for a in "abcde" if a in results and (a in arms or a == "c" and "d" in arms)]
+    ordered = [results[a] for a in _ORDER if a in results and (a in arms or a == "c" and "d" in arms)]
     recost_with_loma(ordered, backbone, which=loma, objective=objective, preset=preset, log=log)
     return ordered
 
@@ -178,7 +193,7 @@ def recost_with_loma(results: List[ArmResult], backbone: str, which: str = "targ
     if which == "none":
         return
     full = CostModel(mapping="loma", objective=_zigzag_objective(objective))
-    separate = [r for r in results if r.arm in "bcd" and r.design is not None]
+    separate = [r for r in results if r.arm in "bcds" and r.design is not None]
     wanted = {r.arm for r in results if r.design is not None} if which == "all" else (
         {"a", "e"} | ({min(separate, key=lambda r: r.metrics["edp"]).arm} if separate else set()))
     evaluator = CoDesignEvaluator(backbone, objective=objective, legality=None, reference=preset_by_name(preset),
@@ -201,7 +216,7 @@ def format_table(results: List[ArmResult]) -> str:
     EDP ratios to (a) and, for (e), to the best of (b)-(d)."""
     by_arm = {r.arm: r for r in results if r.design is not None}
     base = by_arm.get("a")
-    separate = [by_arm[a] for a in "abcd" if a in by_arm and a != "a"]
+    separate = [by_arm[a] for a in "bcds" if a in by_arm]
     lines = ["| arm | EDP µJ·ms (fast) | vs (a) | EDP (LOMA) | vs (a), LOMA | latency ms | energy µJ | area mm² | "
              "weights | legal (exact) | trials | search s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -218,12 +233,14 @@ def format_table(results: List[ArmResult]) -> str:
                      f"{m['latency_ms']:.4f} | {m['energy_uj']:.1f} | {m['area_mm2']:.3f} | {m['weights'] / 1e6:.2f}M | "
                      f"{legal} | {r.trials} | {r.seconds:.0f} |")
     if "e" in by_arm and separate:
-        best = min(separate, key=lambda r: r.metrics["edp"])
         joint = by_arm["e"]
-        text = f"joint (e) over the best separate ({best.arm}): {best.metrics['edp'] / joint.metrics['edp']:.2f}x EDP (fast)"
-        if joint.loma and best.loma:
-            best_loma = min((r for r in separate if r.loma), key=lambda r: r.loma["edp"])
-            text += f", {best_loma.loma['edp'] / joint.loma['edp']:.2f}x (LOMA, best separate {best_loma.arm})"
+        best = min(separate, key=lambda r: r.metrics["edp"])
         lines.append("")
-        lines.append(text)
+        lines.append("joint (e), EDP ratios (fast mapping): " + ", ".join(
+            f"over ({r.arm}) {r.metrics['edp'] / joint.metrics['edp']:.2f}x" for r in separate)
+            + f"; over the best separate ({best.arm}) {best.metrics['edp'] / joint.metrics['edp']:.2f}x")
+        with_loma = [r for r in separate if r.loma]
+        if joint.loma and with_loma:
+            best_loma = min(with_loma, key=lambda r: r.loma["edp"])
+            lines.append(f"with LOMA: joint over ({best_loma.arm}) {best_loma.loma['edp'] / joint.loma['edp']:.2f}x")
     return "\n".join(lines)
