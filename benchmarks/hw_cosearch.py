@@ -3,7 +3,7 @@
 For each backbone (CIFAR-10, batch 1), the area budget is the ``--preset`` accelerator's area and every
 search runs ``--trials`` trials of the same algorithm (``sn.hw.compare_searches``):
 (a) the original network on the preset; (b) hardware only; (c) network only (Fisher-legal transformation
-sequences, network mode, channel shuffle); (d) sequential: (c)'s network, then a hardware search (2N trials in
+sequences, per-layer legality, channel shuffle); (d) sequential: (c)'s network, then a hardware search (2N trials in
 all); (s) sequential at N trials (N/2 network, N/2 hardware); (e) joint.
 Printed per arm: EDP (fast mapping, and the winner again with ZigZag's full LOMA search), latency, energy,
 area, weights, exact whole-network legality, trials and search time. ``--export DIR`` writes each
@@ -63,7 +63,8 @@ def main(argv=None) -> None:
     parser.add_argument("--preset", default="edge_tpu_like", choices=sorted(sn.hw.PRESETS))
     parser.add_argument("--objective", default="edp", choices=["edp", "latency_ms", "energy_uj"])
     parser.add_argument("--fisher-batch", type=int, default=128, help="CIFAR-10 images for Fisher legality")
-    parser.add_argument("--legality", default="network", choices=["network", "per_layer"])
+    parser.add_argument("--legality", default="per_layer", choices=["per_layer", "network"],
+                        help="Fisher legality per layer (LegalityCheck's default) or of the network's sum")
     parser.add_argument("--finalists", type=int, default=10, help="winners checked exactly, in order, per search")
     parser.add_argument("--loma", default="targets", choices=["all", "targets", "none"],
                         help="winners re-costed by ZigZag's LOMA search: all, (a) + (e) + the best of (b)-(d), none")

@@ -69,7 +69,7 @@ def _default_algorithm(seed: int):
 
 def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: str = "edge_tpu_like",
                      hardware_space: Any = None, algorithm: Callable[[int], Any] = _default_algorithm,
-                     seed: int = 0, batch=None, legality: str = "network", objective: str = "edp",
+                     seed: int = 0, batch=None, legality: str = "per_layer", objective: str = "edp",
                      finalists: int = 10, loma: str = "targets", arms: str = "abcdse", channel_shuffle: bool = True,
                      progress: bool = False, log: Callable[[str], None] = print) -> List[ArmResult]:
     """Runs the arms named in ``arms`` (module docstring) and returns their results in order.

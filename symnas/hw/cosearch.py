@@ -146,7 +146,8 @@ class CoDesignEvaluator:
       objective: ``"edp"``, ``"latency_ms"`` or ``"energy_uj"``: the metric copied into ``score``.
       area_budget: mm²; a design over it violates the budget (``None``: no limit). A budget below the smallest
         accelerator of ``space`` (when given) raises ``ValueError`` at once.
-      legality: ``"network"`` or ``"per_layer"`` (``sn.proxies.LegalityCheck``'s modes) or ``None`` (no check).
+      legality: ``"per_layer"`` (default, as ``sn.proxies.LegalityCheck``: every transformed layer scores at least
+        the original layer) or ``"network"`` (the sums), or ``None`` (no check).
       batch: ``(images, labels)`` for the proxy (``fisher_batch``); needed unless ``legality`` is ``None``.
       penalize: how a design that violates the area budget or legality ends. ``True`` (default): the trial
         completes with ``feasible=False``, its ``violation`` (relative area excess plus relative proxy
@@ -167,7 +168,7 @@ class CoDesignEvaluator:
     """
 
     def __init__(self, backbone: str = "resnet18", *, objective: str = "edp", area_budget: Optional[float] = None,
-                 legality: Optional[str] = "network", batch=None, penalize: bool = True,
+                 legality: Optional[str] = "per_layer", batch=None, penalize: bool = True,
                  reference: Optional[Accelerator] = None, cost_model: Optional[CostModel] = None,
                  train: Optional[Callable[[Any, Optional[float]], float]] = None, proxy: str = "fisher",
                  seed: int = 0, context: str = "block", num_classes: int = 10, space: Any = None):
