@@ -304,7 +304,7 @@ def test_algorithms_swap_in_one_line_and_find_designs_within_the_area_budget():
 
 def test_joint_designs_breaking_legality_get_a_graded_penalty(synthetic_batch):
     space = sn.hw.cosearch_space("resnet18")
-    evaluate = sn.hw.CoDesignEvaluator("resnet18", batch=synthetic_batch, space=space)
+    evaluate = sn.hw.CoDesignEvaluator("resnet18", batch=synthetic_batch, space=space, legality="network")
     study = sn.search(space, evaluate, sn.algorithms.Random(seed=0), num_trials=3, objectives={"score": "min"},
                       storage=None, progress=False, record_objects=False)
     trials = study.trials
@@ -315,6 +315,21 @@ def test_joint_designs_breaking_legality_get_a_graded_penalty(synthetic_batch):
         else:
             assert not row["legal"] and row["score"] == pytest.approx(evaluate.penalty * (1 + row["violation"]))
             assert row["fisher_candidate"] < row["fisher_original"]
+
+
+def test_per_layer_legality_reverts_illegal_layers_and_costs_the_rest(synthetic_batch):
+    space = sn.hw.cosearch_space("resnet18", sn.hw.edge_tpu_like())
+    evaluate = sn.hw.CoDesignEvaluator("resnet18", batch=synthetic_batch)
+    design = next(pg.random_sample(space, seed=2))
+    illegal = evaluate.illegal_layers(design.network)
+    metrics = evaluate(design)
+    assert metrics["feasible"] and metrics["legal"] and metrics["reverted_layers"] == len(illegal) > 0
+    repaired = evaluate.repaired(design)
+    assert not evaluate.illegal_layers(repaired.network)
+    assert [t.path for t in repaired.network.layers if not t.neural] == \
+        sorted(set(illegal) | {t.path for t in design.network.layers if not t.neural},
+               key=[t.path for t in design.network.layers].index)
+    assert evaluate(repaired)["edp"] == pytest.approx(metrics["edp"])
 
 
 def test_illegal_or_over_budget_designs_are_rejected_without_penalty(synthetic_batch):

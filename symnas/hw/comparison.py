@@ -100,8 +100,8 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
                spent: int) -> ArmResult:
         materializer = Materializer(space)
 
-        def decode(dna):
-            return materializer.materialize(dna.use_spec(materializer.dna_spec))
+        def decode(dna):      # the design as the evaluator costed it (illegal layers reverted under repair)
+            return evaluator.repaired(materializer.materialize(dna.use_spec(materializer.dna_spec)))
         records = [r for r in study.completed if r.metrics.get("feasible")]
         records.sort(key=lambda r: r.metrics["score"])
         if not records:

@@ -149,6 +149,9 @@ class CoDesignEvaluator:
       legality: ``"per_layer"`` (default, as ``sn.proxies.LegalityCheck``: every transformed layer scores at least
         the original layer) or ``"network"`` (the sums), or ``None`` (no check).
       batch: ``(images, labels)`` for the proxy (``fisher_batch``); needed unless ``legality`` is ``None``.
+      repair: with per-layer legality, a layer whose transformation is illegal keeps its original operator (its
+        program steps stay) and the rest of the design is costed, as ``nas_pte``'s per-layer rejection does
+        (metric ``reverted_layers``; ``repaired(design)`` gives that design). ``False``: the design violates.
       penalize: how a design that violates the area budget or legality ends. ``True`` (default): the trial
         completes with ``feasible=False``, its ``violation`` (relative area excess plus relative proxy
         deficit) and ``score = penalty x (1 + violation)``, ``penalty`` being a thousand times the original
@@ -168,7 +171,7 @@ class CoDesignEvaluator:
     """
 
     def __init__(self, backbone: str = "resnet18", *, objective: str = "edp", area_budget: Optional[float] = None,
-                 legality: Optional[str] = "per_layer", batch=None, penalize: bool = True,
+                 legality: Optional[str] = "per_layer", batch=None, repair: bool = True, penalize: bool = True,
                  reference: Optional[Accelerator] = None, cost_model: Optional[CostModel] = None,
                  train: Optional[Callable[[Any, Optional[float]], float]] = None, proxy: str = "fisher",
                  seed: int = 0, context: str = "block", num_classes: int = 10, space: Any = None):
@@ -189,6 +192,7 @@ class CoDesignEvaluator:
                                  f"{smallest:.3f} mm², the budget is {area_budget:.3f} mm²")
         self.backbone, self.objective, self.area_budget = backbone, objective, area_budget
         self.legality_mode, self.penalize = legality, penalize
+        self.repair = repair and legality == "per_layer"
         self.cost_model = cost_model or CostModel()
         self.train = train
         self.original = snn.backbone(backbone, num_classes)
@@ -211,18 +215,21 @@ class CoDesignEvaluator:
         self.penalty = 1e3 * reference_cost.as_metrics()[objective]
 
     # ---- parts --------------------------------------------------------------------------------
-    def layers(self, network) -> List[Layer]:
-        """The layers of the transformed network (original ones where a layer has no steps)."""
+    def layers(self, network, reverted: Sequence[str] = ()) -> List[Layer]:
+        """The layers of the transformed network (original ones where a layer has no steps; the layers at the
+        paths in ``reverted`` keep their program steps but not their neural ones)."""
         replaced: Dict[str, List[Layer]] = {}
         for t in network.layers:
-            if not t.neural and not t.program:
+            neural = [] if t.path in reverted else list(t.neural)
+            if not neural and not t.program:
                 continue
             site = self.sites.get(t.path)
             if site is None:
                 raise ValueError(f"{t.path!r} is not a transformable layer of {self.backbone}")
-            key = (t.path, pg.format(list(t.neural), compact=True) + pg.format(list(t.program), compact=True))
+            key = (t.path, pg.format(neural, compact=True) + pg.format(list(t.program), compact=True))
             if key not in self._layers_cache:
-                self._layers_cache[key] = schedule_layers(t.schedule(self._ops[t.path]), site.torch_name)
+                schedule = _schedule(self._ops[t.path], neural + list(t.program))
+                self._layers_cache[key] = schedule_layers(schedule, site.torch_name)
             replaced[site.torch_name] = self._layers_cache[key]
         layers: List[Layer] = []
         for layer in self.base_layers:
@@ -234,25 +241,64 @@ class CoDesignEvaluator:
         replacements = {t.path: t.schedule(self._ops[t.path]) for t in network.layers if t.neural}
         return self.scorer.check(replacements)
 
-    def constraints(self, design: CoDesign) -> Tuple[Dict[str, Any], float, List[str]]:
-        """(metrics, violation, reasons) of the area budget and the legality check; violation 0 = feasible."""
+    def illegal_layers(self, network) -> List[str]:
+        """Paths of the transformed layers whose own score falls below the original layer's (or is not finite):
+        the per-layer rule, each layer scored once per option and cached."""
+        from symnas.proxies import NonFiniteScore  # pylint: disable=import-outside-toplevel
+        illegal = []
+        for t in network.layers:
+            if not t.neural:
+                continue
+            original = self.scorer.original_scores[self.sites[t.path].torch_name]
+            try:
+                if not self.scorer.score(t.path, t.schedule(self._ops[t.path])) >= original:
+                    illegal.append(t.path)
+            except NonFiniteScore:
+                illegal.append(t.path)
+        return illegal
+
+    def repaired(self, design: CoDesign) -> CoDesign:
+        """``design`` with its illegal layer transformations reverted (per-layer legality with ``repair``), as the
+        evaluator costed it; unchanged otherwise."""
+        if self.scorer is None or not self.repair:
+            return design
+        illegal = set(self.illegal_layers(design.network))
+        if not illegal:
+            return design
+        from symnas.spaces.transformations import LayerTransformation  # pylint: disable=import-outside-toplevel
+        network = design.network.clone(deep=True)
+        for i, t in enumerate(network.layers):
+            if t.path in illegal:
+                network.rebind({f"layers[{i}]": LayerTransformation(t.path, [], list(t.program))},
+                               skip_notification=True)
+        return CoDesign(network=network, accelerator=design.accelerator, learning_rate=design.learning_rate)
+
+    def constraints(self, design: CoDesign) -> Tuple[Dict[str, Any], float, List[str], List[str]]:
+        """(metrics, violation, reasons, reverted paths) of the area budget and the legality check;
+        violation 0 = feasible. With ``repair`` (per-layer legality), illegal layers are reverted, not violated."""
         area = area_mm2(design.accelerator)
         metrics: Dict[str, Any] = {"area_mm2": area}
-        violation, reasons = 0.0, []
+        violation, reasons, reverted = 0.0, [], []
         if self.area_budget is not None and area > self.area_budget:
             violation += area / self.area_budget - 1
             reasons.append(f"area {area:.3f} mm² exceeds the budget of {self.area_budget:.3f} mm²")
-        if self.scorer is not None:
+        if self.scorer is not None and self.repair:
+            reverted = self.illegal_layers(design.network)
+            kept = {t.path: t.schedule(self._ops[t.path]) for t in design.network.layers
+                    if t.neural and t.path not in reverted}
+            metrics.update(self.scorer.check(kept).as_metrics())
+            metrics["reverted_layers"] = len(reverted)
+        elif self.scorer is not None:
             result = self.legality_check(design.network)
             metrics.update(result.as_metrics())
             if not result.legal:
                 violation += _deficit(result)
                 reasons.append(f"illegal: {result.reason}")
-        return metrics, violation, reasons
+        return metrics, violation, reasons, reverted
 
     # ---- evaluation ---------------------------------------------------------------------------
     def __call__(self, design: CoDesign) -> Dict[str, Any]:
-        metrics, violation, reasons = self.constraints(design)
+        metrics, violation, reasons, reverted = self.constraints(design)
         if violation > 0:
             if not self.penalize:
                 raise TrialRejected("; ".join(reasons), metrics)
@@ -261,7 +307,7 @@ class CoDesignEvaluator:
             metrics["log_score"] = math.log10(metrics["score"])
             return metrics
         acc = design.accelerator
-        layers = self.layers(design.network)
+        layers = self.layers(design.network, reverted)
         cost = self.cost_model.network_cost(layers, acc)
         macs = sum(l.macs for l in layers)
         metrics.update(cost.as_metrics())
@@ -274,7 +320,8 @@ class CoDesignEvaluator:
         metrics["score"] = metrics[self.objective]
         metrics["log_score"] = math.log10(max(metrics["score"], 1e-30))
         if self.train is not None:
-            metrics["accuracy"] = float(self.train(design.network.network(), design.learning_rate))
+            network = self.repaired(design).network if reverted else design.network
+            metrics["accuracy"] = float(self.train(network.network(), design.learning_rate))
         return metrics
 
     def exact_legality(self, design: CoDesign, batch):
@@ -283,6 +330,11 @@ class CoDesignEvaluator:
             raise ValueError("this evaluator has no legality check")
         inputs, targets = batch
         return self.legality.check(self.original, design.network.network(), inputs, targets)
+
+
+def _schedule(op, steps):
+    from symnas.program import Schedule  # pylint: disable=import-outside-toplevel
+    return Schedule(op, steps)
 
 
 def _deficit(result) -> float:
