@@ -65,7 +65,9 @@ def main(argv=None) -> None:
     parser.add_argument("--fisher-batch", type=int, default=128, help="CIFAR-10 images for Fisher legality")
     parser.add_argument("--legality", default="per_layer", choices=["per_layer", "network"],
                         help="Fisher legality per layer (LegalityCheck's default) or of the network's sum")
-    parser.add_argument("--finalists", type=int, default=10, help="winners checked exactly, in order, per search")
+    parser.add_argument("--finalists", type=int, default=10, help="best trials checked exactly, in order, per search")
+    parser.add_argument("--repair-rounds", type=int, default=3,
+                        help="rounds of reverting the layers the exact check finds illegal, per finalist")
     parser.add_argument("--loma", default="targets", choices=["all", "targets", "none"],
                         help="winners re-costed by ZigZag's LOMA search: all, (a) + (e) + the best of (b)-(d), none")
     parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="groupings without channel shuffle")
@@ -87,7 +89,8 @@ def main(argv=None) -> None:
             results = sn.hw.compare_searches(backbone, args.trials, preset=args.preset,
                                              algorithm=ALGORITHMS[args.algorithm], seed=args.seed, batch=batch,
                                              legality=args.legality, objective=args.objective,
-                                             finalists=args.finalists, loma="none", arms=args.arms,
+                                             finalists=args.finalists, repair_rounds=args.repair_rounds,
+                                             loma="none", arms=args.arms,
                                              channel_shuffle=args.shuffle, log=lambda s: print(s, flush=True))
             load = os.getloadavg()
             print(f"  searches done, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)

@@ -13,9 +13,10 @@
 
 each search with ``trials`` trials of the same algorithm (minimising ``log_score``: the order of the score,
 on a scale that reward-difference learners such as ``Reinforce`` can use), the area budget of the preset
-and Fisher legality. A winner is the best feasible trial whose network passes the exact whole-network legality
-check (``LegalityCheck.check``; up to ``finalists`` are checked in order), costed again with ZigZag's full
-LOMA mapping search (``loma``). ``format_table`` prints the comparison.
+and Fisher legality. A winner is the best of up to ``finalists`` feasible trials (in order of score) whose network passes
+the exact whole-network legality check (``LegalityCheck.check``), after reverting the layers that check
+finds illegal for up to ``repair_rounds`` rounds (``CoDesignEvaluator.exact_repair``), costed again with
+ZigZag's full LOMA mapping search (``loma``). ``format_table`` prints the comparison.
 
 Example::
 
@@ -70,7 +71,8 @@ def _default_algorithm(seed: int):
 def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: str = "edge_tpu_like",
                      hardware_space: Any = None, algorithm: Callable[[int], Any] = _default_algorithm,
                      seed: int = 0, batch=None, legality: str = "per_layer", objective: str = "edp",
-                     finalists: int = 10, loma: str = "targets", arms: str = "abcdse", channel_shuffle: bool = True,
+                     finalists: int = 10, repair_rounds: int = 3, loma: str = "targets", arms: str = "abcdse",
+                     channel_shuffle: bool = True,
                      progress: bool = False, log: Callable[[str], None] = print) -> List[ArmResult]:
     """Runs the arms named in ``arms`` (module docstring) and returns their results in order.
 
@@ -107,24 +109,32 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
         if not records:
             log(f"  ({arm}) {ARMS[arm]}: no feasible design in {len(study.records)} trials")
             return ArmResult(arm, None, {}, spent, seconds, 0, study=study)
-        checked, chosen, verdict = 0, None, None
-        exact = evaluator.scorer is not None and any(t.neural for t in decode(records[0].to_dna()).network.layers)
+        checked, best = 0, None          # best: (edp, record metrics, design, verdict)
+        exact = evaluator.scorer is not None
         for record in records[:max(1, finalists)]:
             design = decode(record.to_dna())
+            if best is not None and record.metrics["edp"] >= best[0]:
+                break                     # reverting layers only adds work: no later finalist can win
             if not exact or not any(t.neural for t in design.network.layers):
-                chosen, verdict = (record, design), None
-                break
-            checked += 1
-            result = evaluator.exact_legality(design, batch)
-            if result.legal:
-                chosen, verdict = (record, design), result
-                break
-            log(f"  ({arm}) finalist {checked} fails the exact check: {result.reason}")
-        if chosen is None:
-            record = records[0]
-            chosen, verdict = (record, decode(record.to_dna())), result
-        record, design = chosen
-        out = ArmResult(arm, design, dict(record.metrics), spent, seconds, len(records),
+                metrics, verdict = dict(record.metrics), None
+            else:
+                checked += 1
+                design, verdict, rounds = evaluator.exact_repair(design, batch, repair_rounds)
+                if not verdict.legal:
+                    log(f"  ({arm}) finalist {checked} fails the exact check after {rounds} repairs: {verdict.reason}")
+                    continue
+                metrics = evaluator(design) if rounds else dict(record.metrics)
+                if rounds:
+                    log(f"  ({arm}) finalist {checked} passes the exact check after reverting layers in {rounds} "
+                        f"round(s): EDP {record.metrics['edp']:.4g} -> {metrics['edp']:.4g}")
+            if best is None or metrics["edp"] < best[0]:
+                best = (metrics["edp"], metrics, design, verdict)
+        if best is None:
+            log(f"  ({arm}) {ARMS[arm]}: no finalist passes the exact legality check")
+            return ArmResult(arm, None, {}, spent, seconds, len(records), exact_legal=False, checked=checked,
+                             study=study)
+        _, metrics, design, verdict = best
+        out = ArmResult(arm, design, metrics, spent, seconds, len(records),
                         exact_legal=None if verdict is None else bool(verdict.legal),
                         exact_reason="" if verdict is None else verdict.reason, checked=checked, study=study)
         return out

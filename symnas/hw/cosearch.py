@@ -202,6 +202,7 @@ class CoDesignEvaluator:
         self._ops = {s.path: s.operator() for s in sites}
         self._layers_cache: Dict[Tuple[str, str], List[Layer]] = {}
         self.scorer = None
+        self._original_scores = None
         self.setup_seconds = 0.0
         if legality is not None:
             from symnas.proxies import LegalityCheck  # pylint: disable=import-outside-toplevel
@@ -263,15 +264,7 @@ class CoDesignEvaluator:
         if self.scorer is None or not self.repair:
             return design
         illegal = set(self.illegal_layers(design.network))
-        if not illegal:
-            return design
-        from symnas.spaces.transformations import LayerTransformation  # pylint: disable=import-outside-toplevel
-        network = design.network.clone(deep=True)
-        for i, t in enumerate(network.layers):
-            if t.path in illegal:
-                network.rebind({f"layers[{i}]": LayerTransformation(t.path, [], list(t.program))},
-                               skip_notification=True)
-        return CoDesign(network=network, accelerator=design.accelerator, learning_rate=design.learning_rate)
+        return _reverted(design, illegal) if illegal else design
 
     def constraints(self, design: CoDesign) -> Tuple[Dict[str, Any], float, List[str], List[str]]:
         """(metrics, violation, reasons, reverted paths) of the area budget and the legality check;
@@ -329,7 +322,35 @@ class CoDesignEvaluator:
         if self.scorer is None:
             raise ValueError("this evaluator has no legality check")
         inputs, targets = batch
-        return self.legality.check(self.original, design.network.network(), inputs, targets)
+        if self._original_scores is None:
+            self._original_scores = self.legality.layer_scores(self.original, inputs, targets)
+        return self.legality.check(self.original, design.network.network(), inputs, targets,
+                                   original_scores=self._original_scores)
+
+    def exact_repair(self, design: CoDesign, batch, rounds: int = 3):
+        """(design, verdict, rounds used): the whole-network check, and while it fails (per-layer mode) the
+        failing layers reverted to their original operator and the check run again, up to ``rounds`` times.
+        Isolated layer scores can disagree with the whole network's (other transformed layers change the
+        gradients a layer sees), so a finalist may need this."""
+        verdict = self.exact_legality(design, batch)
+        used = 0
+        while not verdict.legal and verdict.mode == "per_layer" and verdict.failing_layers and used < rounds:
+            by_name = {site.torch_name: path for path, site in self.sites.items()}
+            failing = {by_name[name] for name in verdict.failing_layers}
+            design = _reverted(design, failing)
+            verdict = self.exact_legality(design, batch)
+            used += 1
+        return design, verdict, used
+
+
+def _reverted(design: CoDesign, paths) -> CoDesign:
+    """``design`` with the layers at ``paths`` back to their original operator (program steps kept)."""
+    from symnas.spaces.transformations import LayerTransformation  # pylint: disable=import-outside-toplevel
+    network = design.network.clone(deep=True)
+    for i, t in enumerate(network.layers):
+        if t.path in paths:
+            network.rebind({f"layers[{i}]": LayerTransformation(t.path, [], list(t.program))}, skip_notification=True)
+    return CoDesign(network=network, accelerator=design.accelerator, learning_rate=design.learning_rate)
 
 
 def _schedule(op, steps):
