@@ -30,6 +30,8 @@ import dataclasses
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+import pyglove as pg
+
 from symnas.hw.area import area_mm2
 from symnas.hw.cosearch import CoDesign, CoDesignEvaluator, cosearch_space, original_transformation
 from symnas.hw.cost import CostModel
@@ -109,10 +111,16 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
         if not records:
             log(f"  ({arm}) {ARMS[arm]}: no feasible design in {len(study.records)} trials")
             return ArmResult(arm, None, {}, spent, seconds, 0, study=study)
-        checked, best = 0, None          # best: (edp, record metrics, design, verdict)
+        checked, best, seen = 0, None, set()      # best: (edp, metrics, design, verdict)
         exact = evaluator.scorer is not None
-        for record in records[:max(1, finalists)]:
+        for record in records:
+            if len(seen) >= max(1, finalists):
+                break
             design = decode(record.to_dna())
+            key = pg.format(design, compact=True)
+            if key in seen:
+                continue                  # another proposal that the repair made the same design
+            seen.add(key)
             if best is not None and record.metrics["edp"] >= best[0]:
                 break                     # reverting layers only adds work: no later finalist can win
             if not exact or not any(t.neural for t in design.network.layers):
