@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/hw_cost_model.py --pairs 60            # ~10 min on 2 cores (LOMA dominates)
     python benchmarks/hw_cost_model.py --pairs 0             # speed only
+    python benchmarks/hw_cost_model.py --accelerators 0      # rank agreement only
 """
 from __future__ import annotations
 
@@ -78,14 +79,17 @@ def ranks(pairs: int, seed: int) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--accelerators", type=int, default=20, help="random accelerators for the speed test")
+    parser.add_argument("--accelerators", type=int, default=20, help="random accelerators for the speed test; 0: skip")
     parser.add_argument("--pairs", type=int, default=60, help="(layer, accelerator) pairs for the rank test; 0: skip")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.accelerators < 0 or args.pairs < 0:
+        parser.error("--accelerators and --pairs must be >= 0")
     load = os.getloadavg()
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
           f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    speed(args.backbone, args.accelerators, args.seed)
+    if args.accelerators:
+        speed(args.backbone, args.accelerators, args.seed)
     if args.pairs:
         ranks(args.pairs, args.seed)
     load = os.getloadavg()
