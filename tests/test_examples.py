@@ -80,3 +80,14 @@ def test_network_search_notebook_rejects_by_fisher_and_compiles_a_faster_network
     assert error < 1e-4
     speedup = float(text.split("speedup ")[1].split("x")[0])
     assert speedup > 1.2                                          # grouped kernels beat the original's
+
+
+def test_hw_cosearch_notebook_costs_presets_searches_jointly_and_draws_a_pareto_front():
+    pytest.importorskip("zigzag")
+    outputs = _outputs(_execute_notebook("hw_cosearch.ipynb"))
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    for preset in ("edge_tpu_like", "tpu_like", "eyeriss_like"):
+        assert preset in text
+    assert "designs feasible" in text and "best:" in text and "LOMA search:" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs)     # the Pareto front
