@@ -17,7 +17,7 @@ alike); ``time_interleaved`` is that timing loop alone, for callables prepared e
 Example::
 
     import symnas as sn
-    nets = {"original": sn.nn.resnet18(), "narrow": sn.nn.resnet18(width=32)}
+    nets = {"original": sn.nn.resnet18(), "narrow": sn.nn.resnet((2, 2, 2, 2), width=32)}
     result = sn.nn.compare_runtimes(nets, [sn.nn.TorchEager(), sn.nn.ONNXRuntime()], rounds=3)
     print(result.format())
     runtime, ms = result.best("original")      # the fastest way to run the original
