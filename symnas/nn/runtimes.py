@@ -310,16 +310,35 @@ def default_runtimes(relax: bool = False) -> List[Runtime]:
 def time_interleaved(callables: Mapping[str, Callable], x: torch.Tensor, rounds: int = 9, repeat: int = 3,
                      min_repeat_ms: float = 100.0) -> Dict[str, List[float]]:
     """Per-round milliseconds per call of each callable on ``x`` (each round's best of ``repeat``
-    timed runs of at least ``min_repeat_ms``), rounds interleaved so load changes hit all alike.
-    Torch runs with one thread per core (``sn.program.time_torch``)."""
-    from symnas.program.measure import time_torch  # pylint: disable=import-outside-toplevel
+    timed runs), rounds interleaved so load changes hit all alike. A timed run calls until
+    ``min_repeat_ms`` have passed, so a load burst cannot stretch it (a call count calibrated on one
+    fast call could). Torch runs with one thread per core (``sn.program.measure.num_threads``)."""
+    from symnas.program.measure import num_threads  # pylint: disable=import-outside-toplevel
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if repeat < 1 or min_repeat_ms < 0:
+        raise ValueError(f"repeat must be >= 1 and min_repeat_ms >= 0, got {repeat} and {min_repeat_ms}")
+    torch.set_num_threads(num_threads())
     runs: Dict[str, List[float]] = {name: [] for name in callables}
-    for _ in range(rounds):
-        for name, fn in callables.items():
-            runs[name].append(min(time_torch(fn, x, repeat=repeat, min_repeat_ms=min_repeat_ms)))
+    with torch.no_grad():
+        for fn in callables.values():
+            for _ in range(3):
+                fn(x)
+        for _ in range(rounds):
+            for name, fn in callables.items():
+                runs[name].append(min(_time_calls(fn, x, min_repeat_ms / 1e3) for _ in range(repeat)))
     return runs
+
+
+def _time_calls(fn: Callable, x: torch.Tensor, seconds: float) -> float:
+    """Milliseconds per call of ``fn(x)``, called until ``seconds`` have passed (at least once)."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn(x)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return elapsed / calls * 1e3
 
 
 NetworkLike = Union[Any, Tuple[Any, nn.Module]]
@@ -378,12 +397,13 @@ class RuntimeComparison:
 def compare_runtimes(networks: Mapping[str, NetworkLike], runtimes: Optional[Sequence[Runtime]] = None,
                      rounds: int = 9, in_shape: Sequence[int] = CIFAR_SHAPE, atol: float = 1e-3,
                      prepared: Optional[Mapping[str, Mapping[str, Callable]]] = None,
-                     seed: int = 0) -> RuntimeComparison:
+                     seed: int = 0, min_repeat_ms: float = 100.0) -> RuntimeComparison:
     """Times every runtime on every network at batch 1, in this process, ``rounds`` interleaved rounds.
 
     ``networks`` maps a name to a symbolic network (built here with ``seed``) or to ``(net, model)``
     with the torch model whose weights to use. ``runtimes`` defaults to ``default_runtimes()``.
     ``prepared`` adds callables prepared elsewhere (network -> label -> callable), timed alike.
+    Each round times each callable three times for ``min_repeat_ms`` and keeps the best.
     A runtime that is missing goes to ``missing``; one that raises while preparing or running, or
     whose output differs from torch eager by more than ``atol``, goes to ``failed`` with the error.
     """
@@ -431,7 +451,8 @@ def compare_runtimes(networks: Mapping[str, NetworkLike], runtimes: Optional[Seq
                 continue
             result.prepared[name][label] = fn
             timed[(name, label)] = fn
-    runs = time_interleaved({f"{n} | {l}": fn for (n, l), fn in timed.items()}, x, rounds=rounds)
+    runs = time_interleaved({f"{n} | {l}": fn for (n, l), fn in timed.items()}, x, rounds=rounds,
+                            min_repeat_ms=min_repeat_ms)
     result.runs = {name: {} for name in networks}
     for name, label in timed:
         result.runs[name][label] = runs[f"{name} | {label}"]
