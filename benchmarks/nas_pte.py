@@ -166,11 +166,10 @@ class KernelTable:
         number of latencies read. A table from another machine is used with a warning."""
         import ast  # pylint: disable=import-outside-toplevel
         try:
-            with open(path) as f:
-                saved = json.load(f)
+            saved = sn.load(path)   # plain JSON through the safe loader; keys are literals
             entries = {ast.literal_eval(k): (math.inf if v is None else float(v))
                        for k, v in saved["latency_ms"].items()}
-        except (OSError, ValueError, KeyError, TypeError, SyntaxError) as e:
+        except (OSError, ValueError, KeyError, TypeError, SyntaxError, AttributeError) as e:
             raise ValueError(f"--kernel-table {path}: not a kernel table saved by nas_pte ({e})") from e
         if bool(saved.get("cold_weights", False)) != self.cold_weights:
             modes = {True: "with cold weights (--kernel-timing cold)",

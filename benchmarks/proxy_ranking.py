@@ -19,7 +19,6 @@ import os
 import pathlib
 import sys
 
-import pyglove as pg
 from scipy import stats
 
 import symnas as sn
@@ -60,7 +59,7 @@ def main(argv=None):
     nets = []
     for path in args.models:
         try:
-            nets.append(pg.load(path))
+            nets.append(sn.load(path))   # JSON only: nothing in the file runs
         except (OSError, ValueError, TypeError, KeyError) as e:
             parser.error(f"cannot load a network from {path}: {e}")
     names = labels(args.models)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import json
 import os
 import platform
@@ -27,20 +26,11 @@ from typing import Any, Dict, List, Optional
 import torch
 
 import symnas as sn
-from symnas.safe_json import from_json_str
 
 NETWORKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "networks")
 SHIPPED = [("resnet18_original.json", "resnet18_warm36.json"), ("resnet34_original.json", "resnet34_cold33.json"),
            ("resnext29_original.json", "resnext29_cold36.json")]
 TARGET_SPEEDUP = 3.0
-
-
-def load_network(path: str):
-    """A symbolic network from JSON, without running anything from the file."""
-    for module in ("symnas.nn", "symnas.program"):      # registers the classes the file names
-        importlib.import_module(module)
-    with open(path, encoding="utf-8") as f:
-        return from_json_str(f.read())
 
 
 def runtimes(args) -> List[sn.nn.Runtime]:
@@ -98,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     load = os.getloadavg()
     print(f"runtime_baselines: {date}, {platform.node()}, {os.cpu_count()} cores, load {load[0]:.2f} "
           f"{load[1]:.2f} {load[2]:.2f}, torch {torch.__version__} ({torch.get_num_threads()} threads)", flush=True)
-    networks = {names[p]: load_network(p) for p in names}
+    networks = {names[p]: sn.load(p) for p in names}   # JSON only: nothing in the file runs
     result = sn.nn.compare_runtimes(networks, runtimes(args), rounds=args.rounds)
     x = torch.randn(1, 3, 32, 32)
     print(f"\n  batch 1, one process, best of {args.rounds} interleaved rounds (ms)")

@@ -12,21 +12,24 @@ Example::
     study = sn.search(space, lambda v: -(v.x ** 2) + v.y, sn.algorithms.Random(seed=0),
                       num_trials=20, storage=None)
     print(study.best)
+    sn.save(study.best, "best.json"); sn.load("best.json")   # JSON; loading never runs code
 """
 import importlib
 
 __version__ = "0.1.0"
 
 from symnas import algorithms
+from symnas import schedulers
 from symnas import spaces
 from symnas.errors import TrialRejected
 from symnas.objectives import Objective
+from symnas.safe_json import UnsafeJSONError, from_json, load, save
 from symnas.search import search
 from symnas.study import Study
 from symnas import pg_backend  # noqa: F401  (registers the "symnas" backend for pg.sample)
 
 # Heavy subpackages (torch, TVM) load on first use so `import symnas` stays fast.
-_LAZY_SUBPACKAGES = ("nn", "train", "data", "program", "proxies", "cli")
+_LAZY_SUBPACKAGES = ("nn", "train", "data", "program", "proxies", "kas", "cli")
 
 
 def __getattr__(name):
@@ -40,5 +43,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnas' has no attribute {name!r}")
 
 
-__all__ = ["algorithms", "spaces", "search", "Study", "Objective", "TrialRejected",
-           "nn", "train", "data", "program", "proxies", "symbolize"]
+__all__ = ["algorithms", "schedulers", "spaces", "search", "Study", "Objective", "TrialRejected",
+           "load", "from_json", "save", "UnsafeJSONError",
+           "nn", "train", "data", "program", "proxies", "kas", "symbolize"]

@@ -30,7 +30,7 @@ SHIPPED = [
 @pytest.fixture(scope="module", params=SHIPPED, ids=lambda s: s.ours)
 def shipped(request):
     s = request.param
-    return s, pg.load(str(NETWORKS / s.original)), pg.load(str(NETWORKS / s.ours))
+    return s, sn.load(NETWORKS / s.original), sn.load(NETWORKS / s.ours)
 
 
 def test_a_shipped_network_loads_builds_and_has_the_reported_size(shipped):

@@ -17,11 +17,14 @@ train_loss, time_s, params, flops, epochs, stopped_early) whose ``float()`` is t
 accuracy, so ``feedback(trainer.train())`` and ``sn.search(space, lambda t: t.train(), ...)``
 both work. Per-epoch accuracy goes to ``symnas.reporting.report`` inside ``sn.search`` and
 to ``feedback.add_measurement`` when a ``pg.sample`` feedback is passed, so an early-stopping
-policy can end the trial.
+policy or a scheduler can end the trial. Where the loop keeps a checkpoint for the trial
+(``symnas.reporting.checkpoint()``, for schedulers that pause trials), the Trainer saves its state
+there before each report and, resumed, goes on from it rather than from scratch.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, List, Optional
 
@@ -63,6 +66,15 @@ def _search_reporter():
     except ImportError:
         return None
     return report
+
+
+def _search_checkpoint():
+    """The trial's ``symnas.reporting.Checkpoint`` when the search loop keeps one (pausing schedulers)."""
+    from symnas.reporting import checkpoint  # pylint: disable=import-outside-toplevel
+    return checkpoint()
+
+
+_CHECKPOINT_FILE = "trainer.pt"
 
 
 def _fixed_subset(n: int, size: Optional[int], what: str) -> torch.Tensor:
@@ -170,10 +182,21 @@ class Trainer(pg.Object):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: self.schedule.factor(step, total_steps, steps_per_epoch))
         report = _search_reporter()
+        checkpoint = _search_checkpoint()
 
         history: List[dict] = []
         stopped_early = False
-        for epoch in range(1, self.epochs + 1):
+        first_epoch = 1
+        if checkpoint is not None and checkpoint.resumed and os.path.exists(checkpoint.file(_CHECKPOINT_FILE)):
+            # a paused trial, resumed: go on from the state saved before its last report
+            state = torch.load(checkpoint.file(_CHECKPOINT_FILE), map_location=device, weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            history, first_epoch = state["history"], state["epoch"] + 1
+        for epoch in range(first_epoch, self.epochs + 1):
             model.train()
             order = torch.randperm(n, generator=generator).to(device)
             loss_sum = torch.zeros((), device=device)
@@ -205,6 +228,11 @@ class Trainer(pg.Object):
             measurement = dict(accuracy=accuracy, loss=eval_loss, train_loss=train_loss)
             history.append(dict(epoch=epoch, **measurement))
             stop = False
+            if checkpoint is not None:   # saved before the report: a pause may follow it
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                            "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch},
+                           checkpoint.file(_CHECKPOINT_FILE))
             if report is not None:
                 stop = bool(report(step=epoch, **measurement))
             if feedback is not None:
