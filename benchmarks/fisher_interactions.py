@@ -4,7 +4,7 @@ The search judges a layer's transformation alone (the rest of the network origin
 issue defines judges the whole candidate. This prints, for each change, what the exact check sees: the
 network's Fisher sum over the original's, how many layers' scores fell, and the changed layers' own
 ratios. On DenseNet-161 a single grouped conv raises its own score but lowers the network's sum, and
-grouped together about half of the grouped layers fall below the original (``benchmarks/RESULTS_nas_pte.md``).
+grouped together about half of the grouped layers fall below the original (``docs/results_nas_pte.md``).
 
 A change is ``KERNEL:INDEX`` (group the INDEX-th transformable conv of that kernel size, counting from 0)
 or ``KERNEL:all`` (every transformable conv of that kernel size), each grouped by ``--groups``.
