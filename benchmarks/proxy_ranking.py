@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import sys
 
-import pyglove as pg
 from scipy import stats
 
 import symnas as sn
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nas_pte import cifar_batch  # noqa: E402  pylint: disable=wrong-import-position
+from symnas.safe_json import from_json_str
 
 PROXIES = ("fisher", "snip", "grad_norm", "synflow", "naswot")
 
@@ -60,11 +55,15 @@ def main(argv=None):
     nets = []
     for path in args.models:
         try:
-            nets.append(pg.load(path))
+            with open(path) as f:
+                nets.append(from_json_str(f.read()))    # nothing in the file is run
         except (OSError, ValueError, TypeError, KeyError) as e:
             parser.error(f"cannot load a network from {path}: {e}")
     names = labels(args.models)
-    x, y = cifar_batch(args.batch, args.seed)
+    try:
+        x, y = sn.data.CIFAR10().batch(args.batch, seed=args.seed)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
     width = max(10, *(len(n) for n in names[1:]))
 
     def row(label, cells):

@@ -26,7 +26,7 @@ from symnas.study import Study
 from symnas import pg_backend  # noqa: F401  (registers the "symnas" backend for pg.sample)
 
 # Heavy subpackages (torch, TVM) load on first use so `import symnas` stays fast.
-_LAZY_SUBPACKAGES = ("nn", "train", "data", "program", "proxies", "cli")
+_LAZY_SUBPACKAGES = ("nn", "train", "data", "program", "proxies", "pte", "cli")
 
 
 def __getattr__(name):
@@ -41,4 +41,4 @@ def __getattr__(name):
 
 
 __all__ = ["algorithms", "spaces", "search", "Study", "Objective", "TrialRejected",
-           "nn", "train", "data", "program", "proxies", "symbolize"]
+           "nn", "train", "data", "program", "proxies", "pte", "symbolize"]
