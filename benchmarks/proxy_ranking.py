@@ -20,7 +20,6 @@ import pathlib
 from scipy import stats
 
 import symnas as sn
-from symnas.safe_json import from_json_str
 
 PROXIES = ("fisher", "snip", "grad_norm", "synflow", "naswot")
 
@@ -55,8 +54,7 @@ def main(argv=None):
     nets = []
     for path in args.models:
         try:
-            with open(path) as f:
-                nets.append(from_json_str(f.read()))    # nothing in the file is run
+            nets.append(sn.load(path))   # JSON only: nothing in the file runs
         except (OSError, ValueError, TypeError, KeyError) as e:
             parser.error(f"cannot load a network from {path}: {e}")
     names = labels(args.models)

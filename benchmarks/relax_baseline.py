@@ -41,7 +41,6 @@ import tempfile
 import time
 from typing import Any, Dict
 
-import pyglove as pg
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -128,7 +127,7 @@ def main(argv=None) -> Dict[str, Any]:
     info: Dict[str, Dict[str, Any]] = {}
     for i, path in enumerate(args.models):
         name = os.path.splitext(os.path.basename(path))[0]
-        net = pg.load(path)
+        net = sn.load(path)   # JSON only: nothing in the file runs
         model = net.build((3, 32, 32)).eval()
         with torch.no_grad():
             reference = model(x)

@@ -29,17 +29,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # this checkout's symnas
 import symnas as sn  # noqa: E402  pylint: disable=wrong-import-position
-from symnas.safe_json import from_json_str  # noqa: E402  pylint: disable=wrong-import-position
 
 RECIPE_KEYS = ("epochs", "batch", "lr", "init", "clip_grad", "compile")
 
 
 def load_network(path: str):
     """The symbolic network saved at ``path`` (JSON; nothing in the file is run)."""
-    import symnas.nn  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (registers the classes)
-    import symnas.program  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    with open(path) as f:
-        return from_json_str(f.read())
+    return sn.load(path)
 
 
 def recipe(args, network, seed: int) -> sn.train.Trainer:

@@ -12,6 +12,7 @@ Example::
     study = sn.search(space, lambda v: -(v.x ** 2) + v.y, sn.algorithms.Random(seed=0),
                       num_trials=20, storage=None)
     print(study.best)
+    sn.save(study.best, "best.json"); sn.load("best.json")   # JSON; loading never runs code
 """
 import importlib
 
@@ -21,6 +22,7 @@ from symnas import algorithms
 from symnas import spaces
 from symnas.errors import TrialRejected
 from symnas.objectives import Objective
+from symnas.safe_json import UnsafeJSONError, from_json, load, save
 from symnas.search import search
 from symnas.study import Study
 from symnas import pg_backend  # noqa: F401  (registers the "symnas" backend for pg.sample)
@@ -41,4 +43,5 @@ def __getattr__(name):
 
 
 __all__ = ["algorithms", "spaces", "search", "Study", "Objective", "TrialRejected",
+           "load", "from_json", "save", "UnsafeJSONError",
            "nn", "train", "data", "program", "proxies", "pte", "symbolize"]

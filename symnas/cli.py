@@ -144,15 +144,15 @@ def command_search(args) -> int:
 
 def command_resume(args) -> int:
     from symnas import builtin_spaces  # pylint: disable=import-outside-toplevel
-    from symnas.safe_json import from_json_str  # pylint: disable=import-outside-toplevel
+    from symnas.safe_json import from_json  # pylint: disable=import-outside-toplevel
     from symnas.session import SearchSession  # pylint: disable=import-outside-toplevel
     from symnas.objectives import Objective  # pylint: disable=import-outside-toplevel
     storage, name = _open_study(args.storage, args.name)
     info = storage.study_info(name)
     _check_execution_args(args)
     source = builtin_spaces.source_from_info(info.get(SOURCE_KEY))  # imports the classes the JSON names
-    space = from_json_str(info["space"])
-    algorithm = from_json_str(info["algorithm"])
+    space = from_json(info["space"], source="the study's space")
+    algorithm = from_json(info["algorithm"], source="the study's algorithm")
     objectives = [Objective(**o) for o in info["objectives"]]
     num_trials = args.trials if args.trials is not None else info.get(TRIALS_KEY)
     if num_trials is None or num_trials < 0:

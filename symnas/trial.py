@@ -7,6 +7,8 @@ from typing import Any, Dict, List, Optional, Union
 
 import pyglove as pg
 
+from symnas.safe_json import dna_from_json, from_json
+
 RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
@@ -42,18 +44,14 @@ class TrialRecord:
         return self.status in FINISHED_STATUSES
 
     def to_dna(self, dna_spec: Optional[pg.DNASpec] = None) -> pg.DNA:
-        """The trial's DNA, bound to ``dna_spec`` when given."""
-        dna = pg.DNA.from_json(json.loads(self.dna))
-        if dna_spec is not None:
-            dna.use_spec(dna_spec)
-        return dna
+        """The trial's DNA, rebuilt from its plain numbers and bound to ``dna_spec`` when given."""
+        return dna_from_json(self.dna, dna_spec)
 
     def to_object(self) -> Any:
         """The materialised object of this trial, rebuilt from its JSON (no pickle, no imports)."""
-        from symnas.safe_json import from_json_str  # pylint: disable=import-outside-toplevel
         if self.object is None:
             raise ValueError(f"Trial {self.id} has no recorded object (status {self.status!r}).")
-        return from_json_str(self.object)
+        return from_json(self.object, source=f"trial {self.id}'s object")
 
     def reward_for_feedback(self) -> Union[None, float, tuple]:
         if self.status != COMPLETED or self.reward is None:

@@ -8,7 +8,7 @@ import shutil
 import pyglove as pg
 import pytest
 
-from symnas.safe_json import from_json_str
+import symnas as sn
 
 SCRIPT = "benchmarks/nas_pte.py"
 NETWORKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "networks"
@@ -26,9 +26,7 @@ RESNET18_SMALL = ["--backbone", "resnet18", "--trials", "100", "--fisher-batch",
 
 
 def _network(path):
-    import symnas.nn  # noqa: F401  (registers the classes the JSON names)
-    import symnas.program  # noqa: F401
-    return from_json_str(pathlib.Path(path).read_text())
+    return sn.load(path)
 
 
 def _search(load_script, argv, table, tmp_path):
@@ -89,7 +87,7 @@ def test_network_mode_with_fill_budget_and_shuffle_reports_a_legal_network_withi
 
 
 def _network_of(saved):
-    return from_json_str(json.dumps(saved["network"]))
+    return sn.from_json(json.dumps(saved["network"]))
 
 
 @pytest.mark.parametrize("argv, message", [(["--target-speedup", "0"], "--target-speedup must be positive"),

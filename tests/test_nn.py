@@ -99,7 +99,7 @@ def test_build_makes_fresh_weights_each_time():
 
 def test_layers_serialize_and_rebind_symbolically():
     net = sn.nn.Sequential([sn.nn.Conv(8, 3), sn.nn.MaxPool(3)])
-    restored = pg.from_json_str(net.to_json_str())
+    restored = sn.from_json(net.to_json_str())
     assert restored == net
     swapped = net.clone().rebind(
         lambda k, v, p: sn.nn.MaxPool(3) if isinstance(v, sn.nn.Conv) else v)

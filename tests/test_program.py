@@ -78,7 +78,7 @@ def test_split_names_outer_and_inner_loops_and_fuse_joins_names():
 def test_step_list_round_trips_through_json():
     schedule = P.Schedule(CONV, [P.Group(2), P.Tile(["co", "oh"], [4, 2]),
                                  P.Bottleneck(2, axis="ci"), P.Vectorize("ow")])
-    restored = pg.from_json_str(pg.to_json_str(schedule))
+    restored = sn.from_json(pg.to_json_str(schedule))
     assert restored == schedule
     assert restored.flops == schedule.flops
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import symnas as sn
-from symnas.safe_json import from_json_str
 
 NETWORKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "networks"
 
@@ -28,15 +27,10 @@ SHIPPED = [
 ]
 
 
-def _load(name):
-    import symnas.program  # noqa: F401  (registers the kernel classes the JSON names)
-    return from_json_str((NETWORKS / name).read_text())
-
-
 @pytest.fixture(scope="module", params=SHIPPED, ids=lambda s: s.ours)
 def shipped(request):
     s = request.param
-    return s, _load(s.original), _load(s.ours)
+    return s, sn.load(NETWORKS / s.original), sn.load(NETWORKS / s.ours)
 
 
 def test_a_shipped_network_loads_builds_and_has_the_reported_size(shipped):

@@ -124,18 +124,19 @@ class PTEResult:
 
 def load(path: str) -> PTEResult:
     """A result saved by ``PTEResult.save`` (symbolic values built without running code from the file)."""
-    from symnas import nn as _nn  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    from symnas import program as _program  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    from symnas.safe_json import from_json_str  # pylint: disable=import-outside-toplevel
-    with open(path) as f:
-        saved = json.load(f)
+    from symnas.safe_json import from_json  # pylint: disable=import-outside-toplevel
     try:
-        value = lambda v: from_json_str(json.dumps(v))  # noqa: E731
+        with open(path) as f:
+            saved = json.load(f)     # plain JSON; the networks and steps in it go through the safe loader
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a result saved by sn.pte ({e})") from e
+    try:
+        value = lambda v: from_json(json.dumps(v), source=path)  # noqa: E731
         legality = LegalityRecord(**saved["legality"])
         return PTEResult(value(saved["network"]), value(saved["original"]),
                          {p: (list(value(n)), list(value(pr))) for p, (n, pr) in saved["choice"].items()},
                          {k: {p: list(value(v)) for p, v in d.items()} for k, d in saved["programs"].items()},
                          saved["kernel_ms"], saved["params"], legality, saved["search"], saved.get("timings_ms"),
                          saved.get("layers"))
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{path} is not a result saved by sn.pte ({type(e).__name__}: {e})") from e
