@@ -192,10 +192,12 @@ def test_the_network_found_is_legal_when_checked_again_from_scratch(result, data
     assert verdict.legal and verdict.candidate_score == pytest.approx(result.legality.candidate_score)
 
 
-def test_per_layer_legality_finds_a_network_legal_in_every_layer(small_net, data):
+def test_per_layer_legality_finds_a_network_legal_in_every_layer_from_a_saved_table(small_net, data, tmp_path):
+    synthetic_table(small_net, OPTIONS).save(str(tmp_path / "table.json"))
     found = sn.pte.search(small_net, data=data, legality="per_layer", trials=16, batch_size=16,
                           menu=sn.pte.LayerMenu(options=OPTIONS, max_templates=1),
-                          kernel_table=synthetic_table(small_net, OPTIONS), measure=False)
+                          kernel_table=sn.pte.KernelTable(path=str(tmp_path / "table.json")), measure=False)
+    assert found.search["kernel_compiles"] == 0          # the saved table (empty until loaded) was used
     assert found.legality.legal and found.legality.exact["per_layer"]["failing"] == []
     assert found.kernel_ms["ours"] <= found.kernel_ms["original"]
     assert found.legality.fill_checks == 0          # no target_speedup: the fastest legal network

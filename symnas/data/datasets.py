@@ -256,20 +256,28 @@ class CIFAR10(Dataset):
                                     "data_batch_1", "cifar-10-batches-py/data_batch_1"), "CIFAR10")
 
     def batch(self, size: int, seed: int = 0, split: str = "train") -> Tuple[torch.Tensor, torch.Tensor]:
-        # a few images of a container not decoded yet: decode just those (the whole set takes ~30 s)
+        # a few images need not standardise all 60,000 (nor decode them, when they were never decoded)
         path = self._path()
         loaded = (type(self).__name__, self.to_json_str()) in _MEMORY_CACHE
-        if (loaded or path.suffix != ".npz" or self.mean is None or split not in ("train", "test")
-                or _decoded_path(path).exists()):
+        if loaded or path.suffix != ".npz" or self.mean is None or split not in ("train", "test"):
             return super().batch(size, seed, split)
-        with np.load(path) as d:
-            labels = d[f"y_{split}"]
-            if not 0 < size <= len(labels):
-                return super().batch(size, seed, split)     # the same error as the general case
-            index = np.random.default_rng(seed).choice(len(labels), size, replace=False)
-            raw, offsets = d[f"{split}_jpeg"].tobytes(), d[f"{split}_offsets"]
-        images = np.stack([_decode_jpegs(np.frombuffer(raw[offsets[i]:offsets[i + 1]], np.uint8),
-                                         np.array([0, offsets[i + 1] - offsets[i]]))[0] for i in index])
+        decoded = _decoded_path(path)
+        if decoded.exists():
+            with np.load(decoded) as d:
+                images, labels = d[f"x_{split}"], d[f"y_{split}"]
+        else:
+            with np.load(path) as d:
+                labels, raw, offsets = d[f"y_{split}"], d[f"{split}_jpeg"], d[f"{split}_offsets"]
+                images = None
+        if not 0 < size <= len(labels):
+            return super().batch(size, seed, split)     # the same error as the general case
+        index = np.random.default_rng(seed).choice(len(labels), size, replace=False)
+        if images is None:
+            data = raw.tobytes()
+            images = np.stack([_decode_jpegs(np.frombuffer(data[offsets[i]:offsets[i + 1]], np.uint8),
+                                             np.array([0, offsets[i + 1] - offsets[i]]))[0] for i in index])
+        else:
+            images = images[index]
         return _standardise(images, self.mean, self.std), _labels(labels[index])
 
     def _load(self) -> DataSplits:

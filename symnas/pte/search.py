@@ -76,9 +76,12 @@ def search(network, data=None, target_speedup: Optional[float] = None, legality:
                                    target_speedup=target_speedup or 1.0, proxy=proxy, context=context, seed=seed)
     run = _Run(network, data, evaluator, log or (lambda line: None), seed, batch_size)
     run.draw_batch()            # a missing data set fails here, before minutes of kernel compiles
-    run.tables(kernel_table or KernelTable(), menu or LayerMenu(channel_shuffle=True))
+    # (an empty KernelTable is falsy: defaults are chosen by `is None`)
+    run.tables(KernelTable() if kernel_table is None else kernel_table,
+               LayerMenu(channel_shuffle=True) if menu is None else menu)
     run.search(trials, algorithm)
-    run.exact(screening or ExactScreening(candidates=40 if legality == "network" else 10), repair or Repair())
+    run.exact(ExactScreening(candidates=40 if legality == "network" else 10) if screening is None else screening,
+              Repair() if repair is None else repair)
     if target_speedup is not None and fill is not None:
         run.fill(fill, target_speedup)
     result = run.result()
