@@ -24,6 +24,12 @@ RESNET18_SMALL = ["--backbone", "resnet18", "--trials", "100", "--fisher-batch",
                   "--channel-shuffle", "--fill-budget", "--fill-by", "weights", "--fill-checks", "10",
                   "--exact-candidates", "5", "--target-speedup", "2.5", "--kernel-timing", "warm"]
 
+# the same, smaller: only the 8x8 and 4x4 stages searched, 60 candidates (tests/data/resnet18_stages34_run.json)
+RESNET18_STAGES34 = ["--backbone", "resnet18", "--trials", "60", "--fisher-batch", "16", "--keep", "3.body.0",
+                     "3.body.3", "4.body.0", "4.body.3", "5.body.0", "5.body.3", "6.body.0", "6.body.3", "--mode",
+                     "network", "--channel-shuffle", "--fill-budget", "--fill-by", "weights", "--fill-checks", "6",
+                     "--exact-candidates", "3", "--target-speedup", "1.3", "--kernel-timing", "warm"]
+
 
 def _network(path):
     return sn.load(path)
@@ -38,6 +44,20 @@ def _search(load_script, argv, table, tmp_path):
     return script.run(args.backbone[0], args)
 
 
+def test_a_resnet18_run_on_two_stages_reproduces_the_network_of_the_earlier_implementation(
+        cifar10_file, tmp_path, monkeypatch, load_script):
+    monkeypatch.setenv("SYMNAS_DATA", str(cifar10_file.parents[1]))
+    result = _search(load_script, RESNET18_STAGES34, NETWORKS / "kt_r18_warm.json", tmp_path)
+    assert result.search["kernel_compiles"] == 0              # every latency from the shipped table
+    assert pg.eq(result.network, _network(DATA / "resnet18_stages34_run.json"))
+    assert result.legality.legal and result.legality.screened == [True] and result.legality.fill_checks == 6
+    assert result.legality.fill_upgrades == [          # the earlier implementation's upgrades, in its order
+        "7.body.0: split(co,2)>G4[p0]>G8[p1]>shuffle -> G2>shuffle",
+        "8.body.3: split(co,2)>G2[p0]>G4[p1]>shuffle -> G2>shuffle"]
+    assert [row["layer"] for row in result.layers] == [f"{b}.body.{i}" for b in (7, 8, 9, 10) for i in (0, 3)]
+
+
+@pytest.mark.slow
 def test_a_small_resnet18_run_reproduces_the_network_of_the_earlier_implementation(
         cifar10_file, tmp_path, monkeypatch, load_script):
     monkeypatch.setenv("SYMNAS_DATA", str(cifar10_file.parents[1]))
