@@ -1,4 +1,4 @@
-"""Whole-network transformation spaces: one transformation sequence per transformable conv (seed 001 §6).
+"""Whole-network transformation spaces: one transformation sequence per transformable conv.
 
 ``network_transformations(backbone)`` returns a symbolic ``NetworkTransformation`` whose
 layers each choose a neural step sequence (grouping, input bottleneck, the seed's
@@ -161,7 +161,7 @@ def _default_candidates() -> List[list]:
         [p.Bottleneck(2, axis="ci")],
         [p.Group(2), p.Bottleneck(2, axis="ci")],
         [p.Group(4), p.Bottleneck(2, axis="ci")],
-        [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)],   # seed §7.3 sequence 3
+        [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)],   # grouping that differs by output half
         [p.Partition("oh", 2), p.Group(2)],                               # grouping per spatial half
         [p.Group(16)],
         [p.Group(8), p.Bottleneck(2, axis="ci")],

@@ -10,11 +10,11 @@ import pytest
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
-def _execute_notebook(name):
+def _execute_notebook(name, timeout=300):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(EXAMPLES / name, as_version=4)
-    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=300,
+    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=timeout,
                             resources={"metadata": {"path": str(EXAMPLES)}}).execute()
     return notebook
 
@@ -62,12 +62,13 @@ def test_kernel_search_notebook_searches_times_and_runs_the_kernel_in_torch():
 
 
 def test_network_search_notebook_finds_a_faster_legal_resnet18_with_the_one_call(cifar10_file):
-    outputs = _outputs(_execute_notebook("network_search.ipynb"))
+    # the search cell compiles ~50 kernels and two whole networks: minutes on a busy 2-core machine
+    outputs = _outputs(_execute_notebook("network_search.ipynb", timeout=900))
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "exact check (network): legal=True" in text
     illegal, candidates = text.split(" candidates illegal")[0].rsplit("\n", 1)[-1].split(" of ")
-    assert 0 < int(illegal) < int(candidates) == 100                  # the proxy rejected some, not all
+    assert 0 < int(illegal) < int(candidates) == 60                   # the proxy rejected some, not all
     speedup = float(text.split("speedup ")[1].split("x")[0])
     assert speedup > 1.2                                              # measured, whole network, compiled
     assert "torch.Size([2, 10])" in text                              # saved, loaded and built
