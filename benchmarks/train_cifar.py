@@ -56,6 +56,23 @@ def record(run: dict) -> dict:
             "train_seconds": run["time_s"], "params": run["params"], "history": run["history"]}
 
 
+def paired_record(paired, results: dict) -> dict:
+    """The paired comparison as ``paired.json`` keeps it: per seed both accuracies (%) and the
+    difference (second model - first), their mean and 95% interval."""
+    first = results[min(results)]
+    interval = paired.interval
+    return {"date": first["date"], "device": first["device"], "recipe": {k: v for k, v in first["recipe"].items()
+                                                                          if k != "seed"},
+            "reference": paired.reference, "other": paired.other,
+            "seeds": {str(seed): {**{n: round(100 * r[n]["accuracy"], 2) for n in (paired.reference, paired.other)},
+                                  "train_seconds": {n: round(r[n]["time_s"], 1) for n in r}}
+                      for seed, r in sorted(paired.runs.items())},
+            "differences": [round(d, 2) for d in paired.differences],
+            "mean_difference": round(paired.mean_difference, 3),
+            "interval95": None if interval is None else [round(v, 3) for v in interval],
+            "diverged": [list(d) for d in paired.diverged()]}
+
+
 def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", required=True, help="symbolic networks saved as JSON")
@@ -127,6 +144,8 @@ def main(argv=None):
     if len(names) == 2 and len(args.seeds) > 1:   # paired_accuracy.py pools such runs over jobs
         paired = sn.train.PairedResult({seed: {n: runs[(seed, n)] for n in names} for seed in args.seeds}, *names)
         print(paired.table())
+        with open(os.path.join(args.out, "paired.json"), "w") as f:
+            json.dump(paired_record(paired, results), f, indent=1)
     return results[args.seeds[0]] if len(args.seeds) == 1 else results
 
 

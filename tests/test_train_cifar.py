@@ -50,6 +50,12 @@ def test_two_models_on_several_seeds_are_paired_and_written_per_seed(cifar10_fil
     assert "mean difference" in capsys.readouterr().out
     paired = load_script("benchmarks/paired_accuracy.py").pair([str(out)], "a", "b")
     assert [p["seed"] for p in paired[0]["pairs"]] == [0, 1]
+    summary = json.loads((out / "paired.json").read_text())          # the comparison in one file
+    assert (summary["reference"], summary["other"]) == ("a", "b") and sorted(summary["seeds"]) == ["0", "1"]
+    expected = [round(100 * (results[s]["models"]["b"]["test_accuracy"] - results[s]["models"]["a"]["test_accuracy"]), 2)
+                for s in (0, 1)]
+    assert summary["differences"] == pytest.approx(expected, abs=0.011) and len(summary["interval95"]) == 2
+    assert summary["recipe"]["epochs"] == 2 and "seed" not in summary["recipe"]
 
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("clang++") or os.environ.get("CXX")),
