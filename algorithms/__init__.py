@@ -13,5 +13,6 @@ from symnas.algorithms.evolution import RegularizedEvolution
 from symnas.algorithms.reinforce import Reinforce
 from symnas.algorithms.bayesian import Bayesian
 from symnas.algorithms.nsga2 import NSGA2
+from symnas.algorithms.canvas import Canvas
 
-__all__ = ["Random", "RegularizedEvolution", "Reinforce", "Bayesian", "NSGA2"]
+__all__ = ["Random", "RegularizedEvolution", "Reinforce", "Bayesian", "NSGA2", "Canvas"]

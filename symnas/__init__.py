@@ -19,6 +19,7 @@ import importlib
 __version__ = "0.1.0"
 
 from symnas import algorithms
+from symnas import schedulers
 from symnas import spaces
 from symnas.errors import TrialRejected
 from symnas.objectives import Objective
@@ -28,7 +29,7 @@ from symnas.study import Study
 from symnas import pg_backend  # noqa: F401  (registers the "symnas" backend for pg.sample)
 
 # Heavy subpackages (torch, TVM) load on first use so `import symnas` stays fast.
-_LAZY_SUBPACKAGES = ("nn", "train", "data", "program", "proxies", "pte", "cli")
+_LAZY_SUBPACKAGES = ("nn", "train", "data", "program", "proxies", "pte", "kas", "cli")
 
 
 def __getattr__(name):
@@ -42,6 +43,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnas' has no attribute {name!r}")
 
 
-__all__ = ["algorithms", "spaces", "search", "Study", "Objective", "TrialRejected",
+__all__ = ["algorithms", "schedulers", "spaces", "search", "Study", "Objective", "TrialRejected",
            "load", "from_json", "save", "UnsafeJSONError",
-           "nn", "train", "data", "program", "proxies", "pte", "symbolize"]
+           "nn", "train", "data", "program", "proxies", "pte", "kas", "symbolize"]

@@ -24,6 +24,7 @@ ALGORITHMS = {
     "reinforce": "Reinforce",
     "bayesian": "Bayesian",
     "nsga2": "NSGA2",
+    "canvas": "Canvas",          # kernel architecture search spaces (sn.kas) only
 }
 
 SOURCE_KEY = "cli_source"        # where the evaluator comes from (builtin name or file path)
@@ -87,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--trials", type=int, default=None,
                         help="finished trials the study should have (default: those first asked for)")
     execution_options(resume)
+
+    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on a study file, live")
+    dashboard.add_argument("storage", help="SQLite study file (a search may be writing it)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
     return parser
 
 
@@ -261,12 +267,31 @@ def command_show(args) -> int:
     return 0
 
 
+def command_dashboard(args) -> int:
+    from symnas.dashboard import DashboardServer  # pylint: disable=import-outside-toplevel
+    _open_study(args.storage, None)   # a clear error for a missing or empty file, before serving
+    server = DashboardServer(args.storage, host=args.host, port=args.port)
+    try:
+        server.bind()
+    except OSError as error:
+        raise CommandError(str(error)) from error
+    print(f"optuna-dashboard on {args.storage}: {server.url}  (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("symnas dashboard: stopped.", file=sys.stderr)
+    finally:
+        server.stop()
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``symnas`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     from symnas.storage import StorageError  # pylint: disable=import-outside-toplevel
     from symnas.safe_json import UnsafeJSONError  # pylint: disable=import-outside-toplevel
-    commands = {"search": command_search, "show": command_show, "resume": command_resume}
+    commands = {"search": command_search, "show": command_show, "resume": command_resume,
+                "dashboard": command_dashboard}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

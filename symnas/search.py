@@ -33,6 +33,7 @@ def search(space: Any,
            name: Optional[str] = None,
            objectives: objectives_lib.ObjectivesSpec = None,
            early_stopping: Optional[pg.tuning.EarlyStoppingPolicy] = None,
+           scheduler: Optional[pg.tuning.EarlyStoppingPolicy] = None,
            progress: bool = True,
            record_objects: bool = True,
            workers: int = 1,
@@ -59,6 +60,9 @@ def search(space: Any,
         ``"accuracy"`` or ``"latency_ms:min"``, or a mapping such as
         ``{"accuracy": "max", "latency_ms": "min"}`` for a multi-objective algorithm.
       early_stopping: a ``pg.tuning.EarlyStoppingPolicy`` consulted by ``symnas.reporting.report``.
+      scheduler: a multi-fidelity scheduler (``sn.schedulers.ASHA``, ``Hyperband``) consulted by
+        ``symnas.reporting.report``: it stops trials that fall behind at a rung. Give this or
+        ``early_stopping``, not both.
       progress: show a progress bar (tqdm; notebook-aware) with trials done, best so far and rate.
       record_objects: store each trial's concrete object as JSON (turn off for huge objects).
       workers: how many trials are evaluated at once. 1 (default, local backend) evaluates in this
@@ -99,8 +103,11 @@ def search(space: Any,
     if algorithm is None:
         from symnas.algorithms import Random  # pylint: disable=import-outside-toplevel
         algorithm = Random()
+    if scheduler is not None and early_stopping is not None:
+        raise ValueError("Pass scheduler= or early_stopping=, not both: each decides when a trial stops.")
     session = SearchSession(space, algorithm, storage=storage, name=name, objectives=objectives,
-                            early_stopping=early_stopping, record_objects=record_objects)
+                            early_stopping=scheduler if scheduler is not None else early_stopping,
+                            record_objects=record_objects)
     run_trials(session, evaluate or _evaluate_method, num_trials, progress, workers=workers,
                trial_timeout=trial_timeout, backend=backend, address=address, resources=resources)
     return Study(session.storage, session.name)

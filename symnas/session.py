@@ -26,7 +26,7 @@ from symnas import objectives as objectives_lib
 from symnas.errors import TrialRejected
 from symnas.materialize import Materializer
 from symnas.storage import Storage, open_storage
-from symnas.trial import COMPLETED, FAILED, REJECTED, RUNNING, TrialRecord, dna_to_json
+from symnas.trial import COMPLETED, FAILED, REJECTED, RUNNING, STOP_KEY, TrialRecord, dna_to_json
 
 
 @dataclasses.dataclass
@@ -107,6 +107,9 @@ class SearchSession:
         space_json = pg.to_json_str(space, save_ref_value=True)   # a pg.Ref in the space: its value
         self.algorithm = algorithm
         self.early_stopping = early_stopping
+        bind_search = getattr(early_stopping, "bind_search", None)   # sn.schedulers: objectives, no pausing
+        if callable(bind_search):
+            bind_search(self.objectives, can_pause=False)
         self.record_objects = record_objects and self.materializer is not None
         self.storage = open_storage(storage)
         self.name = name or default_study_name(space_json, algorithm, self.objectives)
@@ -220,10 +223,15 @@ class SearchSession:
         measurement = {"step": step, "metrics": {k: objectives_lib._plain(v) for k, v in metrics.items()},
                        "elapsed_s": time.perf_counter() - trial.started}
         trial.record.measurements.append(measurement)
+        stop = False
+        if hasattr(self.early_stopping, "stops_at"):   # sn.schedulers: no pg.tuning.Trial to build
+            stop = self.early_stopping.stops_at(trial.record.id, step, measurement["metrics"])
+        elif self.early_stopping is not None:
+            stop = bool(self.early_stopping.should_stop_early(self._pg_trial(trial.record, trial.dna)))
+        if stop:
+            measurement[STOP_KEY] = True   # so the trial reads as pruned (e.g. in the dashboard)
         self.storage.add_measurement(self.name, trial.record.id, measurement)
-        if self.early_stopping is None:
-            return False
-        return bool(self.early_stopping.should_stop_early(self._pg_trial(trial.record, trial.dna)))
+        return stop
 
     def complete(self, trial: ActiveTrial, result: Any) -> TrialRecord:
         """Records the evaluator's result; a bad result (NaN, missing objective) fails the trial."""

@@ -14,6 +14,8 @@ COMPLETED = "completed"
 FAILED = "failed"
 REJECTED = "rejected"
 FINISHED_STATUSES = (COMPLETED, FAILED, REJECTED)
+# A measurement carries STOP_KEY: True when the early-stopping policy or scheduler stopped the trial there.
+STOP_KEY = "stop"
 
 
 @dataclasses.dataclass

@@ -47,6 +47,15 @@ def test_joint_search_notebook_compares_three_spaces():
     assert "best validation accuracy" in text
 
 
+def test_kernel_architecture_search_notebook_samples_encodes_and_searches_kernels():
+    outputs = _outputs(_execute_notebook("kernel_architecture_search.ipynb"))
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    for name in ("depthwise_separable", "spatially_separable", "involution_like"):
+        assert f"{{'{name}'}}" in text          # each hand-written design is classified as its family
+    assert "best:" in text and "parameters" in text
+
+
 def test_mobilenetv2_s1_takes_at_most_23_added_lines_and_algorithms_swap_in_one_line(capsys, load_script):
     example = load_script("examples/mobilenetv2_spaces.py")
     added = example.main(["--trials", "1", "--width", "0.1"])

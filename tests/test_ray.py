@@ -156,3 +156,22 @@ def test_the_command_line_runs_a_search_on_the_cluster(cluster, tmp_path, capsys
                      "--address", cluster, "--cpus-per-trial", "1", "--no-progress"]) == 0
     assert "4 trials 4 completed" in capsys.readouterr().out
     assert len(sn.Study.load(db).completed) == 4
+
+
+def test_asha_stops_trials_running_as_ray_tasks(cluster):
+    from symnas.reporting import report
+
+    def evaluate(value):
+        for epoch in range(1, 10):
+            accuracy = value.n * (1 - 0.5 ** epoch) + value.x
+            if report(step=epoch, accuracy=accuracy):
+                break
+        return {"accuracy": accuracy, "epochs": epoch}
+
+    study = sn.search(SPACE, evaluate, sn.algorithms.Random(seed=4), num_trials=8, storage=None, progress=False,
+                      objectives="accuracy", backend="ray", address=cluster,
+                      scheduler=sn.schedulers.ASHA(min_resource=1, max_resource=9))
+    assert len(study.completed) == 8
+    stopped = [r for r in study.completed if r.metrics["epochs"] < 9]
+    assert stopped and all(r.measurements[-1].get("stop") for r in stopped)
+    assert all(r.measurements[-1]["step"] in (1, 3) for r in stopped)

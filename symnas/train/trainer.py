@@ -18,7 +18,9 @@ when a validation split measures accuracy) whose ``float()`` is the accuracy, so
 ``feedback(trainer.train())`` and ``sn.search(space, lambda t: t.train(), ...)`` both work.
 Per-epoch accuracy goes to ``symnas.reporting.report`` inside ``sn.search`` and to
 ``feedback.add_measurement`` when a ``pg.sample`` feedback is passed, so an early-stopping
-policy can end the trial.
+policy or a scheduler can end the trial. Where the loop keeps a checkpoint for the trial
+(``symnas.reporting.checkpoint()``, for schedulers that pause trials), the Trainer saves its state
+there before each report and, resumed, goes on from it rather than from scratch.
 
 A GPU recipe (CIFAR-10, SGD with a one-cycle schedule, reflection-padded crops and flips,
 clipped gradients, bf16, channels-last, compiled)::
@@ -33,6 +35,7 @@ clipped gradients, bf16, channels-last, compiled)::
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, List, Optional, Union
 
@@ -94,6 +97,15 @@ def _search_reporter():
     except ImportError:
         return None
     return report
+
+
+def _search_checkpoint():
+    """The trial's ``symnas.reporting.Checkpoint`` when the search loop keeps one (pausing schedulers)."""
+    from symnas.reporting import checkpoint  # pylint: disable=import-outside-toplevel
+    return checkpoint()
+
+
+_CHECKPOINT_FILE = "trainer.pt"
 
 
 def _fixed_subset(n: int, size: Optional[int], what: str) -> torch.Tensor:
@@ -251,9 +263,13 @@ class Trainer(pg.Object):
         run = torch.compile(model) if self.compile else model   # the same parameters, fused kernels
         loop = _Loop(self, model, run, device, len(y_train))
         history: List[dict] = []
-        report = _search_reporter()
-        stopped_early, diverged = False, None
-        for epoch in range(1, self.epochs + 1):
+        report, checkpoint = _search_reporter(), _search_checkpoint()
+        stopped_early, diverged, first_epoch = False, None, 1
+        if checkpoint is not None and checkpoint.resumed and os.path.exists(checkpoint.file(_CHECKPOINT_FILE)):
+            # a paused trial, resumed: go on from the state saved before its last report
+            history = loop.load(torch.load(checkpoint.file(_CHECKPOINT_FILE), map_location=device, weights_only=True))
+            first_epoch = history[-1]["epoch"] + 1
+        for epoch in range(first_epoch, self.epochs + 1):
             entry = loop.epoch(epoch, x_train, y_train)
             if epoch == self.epochs or epoch % self.eval_every == 0:
                 entry["accuracy"], entry["loss"] = self._evaluate(run, x_eval, y_eval, device)
@@ -267,7 +283,11 @@ class Trainer(pg.Object):
                 diverged = epoch
             if log is not None:
                 log(_epoch_line(entry, time.time() - start, diverged == epoch))
-            if "accuracy" in entry and self._report(report, feedback, entry) and epoch < self.epochs:
+            if "accuracy" not in entry:
+                continue
+            if checkpoint is not None:   # saved before the report: a pause may follow it
+                torch.save(loop.state(history), checkpoint.file(_CHECKPOINT_FILE))
+            if self._report(report, feedback, entry) and epoch < self.epochs:
                 stopped_early = True
                 break
         last = history[-1]
@@ -340,6 +360,21 @@ class _Loop:
         self.scheduler = trainer.schedule.build(self.optimizer, self.steps_per_epoch * trainer.epochs,
                                                 self.steps_per_epoch)
         self.generator = torch.Generator().manual_seed(trainer.seed)
+
+    def state(self, history: List[dict]) -> dict:
+        """Everything a resumed run needs to go on exactly (``load`` takes it back)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "history": history}
+
+    def load(self, state: dict) -> List[dict]:
+        """Restores a ``state()``; returns its history."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        return state["history"]
 
     def epoch(self, epoch: int, x_train, y_train) -> dict:
         trainer, size = self.trainer, self.trainer.batch_size

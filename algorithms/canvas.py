@@ -1,0 +1,167 @@
+"""Canvas's micro-DAG random sampler (seed 003 §6.1) as a search algorithm."""
+import collections
+import random
+import re
+
+import pyglove as pg
+
+from symnas.algorithms._decisions import DecisionAlgorithm
+
+__all__ = ["Canvas"]
+
+
+@pg.members([
+    ("seed", pg.typing.Int().noneable(), "Random seed; None draws from the OS."),
+    ("max_attempts", pg.typing.Int(min_value=1, default=20000), "Samples tried per proposal before giving up."),
+    ("dedup", pg.typing.Bool(default=True), "Never propose a kernel structurally equal to an earlier one."),
+    ("max_backtracks", pg.typing.Int(min_value=0, default=2),
+     "Re-draws of an earlier step when a step has no legal application (0: discard the sample, as Canvas)."),
+])
+class Canvas(DecisionAlgorithm):
+    """Canvas's random sampler over a ``sn.kas.KernelSpace``: only valid, distinct, solved kernels.
+
+    Each sample draws a primitive count, a width limit, G and an expected number of weighted
+    primitives; at every step it takes, with that expected share's probability, a weighted kind
+    (FC, Conv, Mix, Scale) or else an unweighted one, each kind with equal probability whatever
+    its number of applications (per-type rescaling), then one of the kind's legal applications.
+    Samples that cannot close or solve, or whose structure was proposed before (hash dedup), are
+    discarded here, so every proposal decodes to a new kernel within the budget. Decisions of the
+    space outside kernel designs are drawn uniformly. ``rejections`` counts why samples were
+    discarded.
+
+    Example::
+
+        import pyglove as pg, symnas as sn
+        space = sn.kas.KernelSpace(targets=sn.kas.conv_targets(sn.nn.resnet18()),
+                                   budget=sn.kas.Budget(flops=0.25), max_primitives=10)
+        for design, feedback in pg.sample(space.search_space(), sn.algorithms.Canvas(seed=0), num_examples=5):
+            feedback(-design.decode().flops_ratio)
+    """
+
+    def _init_state(self):
+        from symnas.kas.space import KAS_HINT  # pylint: disable=import-outside-toplevel
+        from symnas.kas.primitives import WEIGHTED_KINDS  # pylint: disable=import-outside-toplevel
+        self._rng = random.Random(self.seed)
+        self._weighted_kinds = set(WEIGHTED_KINDS)
+        self._designs = _find_designs(self._space, KAS_HINT)
+        if not self._designs:
+            raise ValueError("Canvas samples kernel designs: the search space holds no "
+                             "sn.kas.KernelSpace(...).search_space()")
+        self._seen = set()
+        self.rejections = collections.Counter()
+        self.samples = 0
+        self.backtracks = 0
+        self.last_decoded = None     # the Decoded kernel of the latest proposal (saves decoding it again)
+
+    def _propose_values(self):
+        values = [None] * self._space.num_decisions
+        for design in self._designs:
+            self._sample_into(design, values)
+        rng = self._rng
+        return self._space.assemble(values, lambda slot, banned: self._space.uniform_choice(slot, banned, rng),
+                                    lambda dec: dec.from_unit(rng.random()))
+
+    def _sample_into(self, d, values) -> None:
+        from symnas.kas.kernel import KernelRejected  # pylint: disable=import-outside-toplevel
+        from symnas.kas.space import Builder  # pylint: disable=import-outside-toplevel
+        space, rng = d["space"], self._rng
+        o = space.options()
+        kinds = o.kinds
+        weighted = [k for k in kinds if k in self._weighted_kinds]
+        free = [k for k in kinds if k not in self._weighted_kinds]
+        groups = o.group_values
+        lo, hi, lo_w, hi_w = o.sizes
+        lo_k, hi_k = max(o.min_weighted, 1), max(o.max_weighted, 1)
+        for _ in range(self.max_attempts):
+            self.samples += 1
+            n = rng.randint(lo, hi)
+            width = rng.randint(lo_w, hi_w)
+            g = groups[int(rng.random() * len(groups))]
+            expected = min(rng.randint(lo_k, hi_k), n)
+            if expected > o.max_weighted_ratio * n:
+                self.rejections["too many weighted primitives expected"] += 1
+                continue
+            share = expected / n
+
+            def order(t):
+                a, b = list(weighted), list(free)
+                rng.shuffle(a)
+                rng.shuffle(b)
+                return a + b if rng.random() < share else b + a
+
+            try:
+                builder = self._grow(Builder(o, n, width, g), order)
+                decoded = builder.finish()
+            except KernelRejected as e:
+                self.rejections[_reason(str(e))] += 1
+                continue
+            if self.dedup and decoded.hash in self._seen:
+                self.rejections["duplicate structure"] += 1
+                continue
+            self._seen.add(decoded.hash)
+            self.last_decoded = decoded
+            values[d["num_primitives"]] = n - lo
+            values[d["max_width"]] = width - lo_w
+            values[d["groups"]] = groups.index(g)
+            for t, (kind, u) in enumerate(builder.record):
+                values[d["kind"][t]] = kinds.index(kind)
+                values[d["pick"][t]] = u
+            for t in range(n, hi):
+                values[d["kind"][t]] = int(rng.random() * len(kinds))
+                values[d["pick"][t]] = rng.random()
+            return
+        top = ", ".join(f"{k} ({v})" for k, v in self.rejections.most_common(3))
+        raise RuntimeError(f"Canvas: no new valid kernel in {self.max_attempts} samples; most frequent "
+                           f"reasons: {top}")
+
+
+    def _grow(self, builder, order):
+        """Places every primitive; a step with no legal application re-draws the step before it
+        (at most ``max_backtracks`` times in all) rather than discarding the whole sample."""
+        from symnas.kas.kernel import KernelRejected  # pylint: disable=import-outside-toplevel
+        rng, n = self._rng, builder.n
+        snapshots = [builder.clone()]
+        t, backtracks = 0, 0
+        while t < n:
+            try:
+                builder.step(t, order(t), lambda _, kind: rng.random())
+            except KernelRejected:
+                if backtracks >= self.max_backtracks or t == 0:
+                    raise
+                backtracks += 1
+                self.backtracks += 1
+                t -= 1
+                del snapshots[t + 1:]
+                builder = snapshots[t].clone()
+                continue
+            t += 1
+            snapshots.append(builder.clone())
+        return builder
+
+
+def _find_designs(space, hint):
+    """The kernel designs of a DecisionSpace: decision indices by role, grouped by their path prefix."""
+    designs = {}
+    for dec in space.decisions:
+        hints = getattr(dec.spec, "hints", None)
+        if not (isinstance(hints, tuple) and hints and hints[0] == hint):
+            continue
+        role = hints[1]
+        name = dec.name
+        suffix = role if role in ("num_primitives", "max_width", "groups") else f"{role}s[{hints[2]}]"
+        prefix = name[:-len(suffix)] if name.endswith(suffix) else name
+        d = designs.setdefault(prefix, {"kind": {}, "pick": {}})
+        if role in ("kind", "pick"):
+            d[role][hints[2]] = dec.index
+        else:
+            d[role] = dec.index
+            if role == "num_primitives":
+                d["space"] = hints[2]
+    return [d for d in designs.values() if "space" in d]
+
+
+def _reason(message: str) -> str:
+    """A rejection message without its numbers and shapes, for counting."""
+    message = re.sub(r"\[[^\]]*\]", "[..]", message)
+    message = re.sub(r"\d+", "#", message)
+    return message.split(" (")[0][:90]

@@ -1,0 +1,179 @@
+"""Evaluating kernels: rediscovering known designs, training on a proxy task, timing whole networks.
+
+- ``rediscover(space, seed, max_samples)``: runs Canvas's sampler until each family of
+  ``sn.kas.classify`` (depthwise-separable, spatially separable, involution-like) has been sampled;
+  returns, per family, the first such kernel and how many kernels it took.
+- :class:`ProxyTask`: a kernel's accuracy on a small network and data set (seed 003 trains each
+  candidate; on a CPU a reduced one): the kernel replaces the small network's convs with sizes
+  solved for *its* convs under the same budget fraction, a zero-cost proxy screens it first
+  (``ProxyFilter``), then ``sn.train.Trainer`` trains it, reporting every epoch so
+  ``CanvasPruning`` can stop it. ``task.evaluate(design)`` is an evaluator for ``sn.search``.
+- ``lower_network(net)``: every ``KernelConv`` that lowers to conv layers replaced by them (for
+  ``sn.nn.compile_network``'s TVM kernels); ``network_latencies`` times networks at batch 1 in one
+  process, interleaved, each through the routes asked for.
+
+Example::
+
+    import symnas as sn
+    space = sn.kas.KernelSpace(targets=sn.kas.conv_targets(sn.nn.resnet34()), budget=sn.kas.Budget(flops=0.25))
+    found = sn.kas.rediscover(space, seed=0, max_samples=5000)
+    for family, (decoded, samples) in found.items():
+        print(family, samples, decoded.names())
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pyglove as pg
+
+from symnas.kas.kernel import KernelRejected
+from symnas.kas.patterns import FAMILIES, classify
+from symnas.kas.pruning import ProxyFilter
+from symnas.kas.targets import Budget, conv_targets
+
+__all__ = ["rediscover", "ProxyTask", "lower_network", "network_latencies"]
+
+
+def rediscover(space, seed: int = 0, max_samples: int = 20000, families: Sequence[str] = FAMILIES
+               ) -> Dict[str, Tuple[Any, int]]:
+    """{family: (the first Decoded kernel of that family, kernels sampled until then)} for the families found
+    within ``max_samples`` proposals of Canvas's sampler."""
+    from symnas.algorithms.canvas import Canvas  # pylint: disable=import-outside-toplevel
+    hyper = space.search_space()
+    algo = Canvas(seed=seed)
+    algo.setup(pg.dna_spec(hyper))
+    found: Dict[str, Tuple[Any, int]] = {}
+    for i in range(1, max_samples + 1):
+        algo.propose()
+        decoded = algo.last_decoded
+        for family in classify(decoded.steps) & set(families):
+            found.setdefault(family, (decoded, i))
+        if len(found) == len(families):
+            break
+    return found
+
+
+@pg.members([
+    ("net", pg.typing.Any(), "The small symbolic network (sn.nn) whose 3x3 convs the kernel replaces."),
+    ("trainer", pg.typing.Any(), "A sn.train.Trainer whose model is replaced by the kernel's network."),
+    ("budget", pg.typing.Any(), "The budget (fractions) the kernel is solved for on this network."),
+    ("screen", pg.typing.Object(ProxyFilter).noneable(), "A zero-cost pre-filter, or None."),
+    ("screen_batch", pg.typing.Int(min_value=2, default=64), "Images the proxy scores on."),
+])
+class ProxyTask(pg.Object):
+    """A kernel's accuracy on a small network: the reduced training Canvas's search spends per candidate."""
+
+    def _on_bound(self):
+        super()._on_bound()
+        self._targets = conv_targets(self.net)
+        self._batch = None
+
+    def network(self, decoded):
+        """The small network with the kernel in place of its 3x3 convs (sizes solved for them)."""
+        from symnas.kas.layer import replace_convs  # pylint: disable=import-outside-toplevel
+        from symnas.kas.solver import solve_budget  # pylint: disable=import-outside-toplevel
+        kernel = decoded.kernel
+        solution = solve_budget(kernel.analyze(), self._targets, kernel.groups, self.budget)
+        return replace_convs(self.net, kernel, solution, self._targets)
+
+    def evaluate(self, design) -> Dict[str, float]:
+        """Trains the kernel's network; raises KernelRejected (recorded as rejected) when it does not
+        decode, solve, build or pass the screen."""
+        import torch  # pylint: disable=import-outside-toplevel
+        decoded = design.decode() if hasattr(design, "decode") else design
+        net = self.network(decoded)
+        trainer = self.trainer.clone(override={"model": net})
+        metrics = {"flops_ratio": decoded.flops_ratio, "params_ratio": decoded.params_ratio}
+        if self.screen is not None:
+            x, y = self._screen_batch()
+            torch.manual_seed(0)
+            model = trainer.classifier(x.shape[1:], int(y.max()) + 1).build(tuple(x.shape[1:]))
+            metrics[self.screen.proxy] = self.screen.admit(model, x, y)
+        result = trainer.train()
+        metrics.update({k: float(v) for k, v in result.items() if isinstance(v, (int, float))})
+        return metrics
+
+    def _screen_batch(self):
+        if self._batch is None:
+            splits = self.trainer.data.load()
+            self._batch = (splits.x_train[:self.screen_batch], splits.y_train[:self.screen_batch])
+        return self._batch
+
+
+def lower_network(net):
+    """``net`` with every lowerable ``KernelConv`` replaced by its conv layers (TVM-compilable)."""
+    from symnas import nn as snn  # pylint: disable=import-outside-toplevel
+    from symnas.kas.layer import KernelConv, lower_to_layers  # pylint: disable=import-outside-toplevel
+    sites = {str(k): v for k, v in pg.query(net, where=lambda v: isinstance(v, KernelConv)).items()}
+    if not sites:
+        return net, 0, 0
+    shapes = _input_shapes(net, set(sites))
+    updates, lowered = {}, 0
+    for path, layer in sites.items():
+        env = layer.env(shapes[path])
+        layers = lower_to_layers(layer.kernel, env)
+        if layers is not None:
+            updates[path] = snn.Sequential(layers)
+            lowered += 1
+    out = net.clone(deep=True)
+    if updates:
+        out.rebind(updates, skip_notification=True)
+    return out, lowered, len(sites)
+
+
+def _input_shapes(net, paths) -> Dict[str, tuple]:
+    """Input shape of each layer at ``paths`` (CIFAR input), by walking the network's shapes."""
+    from symnas.nn import layers as L  # pylint: disable=import-outside-toplevel
+    found: Dict[str, tuple] = {}
+
+    def walk(layer, shape, path):
+        if path in paths:
+            found[path] = tuple(shape)
+        if isinstance(layer, L.Sequential):
+            for i, child in enumerate(layer.layers):
+                shape = walk(child, shape, f"{path}.layers[{i}]" if path else f"layers[{i}]")
+            return shape
+        if isinstance(layer, L.Residual):
+            walk(layer.body, shape, f"{path}.body" if path else "body")
+            if layer.shortcut is not None:
+                walk(layer.shortcut, shape, f"{path}.shortcut" if path else "shortcut")
+        return layer.output_shape(shape)
+
+    walk(net, (3, 32, 32), "")
+    return found
+
+
+def network_latencies(models: Dict[str, Tuple[Any, Any, str]], rounds: int = 7) -> Dict[str, float]:
+    """Batch-1 latency (ms, min over ``rounds`` interleaved rounds) of each ``name: (symbolic net, built
+    model, route)``; route 'tvm' = ``sn.nn.compile_network`` (tuned templates), 'inductor' =
+    ``torch.compile`` with frozen weights, 'eager' = torch as is."""
+    import torch  # pylint: disable=import-outside-toplevel
+    from symnas import nn as snn  # pylint: disable=import-outside-toplevel
+    from symnas.kas.compile import compile_module  # pylint: disable=import-outside-toplevel
+    x = torch.randn(1, 3, 32, 32)
+    runs = {}
+    for name, (net, model, route) in models.items():
+        model = model.eval()
+        if route == "tvm":
+            runs[name] = snn.compile_network(net, copy.deepcopy(model), tune=True)
+        elif route == "inductor":
+            runs[name] = compile_module(copy.deepcopy(model), x)
+        elif route == "eager":
+            runs[name] = model
+        else:
+            raise ValueError(f"unknown route {route!r}: tvm, inductor or eager")
+    best = {name: float("inf") for name in runs}
+    with torch.no_grad():
+        for fn in runs.values():
+            fn(x)
+        for _ in range(rounds):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                n = 0
+                while n < 5 or time.perf_counter() - start < 0.1:
+                    fn(x)
+                    n += 1
+                best[name] = min(best[name], (time.perf_counter() - start) * 1000 / n)
+    return best

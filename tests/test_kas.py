@@ -1,0 +1,237 @@
+"""sn.kas: primitives, solvers, the search space, Canvas's sampler, torch modules, layers, pruning."""
+import math
+
+import pyglove as pg
+import pytest
+import torch
+
+import symnas as sn
+from symnas.kas import shapes as S
+from symnas.kas.kernel import KernelRejected
+from symnas.kas.primitives import PrimitiveError
+from symnas.kas.sizes import Size, SizeError
+
+P = sn.kas.primitives
+SMALL = [sn.kas.ConvTarget(c_in=16, c_out=16, h=8, w=8, count=3),
+         sn.kas.ConvTarget(c_in=16, c_out=32, h=8, w=8, stride=2)]
+
+
+def small_space(**kw):
+    kw.setdefault("budget", sn.kas.Budget(flops=0.5))
+    kw.setdefault("max_primitives", 10)
+    return sn.kas.KernelSpace(targets=SMALL, **kw)
+
+
+def test_size_arithmetic_parsing_and_printing():
+    s = Size.parse("C/G") * Size.parse("3")
+    assert str(s) == "3*C/G" and s.value({"C": 64, "G": 4}) == 48
+    assert Size.parse("x0").dynamic_vars() == [0]
+    assert Size.parse("H*W/S^2").value({"H": 32, "W": 32, "S": 2}) == 256
+    assert Size.parse("x1").rename({1: 0}) == Size.parse("x0")
+    with pytest.raises(SizeError, match="unknown symbol 'Q'"):
+        Size.parse("2*Q")
+    with pytest.raises(SizeError, match="cannot parse"):
+        Size.parse("C+1")
+
+
+def test_primitive_shapes_and_errors_name_the_primitive_and_size():
+    out, _ = P.Unfold.infer(("HW", 3, 1), (S.INPUT,))
+    assert S.text(out) == "[C, KH=3, KW=3, H, W]"
+    grouped, extra = P.Group.infer(("G",), (S.INPUT,))
+    assert S.text(grouped) == "[G, C/G, H, W]" and str(extra[0]) == "C/G"
+    pooled, _ = P.Fold.infer(("HW", "avg"), (S.INPUT,))
+    with pytest.raises(PrimitiveError, match=r"Unfold\(H, 3, 1\).*no H axis"):
+        P.Unfold.infer(("H", 3, 1), (pooled,))
+    with pytest.raises(PrimitiveError, match="already unfolded"):
+        P.Unfold.infer(("H", 3, 1), (out,))
+    with pytest.raises(PrimitiveError, match=r"FC\(C\+1\)"):
+        P.FC.infer(("C+1",), (S.INPUT,))
+
+
+def test_kernel_must_use_every_branch_and_close_to_the_output():
+    with pytest.raises(KernelRejected, match="never read"):
+        sn.kas.Kernel([P.Activation("relu"), P.FC("O", inputs=[0])]).analyze()
+    with pytest.raises(KernelRejected, match=r"does not close to \[O, H, W\]"):
+        sn.kas.Kernel([P.Unfold("HW", 3)]).analyze()
+
+
+def test_reference_kernels_belong_to_their_families_and_others_do_not():
+    kernels = sn.kas.reference_kernels()
+    for name, kernel in kernels.items():
+        assert sn.kas.classify(kernel) == {name}
+    dense = sn.kas.Kernel([P.Unfold("HW", 3), P.FC("O")])
+    assert sn.kas.classify(dense) == set()
+
+
+def test_budget_solver_fills_the_budget_by_doubling_and_stays_within_it():
+    kernel = sn.kas.spatially_separable()
+    budget = sn.kas.Budget(flops=0.3)
+    a = kernel.analyze()
+    sol = sn.kas.solve_budget(a, SMALL, 1, budget)
+    limit = budget.limits(SMALL)["flops"]
+    assert sol.flops <= limit
+    for t in SMALL:
+        values = sol.for_target(t)
+        assert set(values) == {"x0"} and values["x0"] >= 1
+        # Any further doubling of this target's variable breaks the budget.
+        doubled = sum(kernel.flops(u, dict(sol.for_target(u), x0=sol.for_target(u)["x0"] * (2 if u is t else 1)))
+                      * u.count for u in SMALL)
+        assert doubled > limit
+    assert sol.flops == sum(kernel.flops(t, sol.for_target(t)) * t.count for t in SMALL)
+
+
+def test_budget_solver_rejects_a_kernel_whose_smallest_sizes_exceed_the_budget():
+    dense = sn.kas.Kernel([P.Unfold("HW", 7), P.FC("O")])
+    with pytest.raises(KernelRejected, match="smallest legal sizes"):
+        sn.kas.solve_budget(dense.analyze(), SMALL, 1, sn.kas.Budget(flops=0.5))
+
+
+def test_shape_matching_offers_the_involution_solution():
+    lhs, _ = P.Group.infer(("G",), (P.FC.infer(("x0",), (S.INPUT,))[0],))
+    rhs, _ = P.Unfold.infer(("HW", 3, 1), (P.Group.infer(("G",), (S.INPUT,))[0],))
+    with pytest.raises(PrimitiveError, match="dynamic sizes solved"):
+        P.Broadcast.infer(("mul",), (lhs, rhs))
+    values = {str(v) for var, v in P.Broadcast.solutions(("mul",), (lhs, rhs))}
+    assert "9*G" in values
+
+
+def test_stride_is_pushed_down_to_the_first_neighbourhood_primitive():
+    a = sn.kas.depthwise_separable().analyze()
+    assert a.strided == [False, True, True, True, True]
+    assert str(a.macs[-1]) == "C*O*H*W/S^2"
+
+
+def test_canvas_proposes_distinct_valid_solved_kernels_within_budget():
+    space = small_space()
+    hyper = space.search_space()
+    algo = sn.algorithms.Canvas(seed=0)
+    seen = set()
+    limit = space.budget.limits(SMALL)["flops"]
+    for design, feedback in pg.sample(hyper, algo, num_examples=25):
+        decoded = design.decode()
+        assert decoded.hash not in seen
+        seen.add(decoded.hash)
+        assert decoded.solution["flops"] <= limit
+        for t in SMALL:
+            decoded.kernel.check(t, decoded.solution["values"][t.key])
+        feedback(0.0)
+    assert algo.samples >= 25
+
+
+def test_generic_algorithms_search_the_space_and_record_rejections():
+    space = small_space()
+
+    def evaluate(design):
+        return -design.decode().flops_ratio
+
+    for algo in (sn.algorithms.Random(seed=0), sn.algorithms.RegularizedEvolution(population_size=4, seed=0),
+                 sn.algorithms.Reinforce(seed=0)):
+        study = sn.search(space.search_space(), evaluate, algo, num_trials=12, storage=None)
+        statuses = set(study.trials["status"])
+        assert statuses <= {"completed", "rejected"}
+        assert "completed" in statuses or "rejected" in statuses
+        rejected = study.trials[study.trials["status"] == "rejected"]
+        assert all(isinstance(r, str) and r for r in rejected["error"])
+
+
+def test_encoding_a_reference_kernel_decodes_to_the_same_structure():
+    space = sn.kas.KernelSpace(targets=SMALL, budget=sn.kas.Budget(flops=1.0), min_primitives=3,
+                               max_primitives=8, group_values=[4])
+    for kernel in [sn.kas.depthwise_separable(), sn.kas.spatially_separable(), sn.kas.involution()]:
+        design = space.encode(kernel)
+        decoded = design.decode()
+        assert sn.kas.classify(decoded.kernel) == sn.kas.classify(kernel)
+        assert len(decoded.steps) == len(kernel.primitives)
+
+
+def test_strided_module_equals_the_subsampled_stride_one_module():
+    space = small_space()
+    algo = sn.algorithms.Canvas(seed=3)
+    hyper = space.search_space()
+    algo.setup(pg.dna_spec(hyper))
+    torch.manual_seed(0)
+    for _ in range(15):
+        decoded = pg.materialize(hyper, algo.propose()).decode()
+        values = decoded.solution["values"][SMALL[1].key]
+        env = {"C": 16, "O": 32, "H": 8, "W": 8, "S": 2, **values}
+        m2 = sn.kas.KernelModule(decoded.kernel, env)
+        m1 = sn.kas.KernelModule(decoded.kernel, dict(env, S=1))
+        m2.load_state_dict(m1.state_dict())
+        x = torch.randn(2, 16, 8, 8)
+        with torch.no_grad():
+            y1, y2 = m1(x), m2(x)
+        assert y2.shape == (2, 32, 4, 4)
+        torch.testing.assert_close(y2, y1[..., ::2, ::2], atol=1e-4, rtol=1e-4)
+
+
+def test_depthwise_separable_module_matches_torch_convolutions():
+    m = sn.kas.KernelModule(sn.kas.depthwise_separable(), {"C": 8, "O": 16, "H": 8, "W": 8})
+    dw, pw = torch.randn(8, 1, 3, 3), torch.randn(16, 8, 1, 1)
+    with torch.no_grad():
+        m.layers[0].weight.copy_(dw.reshape(m.layers[0].weight.shape) * 9)
+        m.layers[1].weight.copy_(pw)
+    x = torch.randn(2, 8, 8, 8)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.conv2d(x, dw, padding=1, groups=8), pw)
+    torch.testing.assert_close(m(x), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_lowered_conv_layers_compute_the_kernel_module(stride):
+    kernel = sn.kas.Kernel([P.Group("G"), P.Unfold("HW", 3), P.FC("x0"), P.Activation("relu"), P.FC("O")], groups=4)
+    env = {"C": 16, "O": 32, "H": 8, "W": 8, "S": stride, "x0": 24}
+    m = sn.kas.KernelModule(kernel, env).eval()
+    layers = sn.kas.lower_to_layers(kernel, m.env)
+    assert [type(x).__name__ for x in layers] == ["Conv", "ReLU", "Conv"]
+    built = sn.nn.Sequential(layers).build((16, 8, 8)).eval()
+    sn.kas.transfer_weights(m, kernel, built)
+    x = torch.randn(2, 16, 8, 8)
+    torch.testing.assert_close(built(x), m(x), atol=1e-4, rtol=1e-4)
+    assert sn.kas.lower_to_layers(sn.kas.involution(), dict(env, G=4)) is None
+
+
+def test_kernel_conv_replaces_resnet_convs_and_round_trips_through_json():
+    net = sn.nn.resnet((1, 1, 1, 1), width=8)
+    targets = sn.kas.conv_targets(net)
+    assert any(t.c_in != t.c_out and t.stride == 2 for t in targets)
+    kernel = sn.kas.involution(groups=4)
+    sol = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=1.0))
+    fast = sn.kas.replace_convs(net, kernel, sol, targets)
+    model = fast.build((3, 32, 32))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    sn.nn.init_by_name(model, seed=1)
+    again = sn.from_json(pg.to_json_str(fast))
+    assert pg.eq(again, fast)
+
+
+def _trial(tid, accuracy, loss):
+    return pg.tuning.Trial(id=tid, dna=pg.DNA(0), created_time=0, measurements=[
+        pg.tuning.Measurement(step=1, elapse_secs=1.0, reward=accuracy,
+                              metrics={"accuracy": accuracy, "train_loss": loss})])
+
+
+def test_canvas_pruning_stops_on_a_loss_milestone_and_on_the_accuracy_curve():
+    policy = sn.kas.CanvasPruning(max_step=4, theta=0.5, loss_milestones=[2.0])
+    assert not policy.should_stop_early(_trial(1, 0.8, 1.0))
+    assert policy.should_stop_early(_trial(2, 0.7, 2.5))      # loss 2.5 > milestone 2.0
+    assert policy.should_stop_early(_trial(3, 0.4, 1.5))      # 0.4 < (0.5 + 0.5 / 4) * 0.8
+    assert not policy.should_stop_early(_trial(4, 0.7, 1.2))
+
+
+def test_proxy_filter_rejects_a_network_scoring_below_the_reference():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 10, (8,))
+    model(x)
+    score = sn.kas.ProxyFilter(proxy="snip").score(model, x, y)
+    assert sn.kas.ProxyFilter(proxy="snip", reference=score).admit(model, x, y) == pytest.approx(score)
+    with pytest.raises(sn.TrialRejected, match="snip score"):
+        sn.kas.ProxyFilter(proxy="snip", reference=score * 10).admit(model, x, y)
+
+
+def test_space_rejects_bad_settings_clearly():
+    with pytest.raises(ValueError, match="G=3 does not divide"):
+        small_space(group_values=[3])
+    with pytest.raises(ValueError, match="min_primitives 9 > max_primitives 4"):
+        small_space(min_primitives=9, max_primitives=4)
+    with pytest.raises(ValueError, match="out_channels='C'"):
+        sn.kas.Kernel([P.FC("C")], out_channels="C").env({"C": 8, "O": 16, "H": 4, "W": 4})
