@@ -260,3 +260,11 @@ def test_paired_runs_train_both_models_on_every_seed_and_give_the_mean_differenc
     assert result.runs[1]["base"]["accuracy"] == alone["accuracy"]   # a worker trains as this process does
     with pytest.raises(ValueError, match="exactly two models"):
         sn.train.PairedRuns(trainer=_trainer(model=None), models={"a": SMALL_CNN})
+
+
+def test_a_failing_run_does_not_stop_the_others_and_is_named_at_the_end():
+    saved = []
+    trainers = {"bad": _trainer(epochs=1, train_size=128, eval_size=-1), "good": _trainer(epochs=1, train_size=128)}
+    with pytest.raises(sn.train.RunsFailedError, match=r"1 of 2 runs failed \(bad: ValueError: .*eval_size") as e:
+        sn.train.train_all(trainers, on_done=lambda key, run: saved.append(key))
+    assert saved == ["good"] and list(e.value.done) == ["good"] and 0 < e.value.done["good"]["accuracy"] <= 1

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pyglove as pg
 
-__all__ = ["PairedRuns", "PairedResult", "t_interval", "train_all"]
+__all__ = ["PairedRuns", "PairedResult", "RunsFailedError", "t_interval", "train_all"]
 
 
 def t_interval(differences: List[float], level: float = 0.95) -> Tuple[float, Optional[Tuple[float, float]]]:
@@ -97,7 +97,9 @@ def train_all(trainers: Dict[Any, Any], workers: int = 1, log: bool = False,
     """Trains every ``Trainer`` of ``trainers`` (key -> trainer), ``workers`` at a time in separate
     processes (1: one after the other in this one); key -> its ``TrainResult`` as a dict with its
     ``history``. ``log``: print every run's epochs, prefixed by its key; ``on_done(key, result)`` is
-    called here as each run finishes (e.g. to save it before the others end). Example::
+    called here as each run finishes (e.g. to save it before the others end). A run that fails does not
+    stop the others: once every run has ended, ``RunsFailedError`` names the failed keys and their
+    errors (``.done`` holds the runs that finished). Example::
 
         runs = sn.train.train_all({seed: trainer.clone().rebind(seed=seed) for seed in (0, 1)}, workers=2)
     """
@@ -105,21 +107,40 @@ def train_all(trainers: Dict[Any, Any], workers: int = 1, log: bool = False,
         raise ValueError(f"train_all: workers must be >= 1, got {workers}.")
     prefix = {k: (" ".join(map(str, k)) if isinstance(k, tuple) else str(k)) if log else None for k in trainers}
     done: Dict[Any, Dict[str, Any]] = {}
+    failed: Dict[Any, BaseException] = {}
+
+    def finish(key, result_of):
+        try:
+            done[key] = result_of()
+        except Exception as e:  # pylint: disable=broad-except  (reported with the others at the end)
+            failed[key] = e
+            if log:
+                print(f"{prefix[key]} failed: {type(e).__name__}: {e}", flush=True)
+            return
+        if on_done is not None:
+            on_done(key, done[key])
     if workers == 1:
         for key, trainer in trainers.items():
-            done[key] = _train_one(trainer, prefix[key])
-            if on_done is not None:
-                on_done(key, done[key])
-        return done
-    # spawn: each worker starts its own CUDA context (a forked one cannot)
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(trainers)), mp_context=context) as pool:
-        futures = {pool.submit(_train_one, t, prefix[k]): k for k, t in trainers.items()}
-        for future in concurrent.futures.as_completed(futures):
-            done[futures[future]] = future.result()
-            if on_done is not None:
-                on_done(futures[future], done[futures[future]])
+            finish(key, lambda t=trainer, k=key: _train_one(t, prefix[k]))
+    else:
+        # spawn: each worker starts its own CUDA context (a forked one cannot)
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(min(workers, len(trainers)), mp_context=context) as pool:
+            futures = {pool.submit(_train_one, t, prefix[k]): k for k, t in trainers.items()}
+            for future in concurrent.futures.as_completed(futures):
+                finish(futures[future], future.result)
+    if failed:
+        raise RunsFailedError(failed, {k: done[k] for k in trainers if k in done})
     return {k: done[k] for k in trainers}
+
+
+class RunsFailedError(RuntimeError):
+    """Some runs of ``train_all`` failed: ``failed`` (key -> exception), ``done`` (key -> result)."""
+
+    def __init__(self, failed: Dict[Any, BaseException], done: Dict[Any, Dict[str, Any]]):
+        self.failed, self.done = failed, done
+        reasons = "; ".join(f"{k}: {type(e).__name__}: {e}" for k, e in failed.items())
+        super().__init__(f"train_all: {len(failed)} of {len(failed) + len(done)} runs failed ({reasons})")
 
 
 class PairedRuns(pg.Object):
