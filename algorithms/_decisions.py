@@ -8,8 +8,9 @@ decision is inactive). Algorithms work on these lists; :meth:`DecisionSpace.samp
 tree with the algorithm's callbacks and returns both the list and the ``pg.DNA``.
 
 Building a ``pg.DNA`` through its symbolic constructor costs milliseconds per DNA, which would
-dominate a search on a tabular benchmark, so :func:`make_dna` assembles the same object directly
-(checked against ``pg.DNA`` at first use; it falls back to the constructor if they differ).
+dominate a search on a tabular benchmark, so ``symnas.pyglove_fastpaths.make_dna`` assembles the
+same object directly (checked against ``pg.DNA`` at first use; it falls back to the constructor if
+they differ).
 
 Example::
 
@@ -28,8 +29,11 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import pyglove as pg
 
+from symnas.constraints import total_violation, violations_of
+from symnas.pyglove_fastpaths import DNANode, dna_children, dna_from_compact, dna_value, make_dna
+
 __all__ = ["ChoiceSlot", "ChoiceGroup", "FloatDecision", "DecisionSpace", "DecisionAlgorithm",
-           "make_dna", "dna_from_compact", "check_reward"]
+           "make_dna", "dna_from_compact", "check_reward", "rng_state", "set_rng_state"]
 
 
 class FloatDecision:
@@ -104,21 +108,12 @@ class ChoiceGroup:
                              f"{slots[0].num_candidates} candidates.")
 
 
-class _Node:
-    """A DNA node in normal form (what ``pg.DNA(...)`` would hold) before it becomes a ``pg.DNA``."""
-
-    __slots__ = ("value", "children")
-
-    def __init__(self, value, children):
-        self.value, self.children = value, children
-
-
-def _space_node(nodes: List[_Node]) -> Optional[_Node]:
+def _space_node(nodes: List[DNANode]) -> Optional[DNANode]:
     if not nodes:
         return None
     if len(nodes) == 1:
         return nodes[0]
-    return _Node(None, nodes)
+    return DNANode(None, nodes)
 
 
 class DecisionSpace:
@@ -199,10 +194,10 @@ class DecisionSpace:
             return fill_draw(dec) if v is None else v
         return self.sample(choose, draw, build)
 
-    def _sample_space(self, elements, values, choose, draw) -> List[_Node]:
+    def _sample_space(self, elements, values, choose, draw) -> List[DNANode]:
         return [self._sample_element(e, values, choose, draw) for e in elements]
 
-    def _sample_element(self, e, values, choose, draw) -> _Node:
+    def _sample_element(self, e, values, choose, draw) -> DNANode:
         if type(e) is ChoiceSlot:
             c = choose(e, ())
             values[e.index] = c
@@ -210,7 +205,7 @@ class DecisionSpace:
         if type(e) is FloatDecision:
             x = float(draw(e))
             values[e.index] = x
-            return _Node(x, [])
+            return DNANode(x, [])
         picks: List[int] = []
         for slot in e.slots:
             c = choose(slot, picks if e.distinct else ())
@@ -221,16 +216,16 @@ class DecisionSpace:
         for slot, c in zip(e.slots, picks):
             values[slot.index] = c
             nodes.append(self._slot_node(slot, c, values, choose, draw))
-        return _Node(None, nodes)
+        return DNANode(None, nodes)
 
-    def _slot_node(self, slot, c, values, choose, draw) -> _Node:
+    def _slot_node(self, slot, c, values, choose, draw) -> DNANode:
         sub = slot.children[c]
         if not sub:
-            return _Node(c, [])
+            return DNANode(c, [])
         child = _space_node(self._sample_space(sub, values, choose, draw))
         if child.value is None:
-            return _Node(c, child.children)
-        return _Node(c, [child])
+            return DNANode(c, child.children)
+        return DNANode(c, [child])
 
     @staticmethod
     def uniform_choice(slot: ChoiceSlot, banned: Sequence[int], rng) -> int:
@@ -245,7 +240,7 @@ class DecisionSpace:
         """The flat assignment of a DNA (``None`` for inactive decisions)."""
         values = [None] * self.num_decisions
         try:
-            self._decode_space(self.root, _value(dna), _children(dna), values)
+            self._decode_space(self.root, dna_value(dna), dna_children(dna), values)
         except (IndexError, TypeError, AttributeError) as e:
             raise ValueError(f"DNA {dna!r} does not match the search space: {e}") from e
         return values
@@ -261,7 +256,7 @@ class DecisionSpace:
                 self._decode_element(e, value, children, values)
             return
         for e, child in zip(elements, children, strict=True):
-            self._decode_element(e, _value(child), _children(child), values)
+            self._decode_element(e, dna_value(child), dna_children(child), values)
 
     def _decode_element(self, e, value, children, values):
         if type(e) is FloatDecision:
@@ -273,165 +268,16 @@ class DecisionSpace:
             values[e.index] = value
             sub = e.children[value]
             if len(sub) == 1 and type(sub[0]) is not ChoiceGroup:
-                self._decode_element(sub[0], _value(children[0]), _children(children[0]), values)
+                self._decode_element(sub[0], dna_value(children[0]), dna_children(children[0]), values)
             else:
                 self._decode_space(sub, None, children, values)
         else:
             for slot, child in zip(e.slots, children, strict=True):
-                self._decode_element(slot, _value(child), _children(child), values)
+                self._decode_element(slot, dna_value(child), dna_children(child), values)
 
     def active(self, values: list) -> List[Any]:
         """The decisions that are set in ``values``."""
         return [d for d, v in zip(self.decisions, values) if v is not None]
-
-
-def _value(dna):
-    return dict.__getitem__(vars(dna)["_sym_attributes"], "value")
-
-
-def _children(dna):
-    return dict.__getitem__(vars(dna)["_sym_attributes"], "children")
-
-
-# ---- fast pg.DNA assembly ------------------------------------------------------------------------
-_PROTO = None
-
-
-def _prototypes():
-    global _PROTO
-    if _PROTO is None:
-        dna = pg.DNA([0, 1])
-        child = dna.children[0]
-        _PROTO = (
-            {k: v for k, v in vars(child).items()},
-            {k: v for k, v in vars(vars(child)["_sym_attributes"]).items()},
-            {k: v for k, v in vars(vars(dna)["_sym_attributes"]["children"]).items()},
-            {k: v for k, v in vars(vars(child)["_sym_attributes"]["metadata"]).items()},
-        )
-        ok = True
-        try:
-            for compact in ([0, (1, [2, 0.5]), [1, 2]], (2, 1, 0.25), 3):
-                fast = _build(_from_compact(compact), pg.KeyPath())
-                slow = pg.DNA(compact)
-                ok = ok and fast == slow and fast.to_json() == slow.to_json() and \
-                    repr(fast) == repr(slow) and _same_paths(fast, slow)
-        except Exception:  # pylint: disable=broad-except
-            ok = False
-        if not ok:
-            _PROTO = False
-    return _PROTO
-
-
-def _same_paths(a, b) -> bool:
-    if a.sym_path != b.sym_path or len(a.children) != len(b.children):
-        return False
-    return all(_same_paths(x, y) for x, y in zip(a.children, b.children))
-
-
-def _from_compact(value) -> _Node:
-    d = pg.DNA(value)
-    return _node_of(d)
-
-
-def _node_of(d) -> _Node:
-    return _Node(d.value, [_node_of(c) for c in d.children])
-
-
-_new = object.__new__
-
-
-def _build(node: _Node, path) -> pg.DNA:
-    dna_vars, attr_vars, list_vars, meta_vars = _PROTO
-    dna = _new(pg.DNA)
-    dv = vars(dna)
-    dv.update(dna_vars)
-    dv["_sym_path"] = path
-    dv["_userdata"] = type(dna_vars["_userdata"])()
-    dv["_cloneable_metadata_keys"] = set()
-    dv["_cloneable_userdata_keys"] = set()
-
-    attrs = dict.__new__(pg.Dict)
-    av = vars(attrs)
-    av.update(attr_vars)
-    av["_sym_parent"] = dna
-    av["_sym_path"] = path
-
-    kids_path = pg.KeyPath("children", path)
-    kids = list.__new__(pg.List)
-    kv = vars(kids)
-    kv.update(list_vars)
-    kv["_sym_parent"] = dna
-    kv["_sym_path"] = kids_path
-    if node.children:
-        built = [_build(c, pg.KeyPath(i, kids_path)) for i, c in enumerate(node.children)]
-        for b in built:
-            vars(b)["_sym_parent"] = kids
-        list.extend(kids, built)
-
-    meta = dict.__new__(pg.Dict)
-    mv = vars(meta)
-    mv.update(meta_vars)
-    mv["_sym_parent"] = dna
-    mv["_sym_path"] = pg.KeyPath("metadata", path)
-
-    dict.update(attrs, value=node.value, children=kids, metadata=meta)
-    dv["_sym_attributes"] = attrs
-    return dna
-
-
-def _compact_of(node: _Node):
-    if node.value is None:
-        return [_compact_of(c) for c in node.children]
-    if not node.children:
-        return node.value
-    if len(node.children) == 1 and node.children[0].value is not None:
-        inner = _compact_of(node.children[0])
-        return (node.value,) + (inner if isinstance(inner, tuple) else (inner,))
-    return (node.value, [_compact_of(c) for c in node.children])
-
-
-def make_dna(node: Optional[_Node]) -> pg.DNA:
-    """A ``pg.DNA`` equal to ``pg.DNA(<compact form of node>)``, built without its slow constructor."""
-    if node is None:
-        return pg.DNA(None)
-    if _prototypes():
-        return _build(node, pg.KeyPath())
-    return pg.DNA(_compact_of(node))
-
-
-def dna_from_compact(value: Any) -> pg.DNA:
-    """``pg.DNA.from_json`` of a stored compact DNA value (nested lists; ``["__tuple__", v, ...]`` for
-    a conditional choice), built without PyGlove's slow constructor (milliseconds per DNA)."""
-    try:
-        return make_dna(_compact_node(value))
-    except (TypeError, ValueError, IndexError):   # a form this parser does not know: PyGlove's own
-        return pg.DNA.from_json({"_type": pg.DNA.__serialization_key__, "format": "compact", "value": value})
-
-
-def _compact_node(value: Any) -> Optional[_Node]:
-    if isinstance(value, list) and value and value[0] == "__tuple__":
-        value = tuple(value[1:])
-    if value is None:
-        return None
-    if isinstance(value, list):
-        children = [_compact_node(v) for v in value]
-        if any(c is None for c in children):
-            raise ValueError("an empty element in a list")
-        return children[0] if len(children) == 1 else _Node(None, children)
-    if isinstance(value, tuple):
-        if len(value) < 2 or isinstance(value[0], bool) or not isinstance(value[0], (int, float)):
-            raise ValueError(f"unexpected conditional choice {value!r}")
-        rest = value[1] if len(value) == 2 else tuple(value[1:])
-        if isinstance(rest, list) and not (rest and rest[0] == "__tuple__"):
-            children = [_compact_node(v) for v in rest]
-        elif isinstance(rest, (int, float, str)) or len(value) > 2:
-            children = [_compact_node(rest)]
-        else:
-            raise ValueError(f"unexpected conditional choice {value!r}")
-        return _Node(value[0], children)
-    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        return _Node(value, [])
-    raise TypeError(f"unexpected DNA value {value!r}")
 
 
 # ---- input checks shared by the algorithms -------------------------------------------------------
@@ -468,10 +314,15 @@ class DecisionAlgorithm(pg.DNAGenerator):
     """Base of the symnas algorithms that work on :class:`DecisionSpace` assignments.
 
     Subclasses implement ``_init_state()`` (after the space is compiled), ``_propose_values()``
-    returning ``(values, dna)`` and ``_learn(values, reward)``. The base keeps the proposed
-    assignments so feedback needs no decoding, validates rewards, and recovers state by replaying
+    returning ``(values, dna)`` and ``_learn(values, reward)``; under constraints (a fed-back DNA
+    carrying ``symnas.constraints.attach``'s violations) ``_learn_constrained(values, reward,
+    violation)`` gets the total violation too (by default it ignores it: random search).
+    A DNA the algorithm did not propose (a queued warm-start point) is learnt from the same way.
+    The base keeps the proposed assignments so feedback needs no decoding, validates rewards, and recovers state by replaying
     each historical trial as propose-then-feedback: for a seeded algorithm fed back in order, the
-    recovered instance proposes exactly what an uninterrupted one would.
+    recovered instance proposes exactly what an uninterrupted one would. ``state_dict`` /
+    ``load_state_dict`` save and restore the state as JSON (subclasses with more state than
+    ``self._rng`` extend ``_state`` / ``_load_state``).
     """
 
     def _setup(self):
@@ -497,7 +348,15 @@ class DecisionAlgorithm(pg.DNAGenerator):
         return self._space.decode(dna)
 
     def _feedback(self, dna: pg.DNA, reward) -> None:
-        self._learn(self._values_of(dna), self._check_reward(reward))
+        violations = violations_of(dna)
+        if violations is None:
+            self._learn(self._values_of(dna), self._check_reward(reward))
+        else:
+            self._learn_constrained(self._values_of(dna), self._check_reward(reward), total_violation(violations))
+
+    def _learn_constrained(self, values: list, reward, violation: float) -> None:
+        del violation
+        self._learn(values, reward)
 
     def _check_reward(self, reward):
         return check_reward(reward)
@@ -511,3 +370,46 @@ class DecisionAlgorithm(pg.DNAGenerator):
         self._pending.pop(id(replayed), None)
         if reward is not None:
             self._feedback(dna, reward)
+
+    # ---- checkpoints (JSON) ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The algorithm's state as plain JSON values; ``load_state_dict`` restores it after ``setup``.
+
+        A study checkpoints it beside its trials, so resuming a long study does not replay every
+        trial. Proposals in flight are not part of it: their feedback arrives as for any DNA.
+        """
+        if self.dna_spec is None:
+            raise ValueError(f"{type(self).__name__} has no state before setup(dna_spec).")
+        return {"num_proposals": self.num_proposals, "num_feedbacks": self.num_feedbacks, **self._state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores ``state_dict()``'s value (the algorithm must be set up with the same DNASpec).
+
+        With ``seed=None`` the random state is not restored: it comes fresh from the OS, so two
+        processes resuming one study do not draw the same proposals.
+        """
+        if self.dna_spec is None:
+            raise ValueError(f"set {type(self).__name__} up with its DNASpec before load_state_dict.")
+        self._num_proposals = int(state["num_proposals"])
+        self._num_feedbacks = int(state["num_feedbacks"])
+        self._load_state(state)
+
+    def _state(self) -> dict:
+        rng = getattr(self, "_rng", None)
+        return {"rng": rng_state(rng)} if rng is not None else {}
+
+    def _load_state(self, state: dict) -> None:
+        rng = getattr(self, "_rng", None)
+        if rng is not None and state.get("rng") is not None and getattr(self, "seed", None) is not None:
+            set_rng_state(rng, state["rng"])
+
+
+def rng_state(rng) -> list:
+    """A ``random.Random``'s state as JSON values."""
+    version, internal, gauss_next = rng.getstate()
+    return [version, list(internal), gauss_next]
+
+
+def set_rng_state(rng, state: list) -> None:
+    version, internal, gauss_next = state
+    rng.setstate((int(version), tuple(int(i) for i in internal), gauss_next))

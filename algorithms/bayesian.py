@@ -5,6 +5,7 @@ import warnings
 import pyglove as pg
 
 from symnas.algorithms._decisions import ChoiceSlot, DecisionAlgorithm, FloatDecision
+from symnas.constraints import violations_of
 
 __all__ = ["Bayesian"]
 
@@ -25,7 +26,10 @@ class OptunaAlgorithm(DecisionAlgorithm):
     ``suggest_float(log=True)`` for log floats); feedback is ``study.tell``. A DNA that was not
     proposed by this instance (history given to ``recover``) is added with ``study.add_trial``.
     Recovery therefore rebuilds the sampler's knowledge but not its random state: a recovered
-    instance proposes as well as, not identically to, an uninterrupted one.
+    instance proposes as well as, not identically to, an uninterrupted one. A queued warm-start
+    point is added the same way (a completed Optuna trial). Under constraints each trial carries
+    its violations as Optuna constraints (``Trial.set_constraint``), which TPE (constrained TPE)
+    and NSGA-II (constraint-domination) use.
     """
 
     def _make_sampler(self):
@@ -37,7 +41,7 @@ class OptunaAlgorithm(DecisionAlgorithm):
     def _init_state(self):
         self._optuna = _optuna()
         self._asked = {}
-        self._known = {}   # assignment -> reward, to answer repeats without re-evaluation
+        self._known = {}   # assignment -> (reward, violations), to answer repeats without re-evaluation
         self._study = None
         self._rng = random.Random(self.seed)
         if self._directions() is not None:
@@ -70,7 +74,9 @@ class OptunaAlgorithm(DecisionAlgorithm):
                 break
             # A repeat of an evaluated point: answer it from memory and ask again, so the
             # caller never pays for the same evaluation twice.
-            self._study.tell(trial, self._known[key])
+            known_reward, known_violations = self._known[key]
+            _set_constraints(trial, known_violations)
+            self._study.tell(trial, known_reward)
         values, dna = self._space.assemble(values)
         self._asked[id(dna)] = (dna, trial)
         return values, dna
@@ -92,19 +98,21 @@ class OptunaAlgorithm(DecisionAlgorithm):
     def _feedback(self, dna, reward):
         reward = self._check_reward(reward)
         values = self._values_of(dna)
-        self._known[tuple(values)] = reward
+        violations = violations_of(dna)
+        self._known[tuple(values)] = (reward, violations)
         entry = self._asked.pop(id(dna), None)
         if self._study is None:
             self._create_study_for(reward)
         if entry is not None and entry[0] is dna:
+            _set_constraints(entry[1], violations)
             self._study.tell(entry[1], reward)
         else:
-            self._add_trial(values, reward)
+            self._add_trial(values, reward, violations)
 
     def _create_study_for(self, reward):
         self._create_study()
 
-    def _add_trial(self, values, reward):
+    def _add_trial(self, values, reward, violations=None):
         params, dists = {}, {}
         for dec in self._space.decisions:
             v = values[dec.index]
@@ -113,13 +121,38 @@ class OptunaAlgorithm(DecisionAlgorithm):
             params[dec.name] = v
             dists[dec.name] = self._distribution(dec)
         rewards = reward if isinstance(reward, tuple) else (reward,)
+        system_attrs = {f"constraints:{i}": float(v) for i, v in enumerate(violations or ())}
         self._study.add_trial(self._optuna.trial.create_trial(
-            values=list(rewards), params=params, distributions=dists))
+            values=list(rewards), params=params, distributions=dists, system_attrs=system_attrs))
 
     def _replay(self, trial_id, dna, reward):
         del trial_id
         if reward is not None:
             self._feedback(dna, reward)
+
+    def _state(self):
+        # Optuna's model is rebuilt from the told points (and their violations); its sampler's
+        # random state is not kept
+        return {**super()._state(), "told": [
+            [list(values), list(reward) if isinstance(reward, tuple) else reward,
+             None if violations is None else list(violations)]
+            for values, (reward, violations) in self._known.items()]}
+
+    def _load_state(self, state):
+        super()._load_state(state)
+        for told in state["told"]:
+            values, reward = told[0], told[1]
+            violations = tuple(told[2]) if len(told) > 2 and told[2] is not None else None
+            reward = self._check_reward(tuple(reward) if isinstance(reward, list) else reward)
+            self._known[tuple(values)] = (reward, violations)
+            if self._study is None:
+                self._create_study_for(reward)
+            self._add_trial(list(values), reward, violations)
+
+
+def _set_constraints(trial, violations) -> None:
+    for i, value in enumerate(violations or ()):
+        trial.set_constraint(str(i), float(value))
 
 
 @pg.members([

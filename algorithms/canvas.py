@@ -53,6 +53,13 @@ class Canvas(DecisionAlgorithm):
         self.backtracks = 0
         self.last_decoded = None     # the Decoded kernel of the latest proposal (saves decoding it again)
 
+    def _state(self):   # the structures already proposed, so a resumed Canvas does not propose them again
+        return {**super()._state(), "seen": sorted(self._seen)}
+
+    def _load_state(self, state):
+        super()._load_state(state)
+        self._seen = set(state.get("seen", ()))
+
     def _propose_values(self):
         values = [None] * self._space.num_decisions
         for design in self._designs:

@@ -5,10 +5,18 @@ import random
 import pyglove as pg
 
 from symnas.algorithms._decisions import ChoiceSlot, DecisionAlgorithm
+from symnas.constraints import total_violation, violations_of
 
 __all__ = ["RegularizedEvolution"]
 
 _MUTATION_TRIES, _MAX_TRIES = 30, 100
+_INACTIVE = -1.5e308     # stands for an inactive decision (None) in a point's key
+
+
+def _key(values) -> int:
+    """A point's key, the same in every process (tuple hashes of ints and floats are not salted;
+    None's hash is, before Python 3.12)."""
+    return hash(tuple(_INACTIVE if v is None else v for v in values))
 
 
 @pg.members([
@@ -25,13 +33,17 @@ _MUTATION_TRIES, _MAX_TRIES = 30, 100
 class RegularizedEvolution(DecisionAlgorithm):
     """Regularized evolution (Real et al. 2019): aging population, tournament selection, mutation.
 
-    The first ``population_size`` proposals are random. Afterwards the best of ``tournament_size``
+    The first ``population_size`` proposals are random (after any queued warm-start points, which
+    join the population like every evaluated point). Afterwards the best of ``tournament_size``
     random members of the population (the ``population_size`` most recent feedbacks) is copied and
     ``num_mutations`` of its active decisions are resampled: a choice takes another candidate (its
     conditional sub-decisions are drawn afresh), a float moves by a Gaussian step in its scale.
-    With ``avoid_duplicates`` (default) a child already proposed is mutated again (and after 30
+    With ``avoid_duplicates`` (default) a child already tried is mutated again (and after 30
     repeats a random unseen point is proposed instead), which saves evaluations when the objective
-    is deterministic (e.g. a tabular benchmark).
+    is deterministic (e.g. a tabular benchmark). What was tried is every point proposed or fed
+    back: the history of a resumed study and the trials of other processes on it included.
+    Under constraints, tournaments are feasibility-first (Deb 2000): a feasible member beats an
+    infeasible one, two infeasible ones are ranked by total violation, two feasible ones by reward.
 
     Example::
 
@@ -59,7 +71,7 @@ class RegularizedEvolution(DecisionAlgorithm):
     def _random_float(self, dec):
         return dec.from_unit(self._rng.random())
 
-    def _propose_values(self):
+    def _propose_values(self, record: bool = True, build: bool = True):
         space = self._space
         for attempt in range(_MAX_TRIES):
             if len(self._population) < self.population_size or attempt >= _MUTATION_TRIES:
@@ -69,15 +81,43 @@ class RegularizedEvolution(DecisionAlgorithm):
             else:
                 values, _ = space.assemble(self._mutate(self._select()), self._random_choice,
                                            self._random_float, build=False)
-            key = tuple(values)
+            key = _key(values)
             if not self.avoid_duplicates or key not in self._seen:
                 break
-        self._seen.add(key)
-        return space.assemble(values)
+        if record:
+            self._seen.add(key)
+        return space.assemble(values) if build else (values, None)
+
+    def _replay(self, trial_id, dna, reward):
+        # The proposal is drawn again only to advance the random state as the original did; what
+        # was tried is the history's point, which is never proposed again.
+        del trial_id
+        self._propose_values(record=False, build=False)
+        self._feedback_values(self._space.decode(dna), reward, violations_of(dna))
+
+    def _feedback(self, dna, reward):
+        self._feedback_values(self._values_of(dna), reward, violations_of(dna))
+
+    def _feedback_values(self, values, reward, violations=None):
+        self._seen.add(_key(values))   # also a point of another process, a retried or a queued one
+        if reward is not None:
+            self._learn_constrained(values, self._check_reward(reward), total_violation(violations))
+
+    def _state(self):
+        return {**super()._state(), "population": [[values, reward, violation]
+                                                   for values, reward, violation in self._population],
+                "seen": sorted(self._seen)}
+
+    def _load_state(self, state):
+        super()._load_state(state)
+        self._population.clear()
+        self._population.extend((list(member[0]), float(member[1]), float(member[2]) if len(member) > 2 else 0.0)
+                                for member in state["population"])
+        self._seen = {int(key) for key in state["seen"]}
 
     def _select(self) -> list:
         members = self._rng.sample(range(len(self._population)), self.tournament_size)
-        best = max(members, key=lambda i: self._population[i][1])
+        best = max(members, key=lambda i: _rank(self._population[i]))
         return self._population[best][0]
 
     def _mutate(self, parent: list) -> list:
@@ -104,4 +144,13 @@ class RegularizedEvolution(DecisionAlgorithm):
         return [d for d in self._space.slots if slot.index in d.distinct_from]
 
     def _learn(self, values, reward):
-        self._population.append((values, reward))
+        self._learn_constrained(values, reward, 0.0)
+
+    def _learn_constrained(self, values, reward, violation):
+        self._population.append((values, reward, violation))
+
+
+def _rank(member):
+    """Tournament order: feasible first, then smaller total violation, then larger reward."""
+    _, reward, violation = member
+    return (violation <= 0.0, -violation, reward)

@@ -33,6 +33,9 @@ class Reinforce(DecisionAlgorithm):
     and std. After a reward r, every decision active in that DNA moves along
     ``(r - baseline) * grad log p`` plus ``entropy_weight * grad entropy``; inactive conditional
     decisions get no gradient. The baseline is an exponential moving average of rewards.
+    Under constraints an infeasible trial is learnt as a reward one observed reward range below
+    the worst reward seen (so the policy moves away from it whatever its objective), and a queued
+    warm-start point is learnt from like a proposal.
 
     Example::
 
@@ -51,6 +54,7 @@ class Reinforce(DecisionAlgorithm):
         self._log_std = {f.index: math.log(self.initial_std) for f in self._space.floats}
         self._baseline = None
         self._scale = None
+        self._reward_range = None   # (lowest, highest) reward seen: the penalty's unit under constraints
 
     def _weights(self, slot: ChoiceSlot, banned) -> list:
         logits = self._logits[slot.index]
@@ -80,6 +84,14 @@ class Reinforce(DecisionAlgorithm):
 
     def _propose_values(self):
         return self._space.sample(self._choose, self._draw)
+
+    def _learn_constrained(self, values, reward, violation):
+        low, high = self._reward_range or (reward, reward)
+        low, high = min(low, reward), max(high, reward)
+        self._reward_range = (low, high)
+        if violation > 0.0:
+            reward = low - max(high - low, 1e-12)
+        self._learn(values, reward)
 
     def _learn(self, values, reward):
         if self._baseline is None:
@@ -119,3 +131,19 @@ class Reinforce(DecisionAlgorithm):
                 log_std += lr * (advantage * (z * z - 1.0) * 0.5 + ent)
                 self._mean[dec.index] = min(max(mean, 0.0), 1.0)
                 self._log_std[dec.index] = min(max(log_std, math.log(_MIN_STD)), math.log(_MAX_STD))
+
+    def _state(self):
+        return {**super()._state(), "logits": [[i, v] for i, v in self._logits.items()],
+                "mean": [[i, v] for i, v in self._mean.items()],
+                "log_std": [[i, v] for i, v in self._log_std.items()],
+                "baseline": self._baseline, "scale": self._scale,
+                "reward_range": None if self._reward_range is None else list(self._reward_range)}
+
+    def _load_state(self, state):
+        super()._load_state(state)
+        self._logits = {int(i): [float(x) for x in v] for i, v in state["logits"]}
+        self._mean = {int(i): float(v) for i, v in state["mean"]}
+        self._log_std = {int(i): float(v) for i, v in state["log_std"]}
+        self._baseline, self._scale = state["baseline"], state["scale"]
+        reward_range = state.get("reward_range")
+        self._reward_range = None if reward_range is None else (float(reward_range[0]), float(reward_range[1]))

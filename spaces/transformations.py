@@ -32,6 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyglove as pg
 
+from symnas.pyglove_fastpaths import SharedValue, share
+
 __all__ = ["LayerTransformation", "NetworkTransformation", "SharedLayer", "SharedSteps", "SharedValue",
            "describe_neural", "drop_kept_layers", "network_transformations", "neural_menu", "program_templates"]
 
@@ -211,7 +213,7 @@ def network_transformations(backbone: Any = "resnet34", num_classes: int = 10,
         if len(neural) > 1 and len(program) == 1:
             # one decision, as below, over finished layers that the candidates share (no layer is built
             # when a candidate is decoded)
-            layers.append(pg.oneof([SharedLayer(LayerTransformation(site.path, n, program[0]).seal())
+            layers.append(pg.oneof([share(LayerTransformation(site.path, n, program[0]).seal(), SharedLayer)
                                     for n in neural]))
             continue
         layers.append(LayerTransformation(site.path,
@@ -237,30 +239,6 @@ def drop_kept_layers(sites: list, keep: Sequence[str]) -> list:
     if not left:
         raise ValueError("keep names every transformable layer: nothing left to transform")
     return left
-
-
-class SharedValue(pg.Ref):
-    """A read-only (sealed) value of the space that many candidates reference instead of copying.
-
-    Reads like the value; compares, hashes, serialises and pickles as the plain value, so a
-    saved candidate loads without it.
-    """
-
-    def sym_jsonify(self, **kwargs: Any) -> Any:
-        return pg.to_json(self.value, **kwargs)
-
-    def sym_eq(self, other: Any) -> bool:      # equal to an equal value, shared or not
-        return pg.eq(self.value, other.value if isinstance(other, pg.Ref) else other)
-
-    def sym_hash(self) -> int:
-        return pg.hash(self.value)
-
-    def _sym_clone(self, deep: bool, memo: Any = None) -> "SharedValue":
-        del deep, memo
-        return type(self)(self.value)
-
-    def __reduce__(self):
-        return (type(self), (self.value,))
 
 
 class SharedSteps(SharedValue):
@@ -289,10 +267,7 @@ class SharedLayer(SharedValue):
         copy.layers[0].rebind(path="other")       # the shared layer is unchanged
     """
 
-    def _sym_clone(self, deep: bool, memo: Any = None) -> Any:
-        if deep:
-            return self.value.clone(deep=True, memo=memo).seal(False)   # a clone keeps the seal
-        return super()._sym_clone(deep, memo)
+    clone_owns_copy = True
 
 
 def _shared(steps, cache: Dict[Any, Any]):
@@ -302,4 +277,4 @@ def _shared(steps, cache: Dict[Any, Any]):
         value = pg.List([s.clone(deep=True) if isinstance(s, pg.Symbolic) else s for s in steps])
         value.seal()
         cache[key] = value
-    return SharedSteps(cache[key])
+    return share(cache[key], SharedSteps)

@@ -3,7 +3,8 @@
 A search source is either a builtin name (``quickstart``, ``nasbench201``, ``toy``) or a Python
 file that defines ``space`` and ``evaluate`` (and optionally ``objectives``). The study stores
 where its source came from (``source_info``) so ``symnas resume`` finds the evaluator again; a
-file is re-imported from its path (the study never carries code).
+file is re-imported from its path (the study never carries code), and only while it still has the
+hash recorded when the study began (``--trust-space-file`` overrides that).
 
 Example::
 
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import math
 import os
 import pathlib
 import sys
-from typing import Any, Callable, Dict, Optional
+import traceback
+import types
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import pyglove as pg
 
@@ -97,61 +99,106 @@ DESCRIPTIONS = {
 
 
 # -- space files ----------------------------------------------------------------------------------
+class SpaceFileError(ValueError):
+    """A space file cannot be used (missing, not Python, raises on import, changed since the study began)."""
+
+
 def _module_name(path: pathlib.Path) -> str:
     # The same name in the driver and in worker processes, so classes defined in the file register
     # under one type name and their JSON decodes on both sides.
     return "symnas_space_" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
 
 
-def load_space_module(path: os.PathLike):
-    """Imports a space file (once per process) and returns the module."""
-    path = pathlib.Path(path).resolve()
-    name = _module_name(path)
-    if name in sys.modules:
+def _shown(path: Any) -> str:
+    text = str(path)
+    return text if len(text) <= 120 else text[:60] + "..." + text[-40:]
+
+
+def _read_space_file(path: Any) -> Tuple[pathlib.Path, bytes]:
+    try:
+        resolved = pathlib.Path(path).resolve()
+        data = resolved.read_bytes()
+    except FileNotFoundError as error:
+        raise SpaceFileError(f"space file {_shown(path)} does not exist.") from error
+    except IsADirectoryError as error:
+        raise SpaceFileError(f"space file {_shown(path)} is a folder.") from error
+    except OSError as error:
+        raise SpaceFileError(f"cannot read space file {_shown(path)}: {error.strerror or error}.") from error
+    return resolved, data
+
+
+def load_space_module(path: os.PathLike, sha256: Optional[str] = None):
+    """Imports a space file (once per process) and returns the module.
+
+    With ``sha256`` the file must still have that hash: a changed file is refused before it runs.
+    The bytes that were hashed are the bytes that run (the file is read once).
+    """
+    resolved, data = _read_space_file(path)
+    name = _module_name(resolved)
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise SpaceFileError(f"space file {_shown(resolved)} changed since the study started (sha256 "
+                             f"{sha256[:12]}..., now {digest[:12]}...); nothing was run.")
+    if name in sys.modules and getattr(sys.modules[name], "__symnas_sha256__", None) == digest:
         return sys.modules[name]
-    if not path.is_file():
-        raise FileNotFoundError(f"Space file {str(path)!r} does not exist.")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+    try:
+        code = compile(data, str(resolved), "exec")
+    except (SyntaxError, ValueError) as error:
+        where = f" (line {error.lineno})" if getattr(error, "lineno", None) else ""
+        raise SpaceFileError(f"space file {_shown(resolved)} is not valid Python{where}: "
+                             f"{getattr(error, 'msg', error)}.") from error
+    module = types.ModuleType(name)
+    module.__file__ = str(resolved)
+    module.__symnas_sha256__ = digest
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
-    except BaseException:
+        exec(code, module.__dict__)  # pylint: disable=exec-used  (the user's own file, named on the command line)
+    except BaseException as error:
         del sys.modules[name]
-        raise
+        if not isinstance(error, Exception):
+            raise
+        line = next((frame.lineno for frame in reversed(traceback.extract_tb(error.__traceback__))
+                     if frame.filename == str(resolved)), None)
+        raise SpaceFileError(f"space file {_shown(resolved)} raised {type(error).__name__}: {error}"
+                             f"{f' (line {line})' if line else ''} while it was imported.") from error
     return module
 
 
 class FileEvaluator:
-    """The ``evaluate`` of a space file, picklable by path: a worker process re-imports the file
-    (which also registers the file's symbolic classes) before it decodes any trial."""
+    """The ``evaluate`` of a space file, picklable by path and hash: a worker process re-imports the
+    file (which also registers the file's symbolic classes) before it decodes any trial, and refuses
+    it if it changed meanwhile."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, sha256: Optional[str] = None):
         self.path = path
-        self._evaluate = load_space_module(path).evaluate
+        self.sha256 = sha256
+        self.symnas_fingerprint = sha256[:12] if sha256 else None   # the study's identity
+        self._evaluate = load_space_module(path, sha256).evaluate
 
     def __call__(self, value):
         return self._evaluate(value)
 
     def __reduce__(self):
-        return (FileEvaluator, (self.path,))
+        return (FileEvaluator, (self.path, self.sha256))
 
 
-def _load_file(path: str) -> SearchSource:
-    resolved = pathlib.Path(path).resolve()
-    module = load_space_module(resolved)
+def _load_file(path: str, sha256: Optional[str] = None) -> SearchSource:
+    if not str(path).endswith(".py"):
+        raise SpaceFileError(f"space file {_shown(path)} must be a Python file ending in .py.")
+    resolved, data = _read_space_file(path)
+    digest = hashlib.sha256(data).hexdigest() if sha256 is None else sha256
+    module = load_space_module(resolved, digest)
     missing = [n for n in ("space", "evaluate") if not hasattr(module, n)]
     if missing:
-        raise ValueError(f"Space file {path!r} must define {' and '.join(missing)} "
-                         f"(a symbolic search space named 'space' and a function 'evaluate(value)').")
+        raise SpaceFileError(f"Space file {_shown(path)} must define {' and '.join(missing)} "
+                             f"(a symbolic search space named 'space' and a function 'evaluate(value)').")
     if not callable(module.evaluate):
-        raise ValueError(f"Space file {path!r}: 'evaluate' must be a function, got "
-                         f"{type(module.evaluate).__name__}.")
+        raise SpaceFileError(f"Space file {_shown(path)}: 'evaluate' must be a function, got "
+                             f"{type(module.evaluate).__name__}.")
     if not isinstance(module.space, (pg.Symbolic, pg.DNASpec)):
-        raise ValueError(f"Space file {path!r}: 'space' must be a PyGlove symbolic value with search "
-                         f"points (pg.oneof, pg.floatv, ...), got {type(module.space).__name__}.")
-    digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
-    return SearchSource(module.space, FileEvaluator(str(resolved)), getattr(module, "objectives", None),
+        raise SpaceFileError(f"Space file {_shown(path)}: 'space' must be a PyGlove symbolic value with search "
+                             f"points (pg.oneof, pg.floatv, ...), got {type(module.space).__name__}.")
+    return SearchSource(module.space, FileEvaluator(str(resolved), digest), getattr(module, "objectives", None),
                         info={"kind": "file", "path": str(resolved), "sha256": digest})
 
 
@@ -161,29 +208,51 @@ def load_source(source: str) -> SearchSource:
         loaded = BUILTINS[source]()
         loaded.info = {"kind": "builtin", "name": source}
         return loaded
-    if source.endswith(".py") or os.path.sep in source:
+    if source.endswith(".py"):
         return _load_file(source)
-    raise ValueError(f"Unknown search {source!r}: use a builtin ({', '.join(BUILTINS)}) or a .py file "
+    raise ValueError(f"Unknown search {_shown(source)!r}: use a builtin ({', '.join(BUILTINS)}) or a .py file "
                      f"that defines 'space' and 'evaluate'.")
 
 
-def source_from_info(info: Dict[str, Any]) -> SearchSource:
-    """The source recorded with a study (``symnas resume``); warns when a space file changed."""
+def source_from_info(info: Dict[str, Any], trust_space_file: bool = False) -> SearchSource:
+    """The source recorded with a study (``symnas resume``).
+
+    A builtin is looked up by name only (a recorded path is refused). A space file runs only if it
+    still has the hash recorded when the study started, unless ``trust_space_file``.
+    """
     if not info:
         raise ValueError("This study was not started by the symnas command line, so it does not record "
                          "its evaluator; resume it from Python with sn.search(...) and the same name.")
+    if not isinstance(info, dict):
+        raise ValueError(f"Unrecognised search source in the study: {str(info)[:120]!r}.")
     if info.get("kind") == "builtin":
-        return load_source(info["name"])
+        name = info.get("name")
+        if name not in BUILTINS:
+            raise ValueError(f"The study names an unknown builtin search {_shown(name)!r} (builtins: "
+                             f"{', '.join(BUILTINS)}); nothing was run.")
+        return load_source(name)
     if info.get("kind") == "file":
-        source = _load_file(info["path"])
-        if source.info["sha256"] != info.get("sha256"):
-            print(f"symnas: warning: space file {info['path']} changed since the study started.",
-                  file=sys.stderr)
-        return source
-    raise ValueError(f"Unrecognised search source in the study: {info!r}.")
+        path, sha256 = info.get("path"), info.get("sha256")
+        if not isinstance(path, str) or not path.endswith(".py"):
+            raise ValueError(f"The study names a space file that is not a .py file: {_shown(path)!r}; nothing "
+                             f"was run.")
+        if trust_space_file:
+            return _load_file(path)
+        if not isinstance(sha256, str):
+            raise SpaceFileError(f"The study does not record the hash of its space file {_shown(path)}; nothing "
+                                 f"was run. Check the file, then pass --trust-space-file to run it.")
+        try:
+            return _load_file(path, sha256)
+        except SpaceFileError as error:
+            if "changed since the study started" in str(error):
+                raise SpaceFileError(f"{error} Check the file, then pass --trust-space-file to run it "
+                                     f"anyway.") from None
+            raise
+    raise ValueError(f"Unrecognised search source in the study: {str(info)[:120]!r}.")
 
 
 def describe_source(info: Optional[Dict[str, Any]]) -> str:
-    if not info:
+    if not info or not isinstance(info, dict):
         return "(not recorded)"
-    return info.get("name") if info.get("kind") == "builtin" else info.get("path", "?")
+    text = info.get("name") if info.get("kind") == "builtin" else info.get("path", "?")
+    return _shown(text)

@@ -1,4 +1,4 @@
-"""Exceptions that an evaluator raises to tell the search how a trial ended."""
+"""Exceptions that tell the search how a trial ended, and that tell the caller why a search stopped."""
 from typing import Any, Dict, Optional
 
 
@@ -19,3 +19,19 @@ class TrialRejected(Exception):
         super().__init__(reason)
         self.reason = reason
         self.metrics = dict(metrics or {})
+
+
+class SearchInterrupted(SystemExit):
+    """The search stopped because an objective called ``sys.exit()`` (in this process or a worker).
+
+    The trial is recorded as ``interrupted`` and finished trials are kept; running the same search
+    again resumes it. As a ``SystemExit`` it ends a script with its message and exit status 1.
+    (Ctrl-C stops a search with the usual ``KeyboardInterrupt``; its trials are recorded the same way.)
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

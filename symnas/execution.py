@@ -13,10 +13,8 @@ with signal SIGSEGV" (or its exit code). The dead worker is replaced and the sea
 
 Workers are fresh interpreters, never forks of a driver that may already run TVM or torch threads.
 
-Proposals: the loop keeps every idle worker busy while the algorithm proposes. An algorithm may
-bound how many of its proposals are in flight with an integer attribute ``max_pending`` (e.g. 1 for
-one that needs each feedback before the next proposal); one whose ``propose`` raises
-``StopIteration`` while trials are in flight is asked again after the next result arrives.
+``ProcessExecutor`` is the run loop's executor for this (``symnas.executor``); ``WorkerPool`` the
+processes behind it.
 
 Example::
 
@@ -31,35 +29,14 @@ import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
-import pickle  # only for the driver <-> worker pipe of this machine, never for storage
 import signal
 import socket
 import subprocess
 import sys
 import time
-import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import pyglove as pg
-
-from symnas.session import ActiveTrial, SearchSession, _MaterializeFailed
-
-
-def check_workers(workers: Any) -> int:
-    """Validates the ``workers`` argument of ``sn.search``."""
-    if isinstance(workers, bool) or not isinstance(workers, int):
-        raise TypeError(f"workers must be a positive integer, got {workers!r}.")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1 (the number of trials evaluated at once), got {workers}.")
-    return workers
-
-
-def check_trial_timeout(trial_timeout: Any) -> Optional[float]:
-    if trial_timeout is None:
-        return None
-    if isinstance(trial_timeout, bool) or not isinstance(trial_timeout, (int, float)) or not trial_timeout > 0:
-        raise ValueError(f"trial_timeout must be a positive number of seconds or None, got {trial_timeout!r}.")
-    return float(trial_timeout)
+from symnas.executor import ERROR, Executor, Outcome, encode_value, evaluate_payload, trial_input
 
 
 def describe_exit(exitcode: Optional[int]) -> str:
@@ -74,44 +51,6 @@ def describe_exit(exitcode: Optional[int]) -> str:
         hint = " (killed: out of memory, or by another process)" if name == "SIGKILL" else ""
         return f"worker process died with signal {name}{hint}"
     return f"worker process exited with code {exitcode} during the trial"
-
-
-# -- what travels between driver and worker ------------------------------------------------------
-def encode_value(value: Any) -> tuple:
-    """A trial's concrete object for another process: PyGlove JSON when symbolic, else pickle."""
-    if isinstance(value, pg.Symbolic):
-        return ("json", pg.to_json_str(value, save_ref_value=True))
-    return ("pickle", pickle.dumps(value))
-
-
-def decode_value(payload: tuple) -> Any:
-    kind, data = payload
-    return pg.from_json_str(data) if kind == "json" else pickle.loads(data)
-
-
-def evaluate_payload(evaluate: Callable[[Any], Any], payload: tuple) -> tuple:
-    """Runs one evaluation; returns ``("ok", result)`` or ``("error", text, rejection)`` (picklable)."""
-    from symnas.errors import TrialRejected  # pylint: disable=import-outside-toplevel
-    try:
-        result = evaluate(decode_value(payload))
-        pickle.dumps(result)  # fail here, with a clear text, rather than in the pipe
-        return ("ok", result)
-    except TrialRejected as rejection:
-        return ("error", rejection.reason, dict(rejection.metrics))
-    except Exception as error:  # pylint: disable=broad-except
-        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        return ("error", text[-4000:], None)
-
-
-def finish_from_outcome(session: SearchSession, trial: ActiveTrial, outcome: tuple) -> None:
-    """Records an outcome of ``evaluate_payload`` in the session."""
-    from symnas.errors import TrialRejected  # pylint: disable=import-outside-toplevel
-    if outcome[0] == "ok":
-        session.complete(trial, outcome[1])
-    elif outcome[2] is not None:
-        session.reject(trial, TrialRejected(outcome[1], metrics=outcome[2]))
-    else:
-        session.fail(trial, outcome[1])
 
 
 def _worker_main(connection: multiprocessing.connection.Connection) -> None:
@@ -171,7 +110,7 @@ _STARTUP_LIMIT_S = 120.0
 class _Worker:
     process: subprocess.Popen
     connection: multiprocessing.connection.Connection
-    trial: Optional[ActiveTrial] = None
+    trial: Any = None               # the ActiveTrial it evaluates
     deadline: float = float("inf")
     timeout: Optional[float] = None
     ready: bool = False  # its interpreter has started: time limits count from then
@@ -251,9 +190,8 @@ class WorkerPool:
     def busy(self) -> List[_Worker]:
         return [w for w in self.workers if w.trial is not None]
 
-    def submit(self, worker: _Worker, trial: ActiveTrial, timeout: Optional[float]) -> None:
-        value = trial.value if trial.value is not None else trial.dna
-        payload = encode_value(value)
+    def submit(self, worker: _Worker, trial, timeout: Optional[float]) -> None:
+        payload = encode_value(trial_input(trial))
         try:
             worker.connection.send(payload)
         except OSError:  # the idle worker died since its last trial: use a fresh one
@@ -290,96 +228,81 @@ class WorkerPool:
         self.close()
 
 
-def propose_trials(session: SearchSession, free_slots: int, in_flight: int, num_trials: Optional[int],
-                   on_materialize_failed: Callable[[], None]) -> Tuple[List[ActiveTrial], bool]:
-    """Up to ``free_slots`` new trials, as far as ``num_trials`` (counting the ``in_flight`` ones) and the
-    algorithm allow. Returns the trials and whether the algorithm stopped proposing (StopIteration)."""
-    trials: List[ActiveTrial] = []
-    while len(trials) < free_slots:
-        if num_trials is not None and session.num_finished + in_flight + len(trials) >= num_trials:
-            break
-        try:
-            trials.append(session.next_trial())
-        except StopIteration:
-            return trials, True
-        except _MaterializeFailed:  # already recorded as failed
-            on_materialize_failed()
-    return trials, False
+class ProcessExecutor(Executor):
+    """Evaluates trials in ``workers`` worker processes (see the module doc); a trial running past
+    ``trial_timeout`` seconds is killed with its worker and ends as an ``error``.
 
+    Example::
 
-def run_parallel(session: SearchSession, evaluate: Callable[[Any], Any], num_trials: Optional[int],
-                 progress: bool, workers: int, trial_timeout: Optional[float] = None) -> None:
-    """Evaluates trials in ``workers`` processes until ``num_trials`` have finished (see module doc)."""
-    from symnas.search import _progress_bar, _update  # pylint: disable=import-outside-toplevel
-    bar = _progress_bar(session, num_trials) if progress else None
-    max_pending = getattr(session.algorithm, "max_pending", None)
-    exhausted = False
-    try:
-        with WorkerPool(evaluate, workers) as pool:
-            while True:
-                session.sync()
-                # Propose for every idle worker, as far as the algorithm and num_trials allow.
-                idle, busy = pool.idle(), len(pool.busy())
-                free = len(idle) if max_pending is None else max(0, min(len(idle), max_pending - busy))
-                trials, stopped = propose_trials(session, free, busy, num_trials, lambda: _update(bar, session))
-                exhausted = stopped or (exhausted and not trials)
-                for worker, trial in zip(idle, trials):
-                    pool.submit(worker, trial, trial_timeout)
-                in_flight = len(pool.busy())
-                if in_flight == 0:
-                    if exhausted or (num_trials is not None and session.num_finished >= num_trials):
-                        break
-                    continue  # e.g. every proposal failed to materialise: propose again
-                _wait_and_collect(pool, session, trial_timeout)
-                _update(bar, session)
-    finally:
-        if bar is not None:
-            _update(bar, session, force=True)
-            bar.close()
+        with ProcessExecutor(workers=2, trial_timeout=60) as executor:
+            executor.start(evaluate, reporter)
+            ...
+    """
 
+    def __init__(self, workers: int, trial_timeout: Optional[float] = None):
+        self.capacity = workers
+        self.trial_timeout = trial_timeout
+        self._pool: Optional[WorkerPool] = None
 
-def _wait_and_collect(pool: WorkerPool, session: SearchSession, trial_timeout: Optional[float]) -> None:
-    """Blocks until at least one worker message, death or time-out, and handles all that are ready."""
-    busy = pool.busy()
-    deadline = min(w.deadline for w in busy)
-    timeout = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
-    handles = {worker.connection: worker for worker in busy}
-    for connection in multiprocessing.connection.wait(list(handles), timeout=timeout):
-        worker = handles[connection]
-        try:
-            message = connection.recv()
-        except (EOFError, OSError):  # the process died: its socket closed
-            trial = worker.trial
-            worker.trial = None
+    def start(self, evaluate: Callable[[Any], Any], reporter) -> None:
+        super().start(evaluate, reporter)
+        self._pool = WorkerPool(evaluate, self.capacity)
+
+    def submit(self, trial) -> None:
+        self._pool.submit(self._pool.idle()[0], trial, self.trial_timeout)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pool.busy()) if self._pool is not None else 0
+
+    def wait(self) -> List[Tuple[Any, Outcome]]:
+        """Blocks until at least one worker message, death or time-out; returns the trials that ended."""
+        pool, ended = self._pool, []
+        busy = pool.busy()
+        deadline = min(w.deadline for w in busy)
+        timeout = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
+        handles = {worker.connection: worker for worker in busy}
+        for connection in multiprocessing.connection.wait(list(handles), timeout=timeout):
+            worker = handles[connection]
             try:
-                worker.process.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-            session.fail(trial, describe_exit(worker.process.returncode))
-            pool.replace(worker)
-            continue
-        _handle(worker, message, session)
-    now = time.monotonic()
-    for worker in pool.busy():
-        if worker.deadline <= now:
+                message = connection.recv()
+            except (EOFError, OSError):  # the process died: its socket closed
+                trial, worker.trial = worker.trial, None
+                try:
+                    worker.process.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+                ended.append((trial, Outcome(ERROR, describe_exit(worker.process.returncode))))
+                pool.replace(worker)
+                continue
+            ended.extend(self._handle(worker, message))
+        now = time.monotonic()
+        for worker in pool.busy():
+            if worker.deadline <= now:
+                trial, worker.trial = worker.trial, None
+                pool.replace(worker)
+                ended.append((trial, Outcome(ERROR, f"timed out after {self.trial_timeout:g} s (its worker "
+                                                    f"process was killed)")))
+        return ended
+
+    def _handle(self, worker: _Worker, message: tuple) -> List[Tuple[Any, Outcome]]:
+        kind = message[0]
+        if kind == "init_error":
+            raise RuntimeError(message[1])
+        if kind == "ready":
+            worker.ready = True
+            if worker.timeout:
+                worker.deadline = time.monotonic() + worker.timeout
+        elif kind == "report":
+            stop = self._reporter(worker.trial, message[1], message[2])
+            worker.connection.send(bool(stop))
+        elif kind == "done":
             trial = worker.trial
-            worker.trial = None
-            pool.replace(worker)
-            session.fail(trial, f"timed out after {trial_timeout:g} s (its worker process was killed)")
+            worker.trial, worker.deadline = None, float("inf")
+            return [(trial, message[1])]
+        return []
 
-
-def _handle(worker: _Worker, message: tuple, session: SearchSession) -> None:
-    kind = message[0]
-    if kind == "init_error":
-        raise RuntimeError(message[1])
-    if kind == "ready":
-        worker.ready = True
-        if worker.timeout:
-            worker.deadline = time.monotonic() + worker.timeout
-    if kind == "report":
-        stop = session.report(worker.trial, message[1], message[2])
-        worker.connection.send(bool(stop))
-    elif kind == "done":
-        trial = worker.trial
-        worker.trial, worker.deadline = None, float("inf")
-        finish_from_outcome(session, trial, message[1])
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

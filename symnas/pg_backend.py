@@ -19,8 +19,9 @@ from typing import Any, Dict, Optional, Sequence
 import pyglove as pg
 
 from symnas.errors import TrialRejected
-from symnas.search import DEFAULT_STORAGE
-from symnas.session import ActiveTrial, SearchSession, _MaterializeFailed
+from symnas.loop import propose
+from symnas.session import ActiveTrial, SearchSession
+from symnas.storage import DEFAULT_STORAGE
 from symnas.trial import RUNNING
 
 
@@ -93,6 +94,7 @@ class _SessionFeedback(pg.tuning.Feedback):
 
     def end_loop(self) -> None:
         self._backend.active = False
+        self._backend.session.close()
 
 
 @pg.tuning.add_backend("symnas")
@@ -120,15 +122,12 @@ class SymnasBackend(pg.tuning.Backend):
             raise StopIteration()
         if self._current is not None and self._current.status == "PENDING":
             return self._current  # PyGlove's contract: an unfinished trial is handed out again
-        while True:
-            if self.num_examples is not None and self.session.num_finished >= self.num_examples:
-                raise StopIteration()
-            try:
-                trial = self.session.next_trial()
-            except _MaterializeFailed:
-                continue
-            self._current = _SessionFeedback(self, trial, self.metrics_to_optimize)
-            return self._current
+        trials, _ = propose(self.session, 1, 0, self.num_examples)   # the run loop's proposal step
+        if not trials:
+            self.session.close()
+            raise StopIteration()
+        self._current = _SessionFeedback(self, trials[0], self.metrics_to_optimize)
+        return self._current
 
     @classmethod
     def poll_result(cls, name: str, **kwargs):

@@ -16,6 +16,8 @@ and answers, so curves and early stopping work as with local workers (the task w
 answer: 4-10 ms per report on this 2-core machine, 2026-12-03; no polling: the driver waits on
 the actor as on the tasks).
 
+``RayExecutor`` is the run loop's executor for this (``symnas.executor``).
+
 Example::
 
     study = sn.search(space, evaluate, sn.algorithms.Random(seed=0), num_trials=100,
@@ -27,10 +29,9 @@ import asyncio
 import socket
 import time
 import uuid
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from symnas.execution import encode_value, evaluate_payload, finish_from_outcome, propose_trials
-from symnas.session import SearchSession
+from symnas.executor import ERROR, Executor, Outcome, encode_value, evaluate_payload, trial_input
 
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources")
 
@@ -68,7 +69,7 @@ _REPORT_BOARDS: Dict[str, Any] = {}     # in a Ray worker: report board name -> 
 
 
 def _evaluate_task(evaluate: Callable[[Any], Any], payload: tuple, start_board, key: int,
-                   report_board: str) -> tuple:
+                   report_board: str) -> Outcome:
     """One trial in a Ray worker; ``report`` calls go to the actor named ``report_board``."""
     if start_board is not None:
         start_board.mark.remote(key)  # the time limit counts from here, not from submission
@@ -165,106 +166,116 @@ def _describe_ray_error(error: Exception) -> str:
         "\n" + "\n".join(text[-20:]) if len(text) > 1 else "")
 
 
-def _answer_reports(reports, taken: list, session: SearchSession, running: Dict[int, Any]) -> None:
-    """Stores the reports ``taken`` from the board and answers each (stop or go on)."""
-    answers = []
-    for index, key, step, metrics in taken:
-        trial = running.get(key)
-        # a report of a trial no longer running (cancelled): tell it to stop
-        answers.append((index, session.report(trial, step, metrics) if trial is not None else True))
-    reports.answer.remote(answers)
+class RayExecutor(Executor):
+    """Evaluates trials as Ray tasks (see the module doc): ``workers`` at once when > 1, else as many as
+    the cluster fits; ``resources`` per trial; ``trial_timeout`` counted from each task's start.
 
+    Example::
 
-def run_on_ray(session: SearchSession, evaluate: Callable[[Any], Any], num_trials: Optional[int],
-               progress: bool, *, workers: int = 1, trial_timeout: Optional[float] = None,
-               address: Optional[str] = None, resources: Optional[Dict[str, Any]] = None,
-               max_retries: int = 0) -> None:
-    """Evaluates the session's trials as Ray tasks until ``num_trials`` have finished (module doc)."""
-    try:
-        import ray  # pylint: disable=import-outside-toplevel
-    except ImportError as error:
-        raise ImportError("backend='ray' needs Ray: pip install 'ray[default]'.") from error
-    from symnas.search import _progress_bar, _update  # pylint: disable=import-outside-toplevel
-    resources = check_resources(resources)
-    check_address(address)
-    started_here = not ray.is_initialized()
-    if started_here:
+        with RayExecutor(address="127.0.0.1:6379", resources={"num_cpus": 1}) as executor:
+            executor.start(evaluate, reporter)
+            ...
+    """
+
+    def __init__(self, workers: int = 1, trial_timeout: Optional[float] = None, address: Optional[str] = None,
+                 resources: Optional[Dict[str, Any]] = None, max_retries: int = 0):
+        self.workers, self.trial_timeout, self.address = workers, trial_timeout, address
+        self.resources = check_resources(resources)
+        self.max_retries = max_retries
+        self.capacity = workers
+        self._ray = None
+        self._started_here = False
+        self._board = self._reports = self._next_reports = None
+        self._in_flight: Dict[Any, tuple] = {}   # ref -> (trial, key)
+
+    def start(self, evaluate: Callable[[Any], Any], reporter) -> None:
+        super().start(evaluate, reporter)
         try:
-            ray.init(address=address, include_dashboard=False, logging_level="warning",
-                     log_to_driver=True)
-        except ConnectionError as error:
-            raise ConnectionError(f"Cannot connect to the Ray cluster at {address!r}: {error}") from error
-    bar = board = reports = None
-    in_flight: Dict[Any, tuple] = {}  # ref -> (trial, deadline)
-    try:
-        if not _fits_some_node(ray, resources):
-            raise ValueError(f"No node of the Ray cluster offers the per-trial resources {resources}; "
+            import ray  # pylint: disable=import-outside-toplevel
+        except ImportError as error:
+            raise ImportError("backend='ray' needs Ray: pip install 'ray[default]'.") from error
+        check_address(self.address)
+        self._ray = ray
+        self._started_here = not ray.is_initialized()
+        if self._started_here:
+            try:
+                ray.init(address=self.address, include_dashboard=False, logging_level="warning", log_to_driver=True)
+            except ConnectionError as error:
+                raise ConnectionError(f"Cannot connect to the Ray cluster at {self.address!r}: {error}") from error
+        if not _fits_some_node(ray, self.resources):
+            raise ValueError(f"No node of the Ray cluster offers the per-trial resources {self.resources}; "
                              f"cluster resources: {ray.cluster_resources()}.")
-        capacity = workers if workers > 1 else _capacity(ray, resources)
-        max_pending = getattr(session.algorithm, "max_pending", None)
-        if max_pending is not None:
-            capacity = min(capacity, max_pending)
-        options = {k: v for k, v in resources.items()}
-        task = ray.remote(_evaluate_task).options(max_retries=max_retries, **options)
-        evaluate_ref = ray.put(evaluate)
-        board = ray.remote(_StartBoard).options(num_cpus=0).remote() if trial_timeout else None
-        reports_name = f"symnas-reports-{uuid.uuid4().hex}"
-        reports = ray.remote(_ReportBoard).options(num_cpus=0, name=reports_name).remote()
-        next_reports = reports.take.remote()     # ready when a task has reported
-        bar = _progress_bar(session, num_trials) if progress else None
-        exhausted = False
-        while True:
-            session.sync()
-            trials, stopped = propose_trials(session, capacity - len(in_flight), len(in_flight), num_trials,
-                                             lambda: _update(bar, session))
-            exhausted = stopped or (exhausted and not trials)
-            for trial in trials:
-                value = trial.value if trial.value is not None else trial.dna
-                ref = task.remote(evaluate_ref, encode_value(value), board, trial.record.id, reports_name)
-                in_flight[ref] = (trial, trial.record.id)
-            if not in_flight:
-                if exhausted or (num_trials is not None and session.num_finished >= num_trials):
-                    break
-                continue
-            wait_s = None
-            if trial_timeout:
-                elapsed = ray.get(board.elapsed.remote([key for _, key in in_flight.values()]))
-                for ref, (trial, key) in list(in_flight.items()):
-                    if elapsed.get(key, 0.0) > trial_timeout:
-                        in_flight.pop(ref)
-                        ray.cancel(ref, force=True)
-                        session.fail(trial, f"timed out after {trial_timeout:g} s (its Ray task was cancelled)")
-                remaining = [trial_timeout - elapsed[key] for _, key in in_flight.values() if key in elapsed]
-                # Poll to see trials start; wake up at the nearest time limit.
-                wait_s = max(0.0, min([0.5] + remaining))
-                if not in_flight:
-                    _update(bar, session)
-                    continue
-            ready, _ = ray.wait(list(in_flight) + [next_reports], num_returns=1, timeout=wait_s)
-            if next_reports in ready:
-                ready.remove(next_reports)
-                _answer_reports(reports, ray.get(next_reports), session,
-                                {key: trial for trial, key in in_flight.values()})
-                next_reports = reports.take.remote()
-            for ref in ready:
-                trial, key = in_flight.pop(ref)
-                if board is not None:
-                    board.forget.remote([key])
-                try:
-                    outcome = ray.get(ref)
-                except ray.exceptions.RayError as error:
-                    session.fail(trial, _describe_ray_error(error))
-                else:
-                    finish_from_outcome(session, trial, outcome)
-            _update(bar, session)
-    finally:
-        for ref in in_flight:
+        self.capacity = self.workers if self.workers > 1 else _capacity(ray, self.resources)
+        self._task = ray.remote(_evaluate_task).options(max_retries=self.max_retries, **self.resources)
+        self._evaluate_ref = ray.put(evaluate)
+        self._board = ray.remote(_StartBoard).options(num_cpus=0).remote() if self.trial_timeout else None
+        self._reports_name = f"symnas-reports-{uuid.uuid4().hex}"
+        self._reports = ray.remote(_ReportBoard).options(num_cpus=0, name=self._reports_name).remote()
+        self._next_reports = self._reports.take.remote()     # ready when a task has reported
+
+    def submit(self, trial) -> None:
+        key = trial.record.id
+        ref = self._task.remote(self._evaluate_ref, encode_value(trial_input(trial)), self._board, key,
+                                self._reports_name)
+        self._in_flight[ref] = (trial, key)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def wait(self) -> List[Tuple[Any, Outcome]]:
+        ray, ended = self._ray, []
+        wait_s = None
+        if self.trial_timeout:
+            elapsed = ray.get(self._board.elapsed.remote([key for _, key in self._in_flight.values()]))
+            for ref, (trial, key) in list(self._in_flight.items()):
+                if elapsed.get(key, 0.0) > self.trial_timeout:
+                    self._in_flight.pop(ref)
+                    ray.cancel(ref, force=True)
+                    ended.append((trial, Outcome(ERROR, f"timed out after {self.trial_timeout:g} s (its Ray task "
+                                                        f"was cancelled)")))
+            remaining = [self.trial_timeout - elapsed[key] for _, key in self._in_flight.values() if key in elapsed]
+            # Poll to see trials start; wake up at the nearest time limit.
+            wait_s = max(0.0, min([0.5] + remaining))
+            if not self._in_flight:
+                return ended
+        ready, _ = ray.wait(list(self._in_flight) + [self._next_reports], num_returns=1, timeout=wait_s)
+        if self._next_reports in ready:
+            ready.remove(self._next_reports)
+            self._answer_reports(ray.get(self._next_reports))
+            self._next_reports = self._reports.take.remote()
+        for ref in ready:
+            trial, key = self._in_flight.pop(ref)
+            if self._board is not None:
+                self._board.forget.remote([key])
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayError as error:
+                outcome = Outcome(ERROR, _describe_ray_error(error))
+            ended.append((trial, outcome))
+        return ended
+
+    def _answer_reports(self, taken: list) -> None:
+        """Stores the reports ``taken`` from the board and answers each (stop or go on)."""
+        running = {key: trial for trial, key in self._in_flight.values()}
+        answers = []
+        for index, key, step, metrics in taken:
+            trial = running.get(key)
+            # a report of a trial no longer running (cancelled): tell it to stop
+            answers.append((index, self._reporter(trial, step, metrics) if trial is not None else True))
+        self._reports.answer.remote(answers)
+
+    def close(self) -> None:
+        ray = self._ray
+        if ray is None:
+            return
+        for ref in self._in_flight:
             ray.cancel(ref, force=True)
-        for actor in (board, reports):
+        self._in_flight = {}
+        for actor in (self._board, self._reports):
             if actor is not None:
                 ray.kill(actor)
-        if bar is not None:
-            _update(bar, session, force=True)
-            bar.close()
-        if started_here:
+        self._board = self._reports = None
+        if self._started_here:
             ray.shutdown()
+        self._ray = None

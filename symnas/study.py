@@ -5,7 +5,9 @@ Example::
     study = sn.Study.load("runs.db")            # the only (or most recent) study in the file
     study.trials                                # pandas DataFrame, one row per trial
     study.best                                  # the best trial's concrete symbolic object
-    study.pareto_front()                        # with several objectives
+    study.pareto_front()                        # with several objectives (feasible trials only)
+    study.infeasible                            # completed trials that missed a constraint
+    study.enqueue({"lr": 1e-3})                 # evaluated first by the next sn.search of this study
     study.plot()
 """
 from __future__ import annotations
@@ -17,16 +19,18 @@ from typing import Any, List, Optional, Tuple, Union
 import numpy as np
 import pyglove as pg
 
+from symnas import constraints as constraints_lib
 from symnas.objectives import Objective
 from symnas.storage import Storage, open_storage
-from symnas.trial import COMPLETED, TrialRecord
+from symnas.safe_json import dna_from_json, from_json
+from symnas.trial import COMPLETED, TrialRecord, most_common_error
 
 
 class Study:
-    """Read access to one study in a storage."""
+    """Read access to one study in a storage (a file path is opened read-only)."""
 
     def __init__(self, storage: Union[str, os.PathLike, Storage], name: str):
-        self.storage = open_storage(storage)
+        self.storage = open_storage(storage, read_only=True)
         self.name = name
         info = self.storage.study_info(name)
         self.info = info
@@ -34,10 +38,12 @@ class Study:
 
     @classmethod
     def load(cls, storage: Union[str, os.PathLike, Storage], name: Optional[str] = None) -> "Study":
-        """Opens a study; ``name`` may be omitted when the storage holds a single study (else the newest)."""
+        """Opens a study (a file read-only: nothing is written to it, and a file that is not a symnas
+        study is refused untouched); ``name`` may be omitted when the storage holds a single study
+        (else the newest is opened)."""
         if isinstance(storage, (str, os.PathLike)) and not os.path.exists(storage):
             raise FileNotFoundError(f"No study file at {os.fspath(storage)!r}.")
-        storage = open_storage(storage)
+        storage = open_storage(storage, read_only=True)
         names = storage.study_names()
         if not names:
             raise ValueError("The storage holds no study.")
@@ -55,6 +61,53 @@ class Study:
     @property
     def completed(self) -> List[TrialRecord]:
         return [r for r in self.records if r.status == COMPLETED]
+
+    @property
+    def feasible(self) -> List[TrialRecord]:
+        """The completed trials that met the study's constraints (all completed ones if it has none)."""
+        return [r for r in self.completed if constraints_lib.metrics_feasible(r.metrics)]
+
+    @property
+    def infeasible(self) -> List[TrialRecord]:
+        """The completed trials that missed a constraint (metric ``feasible`` is False)."""
+        return [r for r in self.completed if not constraints_lib.metrics_feasible(r.metrics)]
+
+    @property
+    def constraints(self) -> Any:
+        """The constraints the study was searched under, as recorded (None if it has none)."""
+        return self.info.get("constraints")
+
+    @property
+    def queued(self) -> List[pg.DNA]:
+        """The points waiting in the study's queue (evaluated first by the next search of it)."""
+        return [dna_from_json(text) for text in self.storage.queued(self.name)]
+
+    def enqueue(self, point: Any, skip_if_exists: bool = True) -> Optional[pg.DNA]:
+        """Queues a known point (an object of the space, a ``pg.DNA`` or a dict of decision values):
+        the next ``sn.search`` of this study evaluates it before the algorithm proposes, and the
+        algorithm learns from it. Returns its DNA, or None when ``skip_if_exists`` found it already
+        queued or evaluated. A point outside the space raises ValueError.
+
+        Example::
+
+            study = sn.Study.load("runs.db")
+            study.enqueue(pg.Dict(x=0.5, n=2))
+            sn.search(space, evaluate, algorithm, num_trials=len(study) + 1, storage="runs.db",
+                      name=study.name)
+        """
+        from symnas import warm_start  # pylint: disable=import-outside-toplevel
+        dna_spec = from_json(self.info["dna_spec"], source=f"study {self.name!r}'s search space")
+        try:
+            space = from_json(self.info["space"], source=f"study {self.name!r}'s search space")
+        except ValueError:
+            space = None   # a space of classes not loaded here: DNAs and decision dicts still work
+        if isinstance(space, pg.DNASpec):
+            space = None   # a study of pg.sample: its space is the DNASpec
+        storage = self.storage
+        if getattr(storage, "read_only", False):   # a study opened for reading: queue through a writer
+            storage = open_storage(storage.path)
+        queued = warm_start.enqueue(storage, self.name, [point], dna_spec, space, skip_if_exists=skip_if_exists)
+        return queued[0] if queued else None
 
     @property
     def is_multi_objective(self) -> bool:
@@ -78,21 +131,27 @@ class Study:
         return frame
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self.storage.num_trials(self.name)
 
     # -- best ----------------------------------------------------------------------------------
     @property
     def best_trial(self) -> TrialRecord:
-        """The completed trial with the best objective (single-objective studies only)."""
+        """The feasible completed trial with the best objective (single-objective studies only)."""
         if self.is_multi_objective:
             raise ValueError(
                 f"Study {self.name!r} has {len(self.objectives)} objectives "
                 f"{[o.name for o in self.objectives]}: there is no single best trial; use pareto_front().")
-        completed = self.completed
-        if not completed:
+        if self.constraints is not None:   # the best among the feasible trials
+            feasible = self.feasible
+            if not feasible and self.completed:
+                raise ValueError(f"Study {self.name!r} has no feasible trial: all {len(self.completed)} completed "
+                                 f"trials missed its constraints {self.constraints}.")
+            best = max(feasible, key=lambda r: r.reward) if feasible else None
+        else:
+            best = self.storage.best_trial(self.name)    # the largest reward = sign * objective
+        if best is None:
             raise ValueError(f"Study {self.name!r} has no completed trial yet.")
-        objective = self.objectives[0]
-        return max(completed, key=lambda r: objective.sign * r.metrics[objective.name])
+        return best
 
     @property
     def best(self) -> Any:
@@ -101,8 +160,8 @@ class Study:
         return record.to_object() if record.object is not None else record.to_dna()
 
     def pareto_front(self) -> List[TrialRecord]:
-        """The completed trials that no other completed trial dominates on all objectives."""
-        completed = self.completed
+        """The feasible completed trials that no other feasible trial dominates on all objectives."""
+        completed = self.feasible
         if not completed:
             return []
         signed = np.array([[o.sign * r.metrics[o.name] for o in self.objectives] for r in completed])
@@ -157,13 +216,23 @@ class Study:
         fig.tight_layout()
         return fig
 
+    def most_common_error(self) -> Optional[Tuple[str, int]]:
+        """(the error's last line, how many failed trials had it), or None when none failed."""
+        return most_common_error(self.storage.errors(self.name))
+
     def summary(self) -> str:
         records = self.records
         counts = {}
         for record in records:
             counts[record.status] = counts.get(record.status, 0) + 1
         text = f"Study {self.name!r}: {len(records)} trials " + ", ".join(f"{v} {k}" for k, v in counts.items())
-        if self.completed:
+        infeasible = self.infeasible
+        if infeasible:
+            text += f" ({len(infeasible)} infeasible)"
+        common = self.most_common_error()
+        if common is not None:
+            text += f"; most common error ({common[1]}x): {common[0]}"
+        if self.feasible:
             if self.is_multi_objective:
                 text += f"; Pareto front of {len(self.pareto_front())} trials"
             else:

@@ -1,18 +1,27 @@
-"""TrialRecord: what storage keeps of one trial (plain data, JSON-serialisable)."""
+"""TrialRecord: what storage keeps of one trial (plain data, JSON-serialisable).
+
+Statuses: ``running``; ``completed``, ``failed`` and ``rejected`` (finished: they count towards
+``num_trials``); ``interrupted`` (stopped by Ctrl-C or by ``sys.exit`` inside the objective: kept,
+not evaluated to its end, not counted). Non-finite numbers are stored as the JSON strings
+``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (plain JSON has no NaN) and read back as floats.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Dict, List, Optional, Union
 
 import pyglove as pg
 
+from symnas.pyglove_fastpaths import compact_value
 from symnas.safe_json import dna_from_json, from_json
 
 RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
 REJECTED = "rejected"
+INTERRUPTED = "interrupted"
 FINISHED_STATUSES = (COMPLETED, FAILED, REJECTED)
 # A measurement carries STOP_KEY: True when the early-stopping policy or scheduler stopped the trial there.
 STOP_KEY = "stop"
@@ -25,7 +34,8 @@ class TrialRecord:
     ``dna`` is PyGlove's compact DNA JSON (a string), ``object`` the materialised object as
     PyGlove JSON, ``reward`` what the algorithm was fed (signed so larger is better; a list for
     several objectives), ``metrics`` everything the evaluator returned, ``measurements`` the
-    intermediate reports (``{"step": .., "metrics": {..}}``) made through ``symnas.reporting``.
+    intermediate reports (``{"step": .., "metrics": {..}}``) made through ``symnas.reporting``,
+    ``heartbeat`` when its process last said it was alive, ``retry_of`` the trial it evaluates again.
     """
 
     id: int
@@ -40,6 +50,8 @@ class TrialRecord:
     wall_time_s: Optional[float] = None
     measurements: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     worker: Optional[str] = None
+    heartbeat: Optional[float] = None
+    retry_of: Optional[int] = None
 
     @property
     def finished(self) -> bool:
@@ -64,29 +76,64 @@ class TrialRecord:
 _DNA_TYPE = pg.DNA.__serialization_key__
 
 
-def _compact_value(dna: pg.DNA) -> Any:
-    """PyGlove's compact DNA value (``DNA.to_json(compact=True)['value']``), ~10x faster."""
-    try:  # the symbolic attribute access of pg.Object costs most of the time on a hot path
-        attributes = dna._sym_attributes  # pylint: disable=protected-access
-        value, children = dict.__getitem__(attributes, "value"), dict.__getitem__(attributes, "children")
-    except (AttributeError, KeyError, TypeError):
-        value, children = dna.value, dna.children
-    if not children:
-        return value
-    nodes = [_compact_value(child) for child in children]
-    if value is None:
-        return nodes
-    if len(nodes) == 1:
-        single = nodes[0]
-        return ["__tuple__", value, *single[1:]] if _is_tuple(single) else ["__tuple__", value, single]
-    return ["__tuple__", value, nodes]
-
-
-def _is_tuple(node: Any) -> bool:
-    return isinstance(node, list) and bool(node) and node[0] == "__tuple__"
-
-
 def dna_to_json(dna: pg.DNA) -> str:
     """The DNA as PyGlove's compact JSON text (without metadata), readable by ``pg.DNA.from_json``."""
-    return json.dumps({"_type": _DNA_TYPE, "format": "compact", "value": _compact_value(dna)},
+    return json.dumps({"_type": _DNA_TYPE, "format": "compact", "value": compact_value(dna)},
                       separators=(",", ":"))
+
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
+def _with_non_finite(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _with_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_non_finite(v) for v in value]
+    return value
+
+
+def encode_json(value: Any) -> str:
+    """Valid JSON text for stored metrics, rewards and reports (non-finite floats as strings)."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:   # rare: only when a value is NaN or infinite
+        return json.dumps(_finite_json(value), allow_nan=False)
+
+
+def decode_json(text: Optional[str], default: Any = None) -> Any:
+    """The value of ``encode_json`` text (``"NaN"``, ``"Infinity"``, ``"-Infinity"`` become floats)."""
+    if not text:
+        return default
+    value = json.loads(text)
+    return _with_non_finite(value) if "NaN" in text or "Infinity" in text else value
+
+
+def error_headline(text: Optional[str], width: int = 160) -> str:
+    """The line of an error text that names it (a traceback's last line), at most ``width`` characters."""
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else "(no error text)"
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def most_common_error(errors: List[str]) -> Optional[tuple]:
+    """(headline, count) of the most frequent error among ``errors``; None when there is none."""
+    counts: Dict[str, int] = {}
+    for text in errors:
+        headline = error_headline(text)
+        counts[headline] = counts.get(headline, 0) + 1
+    if not counts:
+        return None
+    return max(counts.items(), key=lambda item: item[1])

@@ -163,3 +163,37 @@ def test_nasbench201_builtin_without_data_names_the_variable(tmp_path, capsys, m
     monkeypatch.delenv("SYMNAS_DATA", raising=False)
     expect_error(capsys, ["search", "nasbench201", "--storage", str(tmp_path / "nb.db")], "SYMNAS_DATA")
     assert not (tmp_path / "nb.db").exists()
+
+
+WIDE_SPACE_FILE = """
+import pyglove as pg
+
+space = pg.Dict(architecture=pg.oneof(["a_rather_long_candidate_name_" + str(i) * 30 for i in range(4)]),
+                learning_rate=pg.floatv(1e-5, 1e-1, scale="log"), depth=pg.oneof([1, 2, 3]))
+
+
+def evaluate(value):
+    if value.depth == 3:
+        raise RuntimeError("this evaluator refuses depth three with a message long enough to wrap a terminal")
+    return {"validation_accuracy": 0.5 + value.learning_rate, "latency_in_milliseconds": 3.14159,
+            "parameter_count_in_millions": 1.5, "floating_point_operations": 123456789.0,
+            "reward": value.learning_rate}
+"""
+
+
+def test_show_fits_80_columns_and_wide_shows_everything(tmp_path, capsys):
+    space = tmp_path / "wide.py"
+    space.write_text(WIDE_SPACE_FILE)
+    db = tmp_path / "wide.db"
+    cli.main(["search", str(space), "--trials", "12", "--seed", "0", "--storage", str(db), "--no-progress"])
+    capsys.readouterr()
+    assert cli.main(["show", str(db)]) == 0
+    narrow = capsys.readouterr().out
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    assert "status" in narrow and "reward" in narrow and "--wide" in narrow and "best trial" in narrow
+    assert '"_type"' not in narrow      # the DNA column only with --wide
+    assert cli.main(["show", str(db), "--wide"]) == 0
+    wide = capsys.readouterr().out
+    assert max(len(line) for line in wide.splitlines()) > 80
+    assert "dna" in wide and "parameter_count_in_millions" in wide
+    assert any(f"a_rather_long_candidate_name_{str(i) * 30}'" in wide for i in range(4))

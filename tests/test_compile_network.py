@@ -109,7 +109,7 @@ def test_prologue_errors_name_the_problem():
         p.TVMKernelModule(sched, weights, in_scale=torch.ones(16), in_shift=torch.zeros(8))
     with pytest.raises(ValueError, match="CPU kernels only"):
         sched.lower("cuda", prologue=True)
-    dense = p.Schedule(p.Dense(c_in=16, c_out=8), [])
+    dense = p.Schedule(p.Linear(c_in=16, c_out=8), [])
     with pytest.raises(ValueError, match="convolutions only"):
         dense.lower(prologue=True)
 

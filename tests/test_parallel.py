@@ -173,7 +173,7 @@ RESUMABLE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_a_killed_parallel_search_resumes_without_losing_or_repeating_trials(tmp_path):
+def test_a_killed_parallel_search_resumes_and_fails_its_killed_trials_without_repeating_any(tmp_path):
     script = tmp_path / "resumable.py"
     script.write_text(RESUMABLE_SCRIPT)
     db, pids = tmp_path / "r.db", tmp_path / "pids.txt"
@@ -199,8 +199,10 @@ def test_a_killed_parallel_search_resumes_without_losing_or_repeating_trials(tmp
     assert rerun.returncode == 0
     after = sn.Study.load(db, "resumable").records
     assert [r.id for r in after] == list(range(1, 17))
-    assert all(r.status == "completed" for r in after)
-    for trial_id, record in before.items():  # finished trials kept as they were; interrupted ones redone
+    for trial_id, record in before.items():  # finished trials kept as they were; killed ones failed
         if record.status == "completed":
             assert after[trial_id - 1].finished_at == record.finished_at
+        else:
+            assert after[trial_id - 1].status == "failed" and "died" in after[trial_id - 1].error
         assert after[trial_id - 1].dna == record.dna
+    assert all(r.status == "completed" for r in after if r.id not in before)

@@ -30,7 +30,7 @@ def assert_tvm_matches_torch(schedule):
 def test_conv_loop_nest_has_named_iterators():
     assert CONV.loop_extents() == {"n": 1, "co": 16, "oh": 8, "ow": 8, "ci": 16, "kh": 3,
                                    "kw": 3}
-    assert P.Dense(c_in=8, c_out=4).loop_extents() == {"n": 1, "co": 4, "ci": 8}
+    assert P.Linear(c_in=8, c_out=4).loop_extents() == {"n": 1, "co": 4, "ci": 8}
 
 
 def test_untransformed_conv_matches_torch_conv2d_with_stride_padding_groups():
@@ -114,7 +114,7 @@ def test_channel_shuffle_with_input_bottleneck_reads_the_first_shuffled_channels
     assert_tvm_matches_torch(schedule)
     assert_tvm_matches_torch(P.Schedule(CONV, [P.Partition("co", 2), P.Group(2, part=0),
                                                P.Group(4, part=1), P.ChannelShuffle(part=1)]))
-    assert_tvm_matches_torch(P.Schedule(P.Dense(c_in=32, c_out=16, batch=2),
+    assert_tvm_matches_torch(P.Schedule(P.Linear(c_in=32, c_out=16, batch=2),
                                         [P.Group(4), P.ChannelShuffle()] + P.dense_template(4)))
     # shuffled by the padding copy (row bands share it) and by the conv's index (no padding)
     assert_tvm_matches_torch(P.Schedule(CONV, [P.Partition("oh", 2), P.Group(4), P.ChannelShuffle()]
@@ -250,7 +250,7 @@ def test_row_partition_with_different_grouping_per_band():
 
 
 def test_dense_group_and_partition_match_torch():
-    dense = P.Dense(c_in=32, c_out=16, batch=3)
+    dense = P.Linear(c_in=32, c_out=16, batch=3)
     assert_tvm_matches_torch(P.Schedule(dense, [P.Partition("co", 2), P.Group(4, part=1)]
                                         + P.dense_template(4)))
 
@@ -423,3 +423,26 @@ def test_the_cpu_templates_compute_a_grouped_convolution():
         kernel = sn.program.TVMKernelModule(sched, list(reference.weights))
         with torch.no_grad():
             torch.testing.assert_close(kernel(x), reference(x), atol=1e-4, rtol=1e-4)
+
+
+def test_public_names_are_distinct_across_subpackages_and_old_names_still_work():
+    import collections
+    import warnings
+    owners = collections.defaultdict(set)
+    for package in (sn.nn, sn.program, sn.train, sn.data, sn.proxies, sn.spaces, sn.algorithms):
+        for name in getattr(package, "__all__", []):
+            value = getattr(package, name)
+            if isinstance(value, type):
+                owners[name].add(value)
+    assert {name: classes for name, classes in owners.items() if len(classes) > 1} == {}
+    renamed = [(sn.program, "Dense", P.Linear), (sn.train, "Schedule", sn.train.LRSchedule),
+               (sn.train, "Step", sn.train.StepDecay),
+               (sn.program.torch_module, "TransformedConv", sn.program.torch_module.TorchKernelModule)]
+    for module, old, new in renamed:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert getattr(module, old) is new
+        assert any(issubclass(w.category, DeprecationWarning) and "renamed" in str(w.message) for w in caught)
+    # files written before the renames still load, through the safe loader
+    assert sn.from_json('{"_type": "symnas.program.operators.Dense", "c_in": 4, "c_out": 2}') == P.Linear(4, 2)
+    assert sn.from_json('{"_type": "symnas.train.schedules.Step", "every": 2}') == sn.train.StepDecay(every=2)

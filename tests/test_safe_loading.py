@@ -170,14 +170,17 @@ def _tamper_dna(db, payload, where):
 
 def test_a_payload_in_a_stored_dna_is_refused_by_best_and_by_resume(tmp_path, canary_module):
     module_name, imported = canary_module
-    db = tmp_path / "hostile.db"
-    _study_with_two_trials(db)
     canary = tmp_path / "ran.txt"
-    for payload in (_opaque(canary), {"_type": f"{module_name}.Thing"}):
+    for i, payload in enumerate((_opaque(canary), {"_type": f"{module_name}.Thing"})):
+        db = tmp_path / f"hostile{i}.db"
+        _study_with_two_trials(db)
         _tamper_dna(db, payload, "value")
         before = set(sys.modules)
         with pytest.raises(UnsafeJSONError, match="DNA holds only numbers"):
             Study.load(db, "h").best  # pylint: disable=pointless-statement
+        assert len(_study_with_two_trials(db)) == 2   # resumed from the algorithm's checkpoint: not read
+        with sqlite3.connect(db) as connection:       # without one, the history is replayed: refused
+            connection.execute("DELETE FROM checkpoints")
         with pytest.raises(UnsafeJSONError, match="DNA holds only numbers"):
             _study_with_two_trials(db)
         _nothing_ran(canary, before)
@@ -196,3 +199,56 @@ def test_a_payload_in_a_stored_dna_metadata_is_dropped_unread(tmp_path, canary_m
         assert len(_study_with_two_trials(db)) == 2       # resumed: the history was replayed
         _nothing_ran(canary, before)
         assert not imported.exists() and module_name not in sys.modules
+
+
+# -- the command line's recorded source --------------------------------------------------------------
+_CANARY_SPACE = """
+import pathlib, pyglove as pg
+pathlib.Path({canary!r}).write_text("ran")
+space = pg.Dict(x=pg.floatv(0.0, 1.0))
+def evaluate(v):
+    return v.x
+"""
+
+
+def _set_source(db, source):
+    with sqlite3.connect(db) as connection:
+        (info,) = connection.execute("SELECT info FROM studies").fetchone()
+        info = json.loads(info) | {"cli_source": source}
+        connection.execute("UPDATE studies SET info=?", (json.dumps(info),))
+
+
+def test_a_builtin_source_that_names_a_file_runs_nothing(tmp_path, capsys):
+    from symnas import cli
+    db = tmp_path / "b.db"
+    assert cli.main(["search", "toy", "--trials", "2", "--storage", str(db), "--no-progress"]) == 0
+    canary = tmp_path / "ran.txt"
+    evil = tmp_path / "evil.py"
+    evil.write_text(_CANARY_SPACE.format(canary=str(canary)))
+    for name in (str(evil), "../" + evil.name, "evil.py"):
+        _set_source(db, {"kind": "builtin", "name": name})
+        assert cli.main(["show", str(db)]) == 0
+        assert cli.main(["resume", str(db), "--trials", "3", "--no-progress"]) == 2
+        assert "unknown builtin search" in capsys.readouterr().err
+        assert not canary.exists()
+
+
+def test_a_changed_space_file_is_refused_before_it_runs_unless_trusted(tmp_path, capsys):
+    from symnas import cli
+    canary = tmp_path / "ran.txt"
+    space_file = tmp_path / "space.py"
+    space_file.write_text(_CANARY_SPACE.format(canary=str(canary)))
+    db = tmp_path / "f.db"
+    assert cli.main(["search", str(space_file), "--trials", "2", "--storage", str(db), "--no-progress"]) == 0
+    canary.unlink()
+    space_file.write_text(space_file.read_text() + "\n# edited\n")
+    assert cli.main(["show", str(db)]) == 0                      # show never runs a space file
+    assert cli.main(["resume", str(db), "--trials", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "changed since the study started" in err and "nothing was run" in err and "--trust-space-file" in err
+    assert not canary.exists()
+    _set_source(db, {"kind": "file", "path": str(space_file)})   # a tampered source without its hash
+    assert cli.main(["resume", str(db), "--trials", "3", "--no-progress"]) == 2
+    assert "--trust-space-file" in capsys.readouterr().err and not canary.exists()
+    assert cli.main(["resume", str(db), "--trials", "3", "--no-progress", "--trust-space-file"]) == 0
+    assert canary.exists()

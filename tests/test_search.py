@@ -153,16 +153,16 @@ _KILL_SCRIPT = textwrap.dedent("""
         time.sleep(0.05)
         return v.n - v.x ** 2
     sn.search(SPACE, slow, pg.geno.Random(seed=11), num_trials=int(sys.argv[2]), storage=sys.argv[1],
-              name="killme", progress=False)
+              name="killme", progress=False, retry_failed=int(sys.argv[3]))
 """)
 
 
-def test_sigkill_in_the_middle_then_rerun_loses_and_repeats_nothing(tmp_path):
+def test_sigkill_in_the_middle_then_rerun_fails_the_killed_trial_and_repeats_nothing(tmp_path):
     db = str(tmp_path / "k.db")
     script = tmp_path / "run.py"
     script.write_text(_KILL_SCRIPT)
-    process = subprocess.Popen([sys.executable, str(script), db, "60"])
-    deadline = time.time() + 60
+    process = subprocess.Popen([sys.executable, str(script), db, "60", "0"])
+    deadline = time.time() + 180    # a loaded machine may take long to start the process
     storage = None
     while time.time() < deadline:
         time.sleep(0.2)
@@ -177,17 +177,26 @@ def test_sigkill_in_the_middle_then_rerun_loses_and_repeats_nothing(tmp_path):
     process.wait()
     before = {r.id: r for r in SQLiteStorage(db).trials("killme")}
     finished_before = {i: r for i, r in before.items() if r.finished}
-    assert 8 <= len(finished_before) < 60
-    subprocess.run([sys.executable, str(script), db, "60"], check=True, timeout=120)
+    killed = [i for i, r in before.items() if r.status == "running"]
+    assert 8 <= len(finished_before) < 60 and len(killed) <= 1
+    subprocess.run([sys.executable, str(script), db, "60", "0"], check=True, timeout=120)
     after = SQLiteStorage(db).trials("killme")
     assert [r.id for r in after] == list(range(1, 61))
-    assert all(r.status == "completed" for r in after)
+    for trial_id in killed:   # failed with the reason, on the next start, and not evaluated again
+        assert after[trial_id - 1].status == "failed" and "died before the trial finished" in after[trial_id - 1].error
+    assert all(r.status == "completed" for r in after if r.id not in killed)
     for trial_id, record in finished_before.items():  # nothing finished was lost or re-run
         assert after[trial_id - 1].metrics == record.metrics
         assert after[trial_id - 1].finished_at == record.finished_at
     reference = sn.search(SPACE, quadratic, pg.geno.Random(seed=11), num_trials=60, storage=None,
                           progress=False)
     assert [r.dna for r in after] == [r.dna for r in reference.records]
+    # asked for, the killed trial is evaluated again with its DNA (a new trial that names it)
+    subprocess.run([sys.executable, str(script), db, "61", "1"], check=True, timeout=120)
+    third = SQLiteStorage(db).trials("killme")
+    retried = [r for r in third if r.retry_of is not None]
+    assert len(third) == 61 and sum(r.finished for r in third) == 61
+    assert [(r.retry_of, r.dna, r.status) for r in retried] == [(i, before[i].dna, "completed") for i in killed]
 
 
 def test_pg_sample_with_symnas_backend_persists_and_resumes(tmp_path):

@@ -51,25 +51,28 @@ def test_two_processes_on_one_study_neither_lose_nor_duplicate_trials(tmp_path, 
     assert len({r.dna for r in records}) == len(records)  # two seeds: no trial recorded twice
 
 
+class _Recording(pg.geno.Random):
+    """Random search that records the rewards fed to it, by seed."""
+
+    fed = {}
+
+    def _feedback(self, dna, reward):
+        _Recording.fed.setdefault(self.seed, []).append(reward)
+
+
 def test_sync_feeds_other_processes_trials_to_the_algorithm(tmp_path):
     db = tmp_path / "sync.db"
     space = pg.Dict(n=pg.oneof([1, 2, 3]))
-    sn.search(space, lambda v: float(v.n), pg.geno.Random(seed=0), num_trials=5, storage=db, name="s",
+    sn.search(space, lambda v: float(v.n), _Recording(seed=0), num_trials=5, storage=db, name="s",
               progress=False)
 
     from symnas.session import SearchSession
-    fed = []
-
-    class Recording(pg.geno.Random):
-        def _feedback(self, dna, reward):
-            fed.append(reward)
-
-    session = SearchSession(space, Recording(seed=1), storage=db, name="s")
+    session = SearchSession(space, _Recording(seed=1), storage=db, name="s")
     assert session.num_finished == 5  # recovered from history
-    before = len(fed)
-    sn.search(space, lambda v: float(v.n), pg.geno.Random(seed=2), num_trials=8, storage=db, name="s",
+    before = len(_Recording.fed.get(1, []))
+    sn.search(space, lambda v: float(v.n), _Recording(seed=2), num_trials=8, storage=db, name="s",
               progress=False)
-    assert session.sync() == 3 and len(fed) == before + 3 and session.num_finished == 8
+    assert session.sync() == 3 and len(_Recording.fed[1]) == before + 3 and session.num_finished == 8
     assert session.sync() == 0
 
 

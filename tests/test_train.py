@@ -117,8 +117,8 @@ def test_schedules_follow_their_formulas():
     cosine = sn.train.Cosine()
     assert cosine.factor(0, 100, 10) == 1.0 and abs(cosine.factor(50, 100, 10) - 0.5) < 1e-9
     assert abs(cosine.factor(100, 100, 10)) < 1e-12
-    assert sn.train.Step(milestones=[2, 4], gamma=0.1).factor(45, 100, 10) == pytest.approx(0.01)
-    assert sn.train.Step(every=1, gamma=0.5).factor(25, 100, 10) == 0.25
+    assert sn.train.StepDecay(milestones=[2, 4], gamma=0.1).factor(45, 100, 10) == pytest.approx(0.01)
+    assert sn.train.StepDecay(every=1, gamma=0.5).factor(25, 100, 10) == 0.25
     warm = sn.train.Warmup(epochs=1, then=sn.train.Cosine())
     assert warm.factor(0, 100, 10) == 0.1 and warm.factor(9, 100, 10) == 1.0
     assert warm.factor(10, 100, 10) == 1.0 and warm.factor(99, 100, 10) < 0.01

@@ -34,7 +34,7 @@ def test_candidate_round_trips_through_json_and_pickle(space):
     candidate = Materializer(space).materialize(_dna(space, 5))
     text = pg.to_json_str(candidate)
     assert "Ref" not in text and "SharedSteps" not in text
-    assert pg.from_json_str(text) == candidate
+    assert sn.from_json(text) == candidate
     assert pickle.loads(pickle.dumps(candidate)) == candidate
 
 
@@ -86,7 +86,7 @@ def test_layers_with_one_template_are_shared_finished_layers_that_still_behave_a
     copy.layers[transformed].rebind(neural=[])
     assert not copy.layers[transformed].neural and fast == again and copy != fast
     text = pg.to_json_str(fast)
-    assert "Ref" not in text and "Shared" not in text and pg.from_json_str(text) == fast
+    assert "Ref" not in text and "Shared" not in text and sn.from_json(text) == fast
     assert pickle.loads(pickle.dumps(fast)) == fast
     assert isinstance(fast.network().sym_get(fast.layers[transformed].path), sn.nn.TransformedConv)
 

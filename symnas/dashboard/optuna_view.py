@@ -39,6 +39,7 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
+from symnas.constraints import stored_violations
 from symnas.objectives import Objective
 from symnas.storage import Storage, open_storage
 from symnas.trial import COMPLETED, FAILED, RUNNING, STOP_KEY, TrialRecord
@@ -341,8 +342,14 @@ def _frozen_trial(state: _StudyState, record: TrialRecord) -> FrozenTrial:
         number=record.id - 1, state=trial_state, value=None, values=values,
         datetime_start=_time(started) or datetime.datetime.fromtimestamp(0),
         datetime_complete=_time(finished), params=params, distributions=distributions,
-        user_attrs=user_attrs, system_attrs={}, intermediate_values=intermediate,
+        user_attrs=user_attrs, system_attrs=_constraint_attrs(record), intermediate_values=intermediate,
         trial_id=state.study_id * _TRIAL_ID_STRIDE + record.id - 1)
+
+
+def _constraint_attrs(record: TrialRecord) -> Dict[str, float]:
+    """A constrained study's violations as Optuna constraints: the dashboard marks infeasible trials."""
+    violations = stored_violations(record.metrics) if record.status == COMPLETED else None
+    return {f"constraints:{i}": v for i, v in enumerate(violations or ())}
 
 
 def _dna_value(dna_json: str) -> str:

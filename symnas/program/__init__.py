@@ -19,10 +19,9 @@ os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 from symnas.program.errors import IllegalTransformation
 from symnas.program.kernel import Kernel, KernelPart
 from symnas.program.lower_tvm import cuda_target, host_target, resolve_target
-from symnas.program.measure import (Measurement, TuningResult, time_torch, time_torch_conv,
-                                    tune_metaschedule)
+from symnas.program.measure import Measurement, time_torch, time_torch_conv
 from symnas.program.neural import Bottleneck, ChannelShuffle, Depthwise, Group, NeuralStep, Partition
-from symnas.program.operators import Conv2d, Dense, DepthwiseConv2d, Operator
+from symnas.program.operators import Conv2d, DepthwiseConv2d, Linear, Operator
 from symnas.program.schedule import Schedule
 from symnas.program.search_space import (cpu_conv_template, cpu_packed_conv_template,
                                          cpu_templates, dense_template, gpu_conv_template,
@@ -31,12 +30,22 @@ from symnas.program.transformations import (Bind, CacheRead, CacheWrite, Compute
                                             Interchange, PackWeights, ProgramStep, Reorder, Split, Step, Tile,
                                             Unroll, Vectorize, Parallel)
 from symnas.program.torch_tvm import TVMKernelModule, torch_threads
+from symnas.program.tuning import TuningResult, tune_metaschedule
 
 __all__ = ["IllegalTransformation", "Kernel", "KernelPart", "cuda_target", "host_target",
            "resolve_target", "Measurement", "TuningResult", "time_torch", "time_torch_conv",
            "tune_metaschedule", "Bottleneck", "ChannelShuffle", "Depthwise", "Group", "NeuralStep", "Partition",
-           "Conv2d", "Dense", "DepthwiseConv2d", "Operator", "Schedule", "cpu_conv_template",
+           "Conv2d", "DepthwiseConv2d", "Linear", "Operator", "Schedule", "cpu_conv_template",
            "cpu_packed_conv_template", "cpu_templates", "PackWeights", "TVMKernelModule", "torch_threads",
            "dense_template", "gpu_conv_template", "neural_choices", "transformation_space",
            "Bind", "CacheRead", "CacheWrite", "ComputeAt", "DecomposeReduction", "Fuse", "Interchange", "ProgramStep",
            "Reorder", "Split", "Step", "Tile", "Unroll", "Vectorize", "Parallel"]
+
+
+def __getattr__(name):
+    if name == "Dense":   # renamed Linear (sn.nn.Dense is the network layer); the old name still works
+        import warnings  # pylint: disable=import-outside-toplevel
+        warnings.warn("sn.program.Dense is renamed sn.program.Linear; the old name will go away.",
+                      DeprecationWarning, stacklevel=2)
+        return Linear
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

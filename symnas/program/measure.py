@@ -8,12 +8,12 @@ Example::
 
     m = Schedule(conv, steps).measure()         # Measurement(latency_ms=..., flops=..., ...)
     torch_ms = time_torch_conv(conv)            # oneDNN baseline
-    tuned = tune_metaschedule(conv, trials=32)  # TVM's auto-scheduler baseline
+
+TVM's auto-scheduler baseline is ``symnas.program.tuning.tune_metaschedule``.
 """
 import dataclasses
 import os
 import statistics
-import tempfile
 import time
 from typing import List, Optional
 
@@ -134,72 +134,3 @@ def time_torch_conv(op, repeat: int = 5, threads: Optional[int] = None) -> float
     module.eval()
     x = torch.randn(kernel.input_shape())
     return statistics.median(time_torch(module, x, repeat, threads=threads))
-
-
-def _metaschedule_build(mod, target, _params):
-    """MetaSchedule's build without importing ``tvm.s_tir.tensor_intrin`` (its package
-    imports every intrinsic, ~40 s per fresh worker; fp32 schedules do not tensorize)."""
-    # pylint: disable=import-outside-toplevel
-    from tvm.driver import build as tvm_build
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-
-    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return tvm_build(mod, target=target)
-
-
-@dataclasses.dataclass
-class TuningResult:
-    latency_ms: float
-    trials: int
-    seconds: float
-    error: Optional[str] = None
-    cost_model: str = ""
-
-
-def tune_metaschedule(op, trials: int = 32, target: TargetLike = None,
-                      work_dir: Optional[str] = None, seed: int = 0,
-                      cost_model: str = "auto") -> TuningResult:
-    """TVM MetaSchedule on the untransformed operator, bounded to `trials` measured candidates.
-
-    ``cost_model="auto"`` uses MetaSchedule's XGBoost model when ``xgboost`` is installed
-    (``pip install -e ".[tune]"``) and its random model otherwise; at a few dozen trials the
-    search is mostly its random initial population either way. Returns the tuned kernel's
-    latency timed like every other kernel here; on failure the error is recorded and
-    latency is ``nan`` (a baseline that did not run is not reported).
-    """
-    # pylint: disable=import-outside-toplevel
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
-
-    from symnas.program.schedule import Schedule
-
-    start = time.time()
-    if cost_model == "auto":
-        try:
-            import xgboost  # noqa: F401  pylint: disable=unused-import
-            cost_model = "xgb"
-        except ImportError:
-            cost_model = "random"
-    resolved = resolve_target(target)
-    schedule = Schedule(op, [])
-    mod = tvm.IRModule({"main": schedule.kernel().prim_func()})
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            database = ms.tune_tir(
-                mod, resolved, work_dir or tmp, max_trials_global=trials,
-                num_trials_per_iter=min(trials, 16),
-                builder=ms.builder.LocalBuilder(f_build=_metaschedule_build, timeout_sec=120),
-                num_tuning_cores=num_threads(), seed=seed, cost_model=cost_model)
-            sch = ms.tir_integration.compile_tir(database, mod, resolved)
-        if sch is None:
-            return TuningResult(float("nan"), trials, time.time() - start, "no valid schedule", cost_model)
-        executable = tvm.compile(sch.mod, target=resolved)
-        x, weights = schedule.random_inputs()
-        device = tvm.cpu()
-        args = [tvm.runtime.tensor(a, device) for a in [x] + weights]
-        args.append(tvm.runtime.tensor(np.zeros(schedule.output_shape, "float32"), device))
-        latency = statistics.median(time_module(executable, args))
-        return TuningResult(latency, trials, time.time() - start, cost_model=cost_model)
-    except Exception as error:  # pylint: disable=broad-except
-        return TuningResult(float("nan"), trials, time.time() - start,
-                            f"{type(error).__name__}: {str(error)[:300]}", cost_model)

@@ -11,6 +11,8 @@ Example::
 """
 from typing import Dict, Optional
 
+import warnings
+
 import pyglove as pg
 
 from symnas.program.kernel import Kernel, KernelPart
@@ -84,8 +86,9 @@ class DepthwiseConv2d(Operator):
                       batch=self.batch).kernel()
 
 
-class Dense(Operator):
-    """Fully connected layer ``out[n, co] = sum_ci x[n, ci] * w[co, ci]``."""
+class Linear(Operator):
+    """Fully connected layer ``out[n, co] = sum_ci x[n, ci] * w[co, ci]`` (torch's ``Linear``; the
+    symbolic network layer of the same role is ``sn.nn.Dense``)."""
 
     c_in: int
     c_out: int
@@ -96,3 +99,18 @@ class Dense(Operator):
                           in_start=0, in_stop=self.c_in, groups=1)
         return Kernel(kind="dense", batch=self.batch, c_in=self.c_in, c_out=self.c_out,
                       h=1, w=1, k=1, stride=1, pad=0, oh=1, ow=1, parts=(part,))
+
+
+# files saved before the rename name the class by its old type name
+pg.JSONConvertible.register("symnas.program.operators.Dense", Linear, override_existing=True)
+
+
+_RENAMED = {"Dense": "Linear"}   # old name -> new name; the old one still works, with a warning
+
+
+def __getattr__(name):
+    if name in _RENAMED:
+        warnings.warn(f"{__name__}.{name} is renamed {_RENAMED[name]}; the old name will go away.",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

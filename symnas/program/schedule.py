@@ -68,9 +68,9 @@ class Schedule(pg.Object):
 
     def to_torch(self, weights: Optional[Sequence] = None):
         """The equivalent ``torch.nn.Module`` (NCHW in and out), owning its weights."""
-        from symnas.program.torch_module import TransformedConv  # pylint: disable=import-outside-toplevel
+        from symnas.program.torch_module import TorchKernelModule  # pylint: disable=import-outside-toplevel
 
-        return TransformedConv(self.kernel(), weights)
+        return TorchKernelModule(self.kernel(), weights)
 
     # ---- TVM ---------------------------------------------------------------
     def lower(self, target: TargetLike = None, epilogue: Optional[str] = None, prologue: bool = False):

@@ -8,6 +8,8 @@ Example::
 import math
 from typing import List, Optional, Sequence
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,8 +39,9 @@ class _GatherChannels(torch.autograd.Function):
         return grad.new_zeros(ctx.shape).index_copy_(ctx.dim, index, grad), None, None, None
 
 
-class TransformedConv(nn.Module):
-    """Computes what :meth:`Kernel.te_tensors` computes; owns one weight per kernel part."""
+class TorchKernelModule(nn.Module):
+    """Computes in torch what :meth:`Kernel.te_tensors` computes (``TVMKernelModule`` runs the TVM
+    kernel itself); owns one weight per kernel part. ``sn.nn.TransformedConv`` is the symbolic layer."""
 
     def __init__(self, kernel: Kernel, weights: Optional[Sequence] = None):
         super().__init__()
@@ -167,3 +170,15 @@ class TransformedConv(nn.Module):
         xs = xs.reshape(n, part.groups, part.ci_per_group)
         w = self.weights[i].reshape(part.groups, part.c_out // part.groups, part.ci_per_group)
         return torch.einsum("ngc,goc->ngo", xs, w).reshape(n, part.c_out)
+
+
+_RENAMED = {"TransformedConv": "TorchKernelModule"}   # old name -> new name; the old one still works, with a warning
+
+
+def __getattr__(name):
+    if name in _RENAMED:
+        warnings.warn(f"{__name__}.{name} is renamed {_RENAMED[name]}; the old name will go away.",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# (torch.save'd models of before the rename unpickle through the old name)

@@ -130,8 +130,8 @@ def classification_loss(model: nn.Module, inputs: torch.Tensor, targets: Optiona
 
 def conv_types() -> tuple:
     """2-D convolution module types scored by default: torch's and transformed kernels (``Schedule.to_torch``)."""
-    from symnas.program.torch_module import TransformedConv  # pylint: disable=import-outside-toplevel
-    return nn.Conv2d, TransformedConv
+    from symnas.program.torch_module import TorchKernelModule  # pylint: disable=import-outside-toplevel
+    return nn.Conv2d, TorchKernelModule
 
 
 def weight_layers(model: nn.Module, layers: LayerSelection) -> Dict[str, List[torch.nn.Parameter]]:

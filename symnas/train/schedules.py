@@ -11,15 +11,16 @@ Example::
 from __future__ import annotations
 
 import math
+import warnings
 from typing import List, Optional
 
 import pyglove as pg
 import torch
 
-__all__ = ["Schedule", "Constant", "Step", "Cosine", "Warmup", "OneCycle"]
+__all__ = ["LRSchedule", "Constant", "StepDecay", "Cosine", "Warmup", "OneCycle"]
 
 
-class Schedule(pg.Object):
+class LRSchedule(pg.Object):
     """Base of learning-rate schedules."""
 
     def factor(self, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -31,14 +32,14 @@ class Schedule(pg.Object):
             optimizer, lambda step: self.factor(step, total_steps, steps_per_epoch))
 
 
-class Constant(Schedule):
+class Constant(LRSchedule):
     """The learning rate stays at ``lr``."""
 
     def factor(self, step, total_steps, steps_per_epoch):
         return 1.0
 
 
-class Step(Schedule):
+class StepDecay(LRSchedule):
     """Multiplies the rate by ``gamma`` at each epoch in ``milestones`` (or every ``every`` epochs)."""
     milestones: Optional[List[int]] = None
     every: Optional[int] = None
@@ -48,13 +49,13 @@ class Step(Schedule):
         epoch = step // max(1, steps_per_epoch)
         if self.every is not None:
             if self.every <= 0:
-                raise ValueError(f"Step: every must be positive, got {self.every}.")
+                raise ValueError(f"StepDecay: every must be positive, got {self.every}.")
             return self.gamma ** (epoch // self.every)
         drops = sum(1 for m in (self.milestones or []) if epoch >= m)
         return self.gamma ** drops
 
 
-class Cosine(Schedule):
+class Cosine(LRSchedule):
     """Cosine decay from ``lr`` to ``min_factor * lr`` over the whole run."""
     min_factor: float = 0.0
 
@@ -63,10 +64,10 @@ class Cosine(Schedule):
         return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class Warmup(Schedule):
+class Warmup(LRSchedule):
     """Linear warm-up over ``epochs`` epochs, then ``then`` (run over the remaining steps)."""
     epochs: float = 1.0
-    then: Schedule = Constant()
+    then: LRSchedule = Constant()
 
     def factor(self, step, total_steps, steps_per_epoch):
         warm = int(round(self.epochs * steps_per_epoch))
@@ -75,7 +76,7 @@ class Warmup(Schedule):
         return self.then.factor(step - warm, max(1, total_steps - warm), steps_per_epoch)
 
 
-class OneCycle(Schedule):
+class OneCycle(LRSchedule):
     """The one-cycle policy (Smith & Topin 2019), as ``torch.optim.lr_scheduler.OneCycleLR``: the rate
     rises from ``lr / div_factor`` to ``lr`` over the first ``pct_start`` of the steps (cosine), then
     falls to ``lr / (div_factor * final_div_factor)``; with ``cycle_momentum`` the optimizer's
@@ -124,3 +125,18 @@ def _cosine(start: float, end: float, progress: float) -> float:
 def _has_momentum(optimizer) -> bool:
     defaults = optimizer.defaults
     return "betas" in defaults or defaults.get("momentum", 0) > 0
+
+
+# files saved before the rename name the class by its old type name
+pg.JSONConvertible.register("symnas.train.schedules.Step", StepDecay, override_existing=True)
+
+
+_RENAMED = {"Schedule": "LRSchedule", "Step": "StepDecay"}   # old name -> new name; the old one still works, with a warning
+
+
+def __getattr__(name):
+    if name in _RENAMED:
+        warnings.warn(f"{__name__}.{name} is renamed {_RENAMED[name]}; the old name will go away.",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

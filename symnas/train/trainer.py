@@ -49,7 +49,7 @@ from symnas.nn.init import init_by_name, layer_seed
 from symnas.nn.profile import count_flops, count_params
 from symnas.train.augmentation import Augmentation
 from symnas.train.optimizers import Adam, Optimizer
-from symnas.train.schedules import Constant, Schedule
+from symnas.train.schedules import Constant, LRSchedule
 
 __all__ = ["Trainer", "TrainResult", "TrainingDivergedError", "diverging"]
 
@@ -146,7 +146,7 @@ class Trainer(pg.Object):
     data: Dataset = Digits()
     epochs: int = 1
     batch_size: int = 64
-    schedule: Schedule = Constant()
+    schedule: LRSchedule = Constant()
     weight_decay: float = 0.0
     decay_1d_params: bool = True
     augmentation: List[Augmentation] = []
