@@ -129,6 +129,8 @@ def train_all(trainers: Dict[Any, Any], workers: int = 1, log: bool = False,
             futures = {pool.submit(_train_one, t, prefix[k]): k for k, t in trainers.items()}
             for future in concurrent.futures.as_completed(futures):
                 finish(futures[future], future.result)
+    if failed and len(trainers) == 1:
+        raise next(iter(failed.values()))          # one run: its own error, as training it alone gives
     if failed:
         raise RunsFailedError(failed, {k: done[k] for k in trainers if k in done})
     return {k: done[k] for k in trainers}
