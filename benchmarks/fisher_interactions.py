@@ -4,7 +4,7 @@ The search judges a layer's transformation alone (the rest of the network origin
 issue defines judges the whole candidate. This prints, for each change, what the exact check sees: the
 network's Fisher sum over the original's, how many layers' scores fell, and the changed layers' own
 ratios. On DenseNet-161 a single grouped conv raises its own score but lowers the network's sum, and
-grouped together about half of the grouped layers fall below the original (``benchmarks/RESULTS_nas_pte.md``).
+grouped together about half of the grouped layers fall below the original (``docs/results_nas_pte.md``).
 
 A change is ``KERNEL:INDEX`` (group the INDEX-th transformable conv of that kernel size, counting from 0)
 or ``KERNEL:all`` (every transformable conv of that kernel size), each grouped by ``--groups``.
@@ -17,8 +17,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from typing import Dict, List
 
@@ -27,9 +25,6 @@ import torch
 
 import symnas as sn
 from symnas.proxies.legality import LegalityCheck
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nas_pte import cifar_batch  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def grouped_sites(net, change: str, groups: int) -> Dict[str, object]:
@@ -88,7 +83,7 @@ def main(argv=None):
     try:
         for change in args.change:
             grouped_sites(net, change, args.groups)    # a bad change fails before 40 s of scoring
-        inputs, targets = cifar_batch(args.batch, args.seed)
+        inputs, targets = sn.data.CIFAR10().batch(args.batch, seed=args.seed)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     rows = interactions(net, args.change, inputs, targets, args.groups, args.seed)

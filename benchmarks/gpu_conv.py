@@ -10,9 +10,16 @@ Two halves, because the GPU machine has no TVM (and another Python):
   API (ctypes, ``libcuda``), checks it against ``torch.nn.functional.conv2d`` with the
   same weights, times it with CUDA events, and times cuDNN on the untransformed conv and
   on the same neural variant.
+* ``--baselines`` (with ``--run``, or alone): the untransformed conv as a user would run it in
+  torch: cuDNN fp32 NCHW (the kernels' baseline), cuDNN fp32 channels-last, cuDNN with TF32 on
+  (NCHW and channels-last: tensor cores, 10-bit mantissa products), ``torch.compile`` (default
+  and max-autotune, fp32), and the launch-overhead floor: an empty kernel launched through the
+  driver API as the TVM kernels are, and a one-element torch fill. Alone, ``--device cpu``
+  runs it on the CPU (no TF32, no empty kernel) as a smoke test.
 
-    python benchmarks/gpu_conv.py --export carry/gpu        # here
-    python benchmarks/gpu_conv.py --run carry/gpu           # on the GPU machine
+    python benchmarks/gpu_conv.py --export carry/gpu                # here
+    python benchmarks/gpu_conv.py --run carry/gpu --baselines       # on the GPU machine
+    python benchmarks/gpu_conv.py --baselines --device cpu          # the baselines alone, here
 """
 import argparse
 import ctypes
@@ -126,10 +133,19 @@ class CudaDriver:
                                                 kernel.encode()), "cuModuleGetFunction")
         return function
 
+    def load_ptx(self, ptx, kernel):
+        """A kernel from PTX text (the driver compiles it for this GPU)."""
+        module, function = ctypes.c_void_p(), ctypes.c_void_p()
+        self.check(self.lib.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(ptx.encode())),
+                   "cuModuleLoadData")
+        self.check(self.lib.cuModuleGetFunction(ctypes.byref(function), module, kernel.encode()),
+                   "cuModuleGetFunction")
+        return function
+
     def launcher(self, function, grid, block, tensors, stream):
         pointers = [ctypes.c_void_p(t.data_ptr()) for t in tensors]
         params = (ctypes.c_void_p * len(pointers))(
-            *[ctypes.cast(ctypes.byref(p), ctypes.c_void_p) for p in pointers])
+            *[ctypes.cast(ctypes.byref(p), ctypes.c_void_p) for p in pointers]) if pointers else None
 
         def launch():
             self.check(self.lib.cuLaunchKernel(function, grid, 1, 1, block, 1, 1, 0,
@@ -137,6 +153,106 @@ class CudaDriver:
                        "cuLaunchKernel")
         launch.keep = (pointers, params)
         return launch
+
+
+EMPTY_PTX = """.version 7.0
+.target sm_70
+.address_size 64
+.visible .entry empty_kernel()
+{
+    ret;
+}
+"""
+
+
+def time_cpu(fn, iters=50):
+    """Median of 5 runs of ``iters`` calls (ms per call), after a warm-up; for the CPU smoke run."""
+    for _ in range(5):
+        fn()
+    results = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        results.append((time.perf_counter() - start) / iters * 1e3)
+    results.sort()
+    return results[len(results) // 2]
+
+
+def torch_conv_baselines(torch, x, w, stride, pad, groups, compile_modes=(None, "max-autotune")):
+    """How torch runs this conv, as (label, TF32 on, callable) triples: cuDNN (oneDNN on the CPU)
+    fp32 NCHW and channels-last, the same with TF32 (CUDA only), and ``torch.compile`` of the conv
+    per mode (fp32, NCHW). A compile that fails is returned as (label, False, the error message)."""
+    import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    w_cl = w.contiguous(memory_format=torch.channels_last)
+
+    def conv(a, b):
+        return F.conv2d(a, b, stride=stride, padding=pad, groups=groups)
+
+    library = "cuDNN" if x.is_cuda else "oneDNN"
+    rows = [(f"{library} fp32 NCHW", False, lambda: conv(x, w)),
+            (f"{library} fp32 channels-last", False, lambda: conv(x_cl, w_cl))]
+    if x.is_cuda:
+        rows += [("cuDNN TF32 NCHW", True, lambda: conv(x, w)),
+                 ("cuDNN TF32 channels-last", True, lambda: conv(x_cl, w_cl))]
+    for mode in compile_modes:
+        label = "torch.compile" + (f" {mode}" if mode else "") + " fp32"
+        try:
+            compiled = torch.compile(conv, mode=mode)
+            with tf32(torch, False):
+                compiled(x, w)
+            rows.append((label, False, lambda c=compiled: c(x, w)))
+        except Exception as error:  # pylint: disable=broad-except  (a baseline that fails is listed)
+            rows.append((label, False, f"{type(error).__name__}: {str(error)[:200]}"))
+    return rows
+
+
+def tf32(torch, on):
+    """cuDNN's TF32 switch for the block (cuDNN stays in benchmark mode)."""
+    return torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=on)
+
+
+def time_baselines(torch, layer, device, compile_modes=(None, "max-autotune"), driver=None, stream=None):
+    """ms of each torch baseline of the untransformed conv, its max |error| against fp32 NCHW, and
+    the launch-overhead floor (on CUDA): ``{label: (ms or None, error or message)}``."""
+    x = torch.randn(1, layer["c_in"], layer["h"], layer["w"], device=device)
+    w = torch.randn(layer["c_out"], layer["c_in"], layer["k"], layer["k"], device=device)
+    stride, pad = layer["stride"], layer["k"] // 2
+    timer = (lambda fn: time_cuda(fn, torch)) if x.is_cuda else time_cpu
+    with tf32(torch, False):
+        expected = torch.nn.functional.conv2d(x, w, stride=stride, padding=pad)
+    results = {}
+    for label, tf32_on, fn in torch_conv_baselines(torch, x, w, stride, pad, 1, compile_modes):
+        if isinstance(fn, str):
+            results[label] = (None, fn)
+            continue
+        with tf32(torch, tf32_on):
+            error = (fn() - expected).abs().max().item()
+            results[label] = (timer(fn), error)
+    if x.is_cuda:
+        driver = driver or CudaDriver()
+        stream = torch.cuda.current_stream().cuda_stream if stream is None else stream
+        empty = driver.launcher(driver.load_ptx(EMPTY_PTX, "empty_kernel"), 1, 1, [], stream)
+        results["floor: empty kernel (driver launch)"] = (timer(empty), None)
+        one = torch.zeros(1, device=device)
+        results["floor: 1-element torch fill"] = (timer(lambda: one.fill_(1.0)), None)
+    return results
+
+
+def print_baselines(results, device_name):
+    print(f"\n# the untransformed conv {LAYER} in torch on {device_name}, batch 1 (ms per call; max |error| against fp32 NCHW)")
+    for label, (ms, error) in results.items():
+        if ms is None:
+            print(f"{label:40} failed: {error}")
+        else:
+            print(f"{label:40} {ms:8.4f}" + ("" if error is None else f"   max err {error:.1e}"))
+    timed = {k: v[0] for k, v in results.items() if v[0] is not None and not k.startswith("floor")}
+    fp32 = {k: v for k, v in timed.items() if "TF32" not in k}
+    if fp32:
+        best = min(fp32, key=fp32.get)
+        print(f"best fp32 way: {best} {fp32[best]:.4f} ms" + (
+            f"; best with TF32 allowed: {min(timed, key=timed.get)} {min(timed.values()):.4f} ms" if timed else ""))
 
 
 def time_cuda(fn, torch, iters=200):
@@ -156,7 +272,7 @@ def time_cuda(fn, torch, iters=200):
     return results[len(results) // 2]
 
 
-def run(directory):
+def run(directory, baselines=False):
     import torch  # pylint: disable=import-outside-toplevel
     import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
 
@@ -213,14 +329,27 @@ def run(directory):
     for (variant, staging), (job, latency, same) in sorted(best.items()):
         print(f"best {variant:20} {staging:15} TVM {latency:.4f} ms (cuDNN on the same op {same:.4f} ms, "
               f"speedup over cuDNN original {original / latency:.2f}x): {job['steps']}")
+    if baselines:
+        results = time_baselines(torch, layer, device, driver=driver, stream=stream)
+        print_baselines(results, torch.cuda.get_device_name())
+        fastest = min(latency for _, latency, _, _ in rows)
+        fp32 = {k: v[0] for k, v in results.items()
+                if v[0] is not None and not k.startswith("floor") and "TF32" not in k}
+        best_label = min(fp32, key=fp32.get)
+        print(f"fastest TVM kernel {fastest:.4f} ms: {fp32[best_label] / fastest:.2f}x over the best fp32 "
+              f"torch original ({best_label}); launch floor {results['floor: empty kernel (driver launch)'][0]:.4f} ms")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export", metavar="DIR")
     parser.add_argument("--run", metavar="DIR")
     parser.add_argument("--quick", action="store_true", help="export 2 template configs")
-    args = parser.parse_args()
+    parser.add_argument("--baselines", action="store_true",
+                        help="also time the untransformed conv the ways torch runs it, and the launch floor")
+    parser.add_argument("--device", default="cuda", help="--baselines alone: cuda (default) or cpu")
+    parser.add_argument("--no-compile", action="store_true", help="--baselines without torch.compile")
+    args = parser.parse_args(argv)
     configs = [(1, 1, 16, 2), (2, 1, 16, 2), (2, 2, 8, 4), (1, 2, 8, 2), (4, 1, 8, 2),
                (2, 2, 4, 4), (1, 1, 8, 4), (4, 2, 4, 2)]
     # the same tilings with input/weight tiles staged in shared memory (CacheRead at ci.0)
@@ -232,10 +361,17 @@ def main():
         export(args.export, configs)
         print(f"export took {time.time() - start:.0f} s")
     if args.run:
-        run(args.run)
-    if not (args.export or args.run):
-        parser.error("give --export DIR or --run DIR")
+        run(args.run, baselines=args.baselines)
+    elif args.baselines:
+        import torch  # pylint: disable=import-outside-toplevel
+        results = time_baselines(torch, LAYER, torch.device(args.device),
+                                 compile_modes=() if args.no_compile else (None, "max-autotune"))
+        print_baselines(results, torch.cuda.get_device_name() if args.device == "cuda" else "the CPU")
+        return results
+    if not (args.export or args.run or args.baselines):
+        parser.error("give --export DIR, --run DIR or --baselines")
+    return None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -7,12 +7,15 @@ per trial, over N trials on (a) the NAS-Bench-201 space (6 decisions x 5 ops) an
 - PyGlove ``pg.geno.Random`` propose+feedback and a plain ``pg.sample`` loop (the baselines);
 - each symnas algorithm's propose+feedback;
 - the whole ``sn.search`` loop (propose, materialise, evaluate a constant objective, feedback,
-  record) in memory and with SQLite.
+  record) in memory and with SQLite (Bayesian at ``--bayesian-trials``);
+- Optuna's own ``study.optimize`` loop on the same spaces written define-by-run, in memory and with
+  its SQLite storage, Random and TPE (TPE at ``--bayesian-trials``): what a user compares the loop with.
 
-Targets (issue 2): propose+feedback <= 1 ms median for Random/Evolution/Reinforce, <= 50 ms for
-Bayesian at 500 trials; the whole loop <= 2 ms per trial in memory and <= 5 ms with SQLite.
+Targets: propose+feedback <= 1 ms median for Random/Evolution/Reinforce, <= 50 ms for Bayesian at
+500 trials; the whole loop <= 2 ms per trial in memory and <= 5 ms with SQLite; in memory no slower
+than Optuna's in-memory loop, with storage >= 20x cheaper than Optuna's SQLite storage.
 
-Run:  python benchmarks/loop_overhead.py [--trials 1000] [--quick]
+Run:  python benchmarks/loop_overhead.py [--trials 1000] [--quick] [--profile NAS-Bench-201]
 """
 import argparse
 import datetime
@@ -79,22 +82,100 @@ def time_symnas_loop(space, algorithm, trials, storage):
     return statistics.median(deltas) * 1e3
 
 
+NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+
+
+def nasbench201_objective(trial):
+    """The NAS-Bench-201 space written for Optuna: 6 categorical decisions of 5 ops."""
+    return [trial.suggest_categorical(f"edge{i}", NB201_OPS) for i in range(6)]
+
+
+def mixed_objective(trial):
+    """``mixed_space()`` written for Optuna (a manyof is one categorical over the ordered pairs of
+    distinct candidates, as ``pg.manyof(2, ...)`` draws them; a conditional choice is suggested
+    only on its path)."""
+    pairs = [f"{a},{b}" for a in "abcd" for b in "abcd" if a != b]
+    blocks = []
+    for i in range(4):
+        kind = trial.suggest_categorical(f"blocks{i}", ["mb", "plain"])
+        blocks.append({"kind": kind, "expand": trial.suggest_categorical(f"expand{i}", [3, 6])} if kind == "mb"
+                      else {"kind": kind})
+    return dict(
+        ops=[trial.suggest_categorical(f"ops{i}", ["conv3", "conv5", "sep3", "pool", "skip"]) for i in range(10)],
+        lrs=[trial.suggest_float(f"lrs{i}", 1e-5, 1e-1, log=True) for i in range(4)],
+        ratios=[trial.suggest_float(f"ratios{i}", 0.0, 1.0) for i in range(4)],
+        sets=[trial.suggest_categorical(f"sets{i}", pairs).split(",") for i in range(4)],
+        blocks=blocks,
+        widths=[trial.suggest_categorical(f"widths{i}", [16, 32, 64]) for i in range(4)])
+
+
+def time_optuna_loop(objective, sampler, trials, storage):
+    """Median time between successive objective calls of Optuna's own ``study.optimize`` loop
+    (ask, the define-by-run suggestions, tell; with ``storage`` every step goes to SQLite)."""
+    import optuna  # pylint: disable=import-outside-toplevel
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    stamps = []
+
+    def evaluate(trial):
+        objective(trial)
+        stamps.append(time.perf_counter())
+        return float(len(stamps) % 7)
+
+    study = optuna.create_study(direction="maximize", sampler=sampler, storage=storage)
+    study.optimize(evaluate, n_trials=trials)
+    deltas = [b - a for a, b in zip(stamps, stamps[1:])]
+    return statistics.median(deltas) * 1e3
+
+
+def optuna_samplers():
+    import optuna  # pylint: disable=import-outside-toplevel
+    return {"Random": lambda: optuna.samplers.RandomSampler(seed=0),
+            "TPE": lambda: optuna.samplers.TPESampler(seed=0)}
+
+
+def profile_symnas_loop(space, trials, top=25):
+    """cProfile of the in-memory ``sn.search`` loop (Random): the functions with the most own time,
+    and the cumulative time of the loop's main stages."""
+    import cProfile  # pylint: disable=import-outside-toplevel
+    import io  # pylint: disable=import-outside-toplevel
+    import pstats  # pylint: disable=import-outside-toplevel
+    profiler = cProfile.Profile()
+    profiler.enable()
+    sn.search(space, lambda _: 1.0, sn.algorithms.Random(seed=0), num_trials=trials, storage=None, progress=False)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--bayesian-trials", type=int, default=500)
     parser.add_argument("--quick", action="store_true", help="100 trials, for a smoke run")
+    parser.add_argument("--profile", choices=["NAS-Bench-201", "mixed-30"],
+                        help="instead of the table: cProfile the in-memory sn.search loop (Random) on this space")
     args = parser.parse_args()
     trials = 100 if args.quick else args.trials
     bayes_trials = 50 if args.quick else args.bayesian_trials
+    if args.profile:
+        space = nasbench201_space() if args.profile == "NAS-Bench-201" else mixed_space()
+        print(profile_symnas_loop(space, trials))
+        return
     algorithms = {name: getattr(sn.algorithms, name) for name in
                   ("Random", "RegularizedEvolution", "Reinforce", "Bayesian") if hasattr(sn.algorithms, name)}
-    print(f"# loop overhead, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
+    load = os.getloadavg()
+    print(f"# loop overhead, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, python {platform.python_version()}, pyglove {pg.__version__ if hasattr(pg, '__version__') else ''}")
     print(f"# {trials} trials (Bayesian {bayes_trials}); times are medians per trial in ms\n")
     print(f"| space | measurement | algorithm | ms/trial | target |")
     print(f"|---|---|---|---|---|")
-    for space_name, space in (("NAS-Bench-201", nasbench201_space()), ("mixed-30", mixed_space())):
+    spaces = (("NAS-Bench-201", nasbench201_space(), nasbench201_objective),
+              ("mixed-30", mixed_space(), mixed_objective))
+    for space_name, space, objective in spaces:
         print(f"| {space_name} | propose+feedback (baseline) | pg.geno.Random | "
               f"{time_propose_feedback(pg.geno.Random(seed=0), space, trials):.3f} | |")
         print(f"| {space_name} | pg.sample loop (baseline) | pg.geno.Random | "
@@ -105,13 +186,20 @@ def main():
             print(f"| {space_name} | propose+feedback | {name} | "
                   f"{time_propose_feedback(cls(seed=0), space, n):.3f} | {target} |")
         for name, cls in algorithms.items():
-            if name == "Bayesian":
-                continue
+            n = bayes_trials if name == "Bayesian" else trials
             print(f"| {space_name} | sn.search loop, in memory | {name} | "
-                  f"{time_symnas_loop(space, cls(seed=0), trials, None):.3f} | <= 2 |")
+                  f"{time_symnas_loop(space, cls(seed=0), n, None):.3f} | <= 2 |")
             with tempfile.TemporaryDirectory() as folder:
                 print(f"| {space_name} | sn.search loop, SQLite | {name} | "
-                      f"{time_symnas_loop(space, cls(seed=0), trials, os.path.join(folder, 'b.db')):.3f} | <= 5 |")
+                      f"{time_symnas_loop(space, cls(seed=0), n, os.path.join(folder, 'b.db')):.3f} | <= 5 |")
+        for name, sampler in optuna_samplers().items():     # Optuna's own loop (the baseline users know)
+            n = bayes_trials if name == "TPE" else trials
+            print(f"| {space_name} | optuna study.optimize, in memory (baseline) | {name} | "
+                  f"{time_optuna_loop(objective, sampler(), n, None):.3f} | |")
+            with tempfile.TemporaryDirectory() as folder:
+                url = f"sqlite:///{os.path.join(folder, 'o.db')}"
+                print(f"| {space_name} | optuna study.optimize, SQLite (baseline) | {name} | "
+                      f"{time_optuna_loop(objective, sampler(), n, url):.3f} | |")
 
 
 if __name__ == "__main__":

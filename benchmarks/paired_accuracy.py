@@ -15,26 +15,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
 import json
-import math
 import os
 import statistics
 from typing import Dict, List
 
+from symnas.train import diverging, t_interval
+
 RECIPE_KEYS = ("epochs", "batch", "lr", "init", "clip_grad", "compile")
 RECIPE_DEFAULTS = {"clip_grad": 0, "compile": False}   # for result files written before the key existed
-
-
-@functools.lru_cache(maxsize=None)
-def _diverging():
-    """``train_cifar.diverging`` (loaded by path, once: benchmarks/ is not a package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_cifar.py")
-    spec = importlib.util.spec_from_file_location("train_cifar", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.diverging
 
 
 def job_runs(job: str) -> List[dict]:
@@ -45,7 +34,7 @@ def job_runs(job: str) -> List[dict]:
         files = [job]
     else:
         raise FileNotFoundError(f"job {job!r} is neither a results file nor a folder")
-    diverging, runs = _diverging(), []
+    runs = []
     for path in files:
         try:
             with open(path) as f:
@@ -65,17 +54,6 @@ def job_runs(job: str) -> List[dict]:
             runs.append({"model": name, "seed": results["recipe"]["seed"], "recipe": recipe, "file": path,
                          "accuracy": 100 * run["test_accuracy"], "diverged_at_epoch": diverged})
     return runs
-
-
-def t_interval(differences: List[float], level: float = 0.95):
-    """Mean of ``differences`` and its two-sided t interval (None without two values)."""
-    mean = statistics.mean(differences)
-    if len(differences) < 2:
-        return mean, None
-    from scipy import stats  # pylint: disable=import-outside-toplevel
-    half = stats.t.ppf(0.5 + level / 2, len(differences) - 1) * statistics.stdev(differences) / math.sqrt(
-        len(differences))
-    return mean, (mean - half, mean + half)
 
 
 def pair(jobs: List[str], original: str, ours: str, exclude_diverged: bool = False) -> List[dict]:

@@ -15,16 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import sys
 
 from scipy import stats
 
 import symnas as sn
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nas_pte import cifar_batch  # noqa: E402  pylint: disable=wrong-import-position
 
 PROXIES = ("fisher", "snip", "grad_norm", "synflow", "naswot")
 
@@ -63,7 +58,10 @@ def main(argv=None):
         except (OSError, ValueError, TypeError, KeyError) as e:
             parser.error(f"cannot load a network from {path}: {e}")
     names = labels(args.models)
-    x, y = cifar_batch(args.batch, args.seed)
+    try:
+        x, y = sn.data.CIFAR10().batch(args.batch, seed=args.seed)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
     width = max(10, *(len(n) for n in names[1:]))
 
     def row(label, cells):

@@ -1,4 +1,4 @@
-"""Whole-network transformation spaces: one transformation sequence per transformable conv (seed 001 §6).
+"""Whole-network transformation spaces: one transformation sequence per transformable conv.
 
 ``network_transformations(backbone)`` returns a symbolic ``NetworkTransformation`` whose
 layers each choose a neural step sequence (grouping, input bottleneck, the seed's
@@ -58,20 +58,31 @@ class LayerTransformation(pg.Object):
 
 
 class NetworkTransformation(pg.Object):
-    """A backbone with one ``LayerTransformation`` per transformable conv."""
-    backbone: str = "resnet34"
+    """A network with one ``LayerTransformation`` per transformable conv.
+
+    The network is a backbone by name (``backbone``, with ``num_classes``) or any symbolic
+    network (``base_network``, shared read-only by the candidates: ``original()`` gives a copy).
+    """
+    backbone: Optional[str] = "resnet34"
     num_classes: int = 10
     in_shape: Tuple[int, int, int] = (3, 32, 32)
     layers: list = []
+    base_network: Any = None
 
     def original(self):
+        """The untransformed network (a new, writable copy)."""
+        if self.base_network is not None:
+            return self.base_network.clone(deep=True).seal(False)
         from symnas import nn as snn  # pylint: disable=import-outside-toplevel
         return snn.backbone(self.backbone, self.num_classes)
+
+    def _original_view(self):
+        return self.base_network if self.base_network is not None else self.original()
 
     def schedules(self) -> Dict[str, Any]:
         """Key path -> ``sn.program.Schedule`` for every layer (untransformed ones included)."""
         from symnas import nn as snn  # pylint: disable=import-outside-toplevel
-        sites = {s.path: s for s in snn.transformable_convs(self.original(), self.in_shape)}
+        sites = {s.path: s for s in snn.transformable_convs(self._original_view(), self.in_shape)}
         return {t.path: t.schedule(sites[t.path].operator()) for t in self.layers}
 
     def replacements(self) -> Dict[str, Any]:
@@ -82,7 +93,7 @@ class NetworkTransformation(pg.Object):
     def network(self):
         """The transformed backbone (convs with neural steps replaced by their kernels)."""
         from symnas import nn as snn  # pylint: disable=import-outside-toplevel
-        return snn.replace_convs(self.original(), self.replacements())
+        return snn.replace_convs(self._original_view(), self.replacements())
 
 
 def describe_neural(steps) -> str:
@@ -113,31 +124,23 @@ def describe_neural(steps) -> str:
     return ">".join(names) or "original"
 
 
-def neural_menu(op, channel_shuffle: bool = False) -> List[list]:
+def neural_menu(op, channel_shuffle: bool = False, candidates: Optional[Sequence[list]] = None) -> List[list]:
     """Shape-preserving neural sequences that fit ``op`` (the first is the original operator).
 
     With ``channel_shuffle``, every grouping reads interleaved input channels
     (``sn.program.ChannelShuffle``): the same cost, but consecutive grouped layers then mix
     their groups (ResNet-34, CIFAR-10, 10 epochs, 2 seeds: +1.1 points for a 4.3x network).
+    ``candidates``: the sequences to offer instead of the default list (the original operator is
+    always first; those that do not fit ``op`` are left out).
     """
     from symnas import program as p  # pylint: disable=import-outside-toplevel
-    candidates = [
-        [],
-        [p.Group(2)],
-        [p.Group(4)],
-        [p.Group(8)],
-        [p.Bottleneck(2, axis="ci")],
-        [p.Group(2), p.Bottleneck(2, axis="ci")],
-        [p.Group(4), p.Bottleneck(2, axis="ci")],
-        [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)],   # seed §7.3 sequence 3
-        [p.Partition("oh", 2), p.Group(2)],                               # grouping per spatial half
-        [p.Group(16)],
-        [p.Group(8), p.Bottleneck(2, axis="ci")],
-        [p.Bottleneck(4, axis="ci")],
-        [p.Partition("co", 2), p.Group(4, part=0), p.Group(8, part=1)],
-    ]
+    if candidates is not None:
+        candidates = [[]] + [list(c) for c in candidates if list(c)]
+    else:
+        candidates = _default_candidates()
     if channel_shuffle:
-        candidates = [steps + [p.ChannelShuffle()] if any(isinstance(s, p.Group) for s in steps) else steps
+        candidates = [steps + [p.ChannelShuffle()] if any(isinstance(s, p.Group) for s in steps)
+                      and not any(isinstance(s, p.ChannelShuffle) for s in steps) else steps
                       for steps in candidates]
     menu = []
     for steps in candidates:
@@ -150,6 +153,25 @@ def neural_menu(op, channel_shuffle: bool = False) -> List[list]:
     return menu
 
 
+def _default_candidates() -> List[list]:
+    from symnas import program as p  # pylint: disable=import-outside-toplevel
+    return [
+        [],
+        [p.Group(2)],
+        [p.Group(4)],
+        [p.Group(8)],
+        [p.Bottleneck(2, axis="ci")],
+        [p.Group(2), p.Bottleneck(2, axis="ci")],
+        [p.Group(4), p.Bottleneck(2, axis="ci")],
+        [p.Partition("co", 2), p.Group(2, part=0), p.Group(4, part=1)],   # grouping that differs by output half
+        [p.Partition("oh", 2), p.Group(2)],                               # grouping per spatial half
+        [p.Group(16)],
+        [p.Group(8), p.Bottleneck(2, axis="ci")],
+        [p.Bottleneck(4, axis="ci")],
+        [p.Partition("co", 2), p.Group(4, part=0), p.Group(8, part=1)],
+    ]
+
+
 def program_templates(op) -> List[list]:
     """A few CPU program templates (register blocking, vectorisation, parallel loops) for ``op``.
 
@@ -160,11 +182,14 @@ def program_templates(op) -> List[list]:
     return cpu_templates(op)
 
 
-def network_transformations(backbone: str = "resnet34", num_classes: int = 10,
+def network_transformations(backbone: Any = "resnet34", num_classes: int = 10,
                             in_shape: Sequence[int] = (3, 32, 32), templates: Optional[Dict] = None,
                             menu: Optional[Dict] = None, channel_shuffle: bool = False,
                             keep: Sequence[str] = ()) -> NetworkTransformation:
     """The search space: per transformable conv, ``pg.oneof`` over neural sequences and over templates.
+
+    ``backbone`` is a name of ``sn.nn.backbone`` or a symbolic network (then ``num_classes`` is the
+    network's own).
 
     ``templates`` / ``menu`` may map a site key (``ConvSite.key``) to the lists to offer
     (e.g. only the best-measured template per neural sequence), to keep a search small.
@@ -176,7 +201,7 @@ def network_transformations(backbone: str = "resnet34", num_classes: int = 10,
         assert "layers[3].body.layers[0]" not in [t.path for t in space.layers]
     """
     from symnas import nn as snn  # pylint: disable=import-outside-toplevel
-    net = snn.backbone(backbone, num_classes)
+    net = snn.backbone(backbone, num_classes) if isinstance(backbone, str) else backbone
     shared: Dict[Any, Any] = {}     # one read-only value per distinct step list, shared by the layers
     layers = []
     for site in drop_kept_layers(snn.transformable_convs(net, tuple(in_shape)), keep):
@@ -194,7 +219,11 @@ def network_transformations(backbone: str = "resnet34", num_classes: int = 10,
         layers.append(LayerTransformation(site.path,
                                           pg.oneof(neural) if len(neural) > 1 else neural[0],
                                           pg.oneof(program) if len(program) > 1 else program[0]))
-    return NetworkTransformation(backbone, num_classes, tuple(in_shape), layers)
+    if isinstance(backbone, str):
+        return NetworkTransformation(backbone, num_classes, tuple(in_shape), layers)
+    # candidates reference the network instead of copying it (~0.3 s for a ResNet-34)
+    return NetworkTransformation(None, num_classes, tuple(in_shape), layers,
+                                 base_network=SharedValue(net.clone(deep=True).seal()))
 
 
 def drop_kept_layers(sites: list, keep: Sequence[str]) -> list:

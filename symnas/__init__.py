@@ -29,7 +29,7 @@ from symnas.study import Study
 from symnas import pg_backend  # noqa: F401  (registers the "symnas" backend for pg.sample)
 
 # Heavy subpackages (torch, TVM) load on first use so `import symnas` stays fast.
-_LAZY_SUBPACKAGES = ("nn", "train", "data", "program", "proxies", "kas", "cli")
+_LAZY_SUBPACKAGES = ("nn", "train", "data", "program", "proxies", "hw", "pte", "kas", "cli")
 
 
 def __getattr__(name):
@@ -45,4 +45,4 @@ def __getattr__(name):
 
 __all__ = ["algorithms", "schedulers", "spaces", "search", "Study", "Objective", "TrialRejected",
            "load", "from_json", "save", "UnsafeJSONError",
-           "nn", "train", "data", "program", "proxies", "kas", "symbolize"]
+           "nn", "train", "data", "program", "proxies", "hw", "pte", "kas", "symbolize"]

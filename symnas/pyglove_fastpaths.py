@@ -7,7 +7,10 @@ work on PyGlove's internal structure:
 
 - ``make_dna`` builds a ``pg.DNA`` without its constructor; ``dna_value`` / ``dna_children`` /
   ``compact_value`` read one without the symbolic attribute machinery;
-- ``FastDecoder`` decodes a DNA by rebuilding only the symbolic nodes on the path to a decision;
+- ``FastDecoder`` decodes a DNA by rebuilding only the symbolic nodes on the path to a decision,
+  lists of plain values without ``pg.List``'s constructor (``new_list`` / ``new_dict``) and with
+  ``pg.typing.Schema.resolve`` remembered per schema and keys (``remembered_resolve``);
+- ``object_json`` writes a candidate's JSON as ``pg.to_json_str`` does, without its machinery;
 - ``SharedValue`` (a ``pg.Ref``) lets many candidates reference one sealed value instead of copying it.
 
 Each is checked against PyGlove's own slow path the first time it is used (and by ``self_check()``,
@@ -396,7 +399,7 @@ _JSON_KEYS: Dict[int, tuple] = {}   # id(schema) -> (schema, its fields, the key
 
 
 def _json_keys(schema) -> List[str]:
-    fields = list(schema._fields)  # pylint: disable=protected-access
+    fields = [x for item in schema._fields.items() for x in item]  # pylint: disable=protected-access
     entry = _JSON_KEYS.get(id(schema))
     if entry is None or entry[0] is not schema or len(entry[1]) != len(fields) or \
             any(a is not b for a, b in zip(entry[1], fields)):

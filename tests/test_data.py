@@ -68,3 +68,46 @@ def test_cifar10_from_shared_jpeg_container(cifar10_file, tmp_path, monkeypatch)
     assert splits.x_train.shape == (50000, 3, 32, 32) and splits.x_test.shape == (10000, 3, 32, 32)
     assert splits.y_train[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
     assert list(tmp_path.glob("cifar10_decoded_*.npz"))
+
+
+def _jpeg_container(path, n_train=12, n_test=4):
+    """A small file in the layout of cifar10_jpeg.npz (JPEG bytes, offsets, labels)."""
+    import io
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        blobs = []
+        for _ in range(n):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buffer, format="JPEG")
+            blobs.append(buffer.getvalue())
+        arrays[f"{split}_jpeg"] = np.frombuffer(b"".join(blobs), np.uint8)
+        arrays[f"{split}_offsets"] = np.cumsum([0] + [len(b) for b in blobs])
+        arrays[f"y_{split}"] = rng.integers(0, 10, n).astype(np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_cifar10_batch_is_the_same_whether_decoded_alone_or_from_the_loaded_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMNAS_CACHE", str(tmp_path / "cache"))
+    root = str(_jpeg_container(tmp_path / "cifar10_jpeg.npz"))
+    x, y = sn.data.CIFAR10(root=root).batch(5, seed=3)          # five images decoded, nothing cached
+    assert x.shape == (5, 3, 32, 32) and not (tmp_path / "cache").exists()
+    splits = sn.data.CIFAR10(root=root).load()                  # the whole set, decoded and cached
+    index = torch.from_numpy(np.random.default_rng(3).choice(12, 5, replace=False))
+    assert torch.equal(x, splits.x_train[index]) and torch.equal(y, splits.y_train[index])
+    assert torch.equal(sn.data.CIFAR10(root=root).batch(5, seed=3)[0], x)     # from the memory cache
+    # standardised by the published statistics: (pixel / 255 - mean / 255) / (std / 255) per channel
+    import io
+    from PIL import Image
+    with np.load(root) as d:
+        first = d["train_jpeg"].tobytes()[d["train_offsets"][0]:d["train_offsets"][1]]
+    pixels = torch.from_numpy(np.asarray(Image.open(io.BytesIO(first)).convert("RGB")).astype(np.float32))
+    expected = (pixels.permute(2, 0, 1) - torch.tensor([125.3, 123.0, 113.9])[:, None, None]) / \
+        torch.tensor([63.0, 62.1, 66.7])[:, None, None]
+    assert torch.allclose(splits.x_train[0], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="size must be in 1..4"):
+        sn.data.CIFAR10(root=root).batch(5, split="test")
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        sn.data.Digits().batch(5, split="valid")

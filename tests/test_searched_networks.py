@@ -45,10 +45,8 @@ def test_a_shipped_network_loads_builds_and_has_the_reported_size(shipped):
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_a_shipped_network_is_fisher_legal_as_a_network_on_the_search_batch(
-        shipped, cifar10_file, monkeypatch, load_script):
-    monkeypatch.setenv("SYMNAS_DATA", str(cifar10_file.parents[1]))
-    x, y = load_script("benchmarks/nas_pte.py").cifar_batch(128, 0)     # the search's batch and seed
+def test_a_shipped_network_is_fisher_legal_as_a_network_on_the_search_batch(shipped, cifar10_file):
+    x, y = sn.data.CIFAR10(root=str(cifar10_file)).batch(128, seed=0)     # the search's batch and seed
     s, original, ours = shipped
     result = sn.proxies.LegalityCheck(mode="network", seed=0).check(original, ours, x, y)
     assert result.legal, result.reason

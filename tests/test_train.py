@@ -20,7 +20,7 @@ def _trainer(**kwargs):
 
 def test_train_learns_digits_and_returns_metrics():
     result = _trainer(epochs=3).train()
-    assert result["accuracy"] > 0.8
+    assert result["accuracy"] > 0.7 and result["test_accuracy"] > 0.7    # chance: 0.1
     assert float(result) == result["accuracy"] == result.reward
     assert result["params"] == sum(p.numel() for p in
                                    _trainer().classifier((1, 8, 8), 10).build((1, 8, 8)).parameters())
@@ -173,3 +173,98 @@ def test_diverging_trial_fails_in_sn_search_and_the_search_goes_on():
     failed = next(r for r in study.records if r.status == "failed")
     assert "diverged" in failed.error
     assert study.best.optimizer.lr == 1e-2
+
+
+def test_one_cycle_follows_torch_one_cycle_lr_and_cycles_momentum():
+    model = torch.nn.Linear(2, 2)
+    ours = sn.train.SGD(0.2, momentum=0.9, nesterov=True).build(model.parameters())
+    schedule = sn.train.OneCycle(pct_start=0.25, div_factor=10, final_div_factor=100)
+    scheduler = schedule.build(ours, 40, 10)
+    lrs, momenta = [], []
+    for _ in range(40):
+        lrs.append(ours.param_groups[0]["lr"])
+        momenta.append(ours.param_groups[0]["momentum"])
+        ours.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.02) and max(lrs) == pytest.approx(0.2) and lrs[-1] == pytest.approx(2e-4)
+    assert lrs == pytest.approx([0.2 * schedule.factor(step, 40, 10) for step in range(40)])
+    assert momenta[0] == pytest.approx(0.95) and min(momenta) == pytest.approx(0.85)   # opposite to the rate
+    with pytest.raises(ValueError, match="needs more than 4 steps, got 4"):
+        schedule.build(ours, 4, 4)
+
+
+def test_reflection_padded_crop_mirrors_the_border_instead_of_zeros():
+    g = torch.Generator().manual_seed(0)
+    ones = torch.ones(64, 1, 4, 4)
+    assert torch.equal(sn.train.RandomCrop(2, padding_mode="reflect").apply(ones, g), ones)
+    x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4).repeat(32, 1, 1, 1)
+    crops = sn.train.RandomCrop(1, padding_mode="reflect").apply(x, g)
+    assert set(crops.unique().tolist()) <= set(range(16))           # every pixel comes from the image
+    with pytest.raises(ValueError, match="padding_mode must be 'constant' or 'reflect'"):
+        sn.train.RandomCrop(1, padding_mode="wrap")
+
+
+def test_default_trainer_measures_on_a_validation_split_and_reports_test_accuracy():
+    result = _trainer(epochs=1).train()
+    assert 0 <= result["accuracy"] <= 1 and 0 <= result["test_accuracy"] <= 1
+    on_test = _trainer(epochs=1, validation_size=0).train()
+    assert "test_accuracy" not in on_test
+    with pytest.raises(ValueError, match="fractional validation_size must be below 1"):
+        _trainer(validation_size=1.5).train()
+
+
+def test_clipping_bounds_every_step_and_records_the_gradient_norms():
+    history = _trainer(clip_grad_norm=1e-6, train_size=64, batch_size=16, epochs=2).train().history
+    assert [e["clipped_steps"] for e in history] == [4, 4]       # 64 examples in batches of 16: every step
+    assert all(e["grad_norm_max"] >= e["grad_norm_median"] > 0 for e in history)
+    assert all("clipped_steps" not in e for e in _trainer(train_size=64, batch_size=16).train().history)
+
+
+def test_gpu_recipe_options_train_on_cpu_and_by_name_init_matches_the_network_built_alone():
+    net = sn.nn.Sequential([sn.nn.Conv(8, 3), sn.nn.BatchNorm(), sn.nn.ReLU(), sn.nn.GlobalPool(), sn.nn.Dense(10)])
+    trainer = _trainer(model=net, optimizer=sn.train.SGD(0.05, momentum=0.9, nesterov=True), weight_decay=5e-4,
+                       decay_1d_params=False, schedule=sn.train.OneCycle(), mixed_precision=True, channels_last=True,
+                       augmentation=[sn.train.RandomCrop(1, padding_mode="reflect"), sn.train.HorizontalFlip()],
+                       init="by_name", drop_last=True, eval_every=2, epochs=3, train_size=200, batch_size=64)
+    result = trainer.train()
+    assert result["epochs"] == 3 and 0 <= result["accuracy"] <= 1
+    assert ["accuracy" in e for e in result.history] == [False, True, True]   # every 2nd epoch and the last
+    model = trainer._build((1, 8, 8), 10, torch.device("cpu"))
+    alone = sn.nn.init_by_name(net.build((1, 8, 8)), 0)
+    assert torch.equal(next(model.parameters()), next(alone.parameters()))
+    groups = trainer._optimizer(model).param_groups
+    assert [g["weight_decay"] for g in groups] == [5e-4, 0.0]
+    assert all(p.dim() <= 1 for p in groups[1]["params"])
+
+
+def test_a_run_whose_loss_jumps_back_towards_chance_is_marked_diverged():
+    assert sn.train.diverging([{"loss": 1.67}, {"loss": 0.75}, {"loss": 0.53}, {"loss": 2.26}])
+    assert sn.train.diverging([{"train_loss": 1.2}, {"train_loss": float("nan")}])
+    assert not sn.train.diverging([{"loss": 1.67}, {"loss": 0.75}, {"loss": 0.53}, {"loss": 0.55}])
+    assert not sn.train.diverging([{"loss": 0.30}, {"loss": 0.20}, {"loss": 0.32}])   # far below chance
+    assert not sn.train.diverging([])
+
+
+def test_paired_runs_train_both_models_on_every_seed_and_give_the_mean_difference():
+    small = sn.nn.Sequential([sn.nn.Conv(4, 3), sn.nn.ReLU()])
+    pairs = sn.train.PairedRuns(trainer=_trainer(model=None, epochs=1, train_size=128),
+                                models={"small": small, "base": SMALL_CNN}, seeds=[0, 1])
+    result = pairs.run(workers=2)
+    assert sorted(result.runs) == [0, 1] and set(result.runs[0]) == {"small", "base"}
+    diffs = [100 * (r["base"]["accuracy"] - r["small"]["accuracy"]) for _, r in sorted(result.runs.items())]
+    assert result.differences == pytest.approx(diffs)
+    mean, (low, high) = sn.train.t_interval(diffs)
+    assert result.mean_difference == pytest.approx(mean) and low <= mean <= high
+    assert "mean difference" in result.table() and result.diverged() == []
+    alone = _trainer(model=SMALL_CNN, epochs=1, train_size=128, seed=1).train()
+    assert result.runs[1]["base"]["accuracy"] == alone["accuracy"]   # a worker trains as this process does
+    with pytest.raises(ValueError, match="exactly two models"):
+        sn.train.PairedRuns(trainer=_trainer(model=None), models={"a": SMALL_CNN})
+
+
+def test_a_failing_run_does_not_stop_the_others_and_is_named_at_the_end():
+    saved = []
+    trainers = {"bad": _trainer(epochs=1, train_size=128, eval_size=-1), "good": _trainer(epochs=1, train_size=128)}
+    with pytest.raises(sn.train.RunsFailedError, match=r"1 of 2 runs failed \(bad: ValueError: .*eval_size") as e:
+        sn.train.train_all(trainers, on_done=lambda key, run: saved.append(key))
+    assert saved == ["good"] and list(e.value.done) == ["good"] and 0 < e.value.done["good"]["accuracy"] <= 1

@@ -75,6 +75,24 @@ class Dataset(pg.Object):
             _MEMORY_CACHE[key] = self._load()
         return _MEMORY_CACHE[key]
 
+    def batch(self, size: int, seed: int = 0, split: str = "train") -> Tuple[torch.Tensor, torch.Tensor]:
+        """``size`` examples drawn without replacement from ``split`` ("train" or "test") by ``seed``:
+        the images and their labels, the same for the same arguments.
+
+        Example::
+
+            x, y = sn.data.Digits().batch(32, seed=0)     # a minibatch for a zero-cost proxy
+        """
+        if split not in ("train", "test"):
+            raise ValueError(f"{type(self).__name__}.batch: split must be 'train' or 'test', got {split!r}.")
+        splits = self.load()
+        x, y = (splits.x_train, splits.y_train) if split == "train" else (splits.x_test, splits.y_test)
+        if not 0 < size <= len(y):
+            raise ValueError(f"{type(self).__name__}.batch: size must be in 1..{len(y)} (the {split} "
+                             f"examples), got {size}.")
+        index = torch.from_numpy(np.random.default_rng(seed).choice(len(y), size, replace=False))
+        return x[index], y[index]
+
     def _load(self) -> DataSplits:
         raise NotImplementedError
 
@@ -173,11 +191,15 @@ def _decode_jpegs(raw: np.ndarray, offsets: np.ndarray) -> np.ndarray:
                      for i in range(len(offsets) - 1)])
 
 
-def _cifar_from_container(path: pathlib.Path) -> Tuple[np.ndarray, ...]:
-    """Decodes the JPEG container once and caches the uint8 arrays as .npy files."""
+def _decoded_path(path: pathlib.Path) -> pathlib.Path:
     stat = path.stat()
     tag = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    cached = cache_dir() / f"cifar10_decoded_{tag}.npz"
+    return cache_dir() / f"cifar10_decoded_{tag}.npz"
+
+
+def _cifar_from_container(path: pathlib.Path) -> Tuple[np.ndarray, ...]:
+    """Decodes the JPEG container once and caches the uint8 arrays as .npy files."""
+    cached = _decoded_path(path)
     if cached.exists():
         with np.load(cached) as d:
             return d["x_train"], d["y_train"], d["x_test"], d["y_test"]
@@ -215,12 +237,51 @@ class CIFAR10(Dataset):
     (``cifar-10-batches-py`` with data_batch_1..5 and test_batch); ``None`` means
     ``$SYMNAS_DATA``. The container is decoded with Pillow once and cached under
     ``sn.data.cache_dir()``.
+
+    Images are standardised per channel by ``mean`` and ``std`` (in pixel units, 0-255): the
+    published CIFAR-10 training-set statistics by default, so every run, search and trainer
+    sees the same numbers; ``None`` computes them from the training split instead.
+
+    Example::
+
+        splits = sn.data.CIFAR10(root="data/cifar10/cifar10_jpeg.npz").load()
+        x, y = sn.data.CIFAR10().batch(128, seed=0)      # 128 training images, from $SYMNAS_DATA
     """
     root: Optional[str] = None
+    mean: Optional[Tuple[float, float, float]] = (125.3, 123.0, 113.9)
+    std: Optional[Tuple[float, float, float]] = (63.0, 62.1, 66.7)
+
+    def _path(self) -> pathlib.Path:
+        return _resolve(self.root, ("cifar10_jpeg.npz", "cifar10/cifar10_jpeg.npz",
+                                    "data_batch_1", "cifar-10-batches-py/data_batch_1"), "CIFAR10")
+
+    def batch(self, size: int, seed: int = 0, split: str = "train") -> Tuple[torch.Tensor, torch.Tensor]:
+        # a few images need not standardise all 60,000 (nor decode them, when they were never decoded)
+        path = self._path()
+        loaded = (type(self).__name__, self.to_json_str()) in _MEMORY_CACHE
+        if loaded or path.suffix != ".npz" or self.mean is None or split not in ("train", "test"):
+            return super().batch(size, seed, split)
+        decoded = _decoded_path(path)
+        if decoded.exists():
+            with np.load(decoded) as d:
+                images, labels = d[f"x_{split}"], d[f"y_{split}"]
+        else:
+            with np.load(path) as d:
+                labels, raw, offsets = d[f"y_{split}"], d[f"{split}_jpeg"], d[f"{split}_offsets"]
+                images = None
+        if not 0 < size <= len(labels):
+            return super().batch(size, seed, split)     # the same error as the general case
+        index = np.random.default_rng(seed).choice(len(labels), size, replace=False)
+        if images is None:
+            data = raw.tobytes()
+            images = np.stack([_decode_jpegs(np.frombuffer(data[offsets[i]:offsets[i + 1]], np.uint8),
+                                             np.array([0, offsets[i + 1] - offsets[i]]))[0] for i in index])
+        else:
+            images = images[index]
+        return _standardise(images, self.mean, self.std), _labels(labels[index])
 
     def _load(self) -> DataSplits:
-        path = _resolve(self.root, ("cifar10_jpeg.npz", "cifar10/cifar10_jpeg.npz",
-                                    "data_batch_1", "cifar-10-batches-py/data_batch_1"), "CIFAR10")
+        path = self._path()
         if path.suffix == ".npz":
             x_tr, y_tr, x_te, y_te = _cifar_from_container(path)
         else:
@@ -230,5 +291,22 @@ class CIFAR10(Dataset):
             if missing:
                 raise FileNotFoundError(f"CIFAR10: {str(folder)!r} lacks the python batches {missing}.")
             x_tr, y_tr, x_te, y_te = _cifar_from_batches(folder)
-        x_tr, x_te = _normalise(x_tr.transpose(0, 3, 1, 2), x_te.transpose(0, 3, 1, 2))
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("CIFAR10: give both mean and std, or neither (None: the training split's).")
+        if self.mean is None:
+            x_tr, x_te = _normalise(x_tr.transpose(0, 3, 1, 2), x_te.transpose(0, 3, 1, 2))
+        else:
+            x_tr, x_te = (_standardise(x, self.mean, self.std) for x in (x_tr, x_te))
         return DataSplits(x_tr, _labels(y_tr), x_te, _labels(y_te), 10)
+
+
+def _standardise(images: np.ndarray, mean, std) -> torch.Tensor:
+    """uint8 NHWC images -> float32 NCHW ``(x / 255 - mean / 255) / (std / 255)``, computed in place in
+    float32 (the same numbers, bit for bit, as standardising any subset of them)."""
+    if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
+        raise ValueError(f"CIFAR10: mean and std take three values each (std > 0), got {mean} and {std}.")
+    x = images.astype(np.float32)
+    x /= 255
+    x -= np.array(mean, dtype=np.float32) / 255
+    x /= np.array(std, dtype=np.float32) / 255
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))

@@ -6,3 +6,4 @@ from symnas.nn.profile import *  # noqa: F401,F403
 from symnas.nn.mobilenetv2 import *  # noqa: F401,F403
 from symnas.nn.compile import *  # noqa: F401,F403
 from symnas.nn.init import *  # noqa: F401,F403
+from symnas.nn.runtimes import *  # noqa: F401,F403

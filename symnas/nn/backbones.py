@@ -248,7 +248,7 @@ def replace_convs(net: Layer, replacements: Dict[str, Any]) -> Layer:
         if not isinstance(value, Layer) and hasattr(value, "to_torch"):
             value = TransformedConv(value)
         updates[str(path)] = value
-    copy = net.clone(deep=True)
+    copy = net.clone(deep=True).seal(False)      # a read-only (sealed) network gives a writable copy
     known = {str(k) for k in pg.query(copy, where=lambda v: isinstance(v, (Conv, TransformedConv)))}
     unknown = [p for p in updates if p not in known]
     if unknown:

@@ -1,10 +1,10 @@
-"""Batch augmentations on tensors (no per-image Python loop): random crop, flip, mixup.
+"""Batch augmentations on tensors (no per-image Python loop): random crop (zero or reflection padded), flip, mixup.
 
 Each takes a seeded ``torch.Generator`` so training stays deterministic for a fixed seed.
 
 Example::
 
-    sn.train.Trainer(..., augmentation=[sn.train.RandomCrop(4), sn.train.HorizontalFlip(),
+    sn.train.Trainer(..., augmentation=[sn.train.RandomCrop(4, padding_mode="reflect"), sn.train.HorizontalFlip(),
                                         sn.train.Mixup(pg.floatv(0.0, 0.4))])
 """
 from __future__ import annotations
@@ -26,8 +26,17 @@ class Augmentation(pg.Object):
 
 
 class RandomCrop(Augmentation):
-    """Zero-pads by ``padding`` pixels and crops back at a random offset per image."""
+    """Pads by ``padding`` pixels and crops back at a random offset per image.
+
+    ``padding_mode``: ``"constant"`` (zeros) or ``"reflect"`` (mirrors the border, no black frame).
+    """
     padding: int = 4
+    padding_mode: str = "constant"
+
+    def _on_bound(self):
+        super()._on_bound()
+        if self.padding_mode not in ("constant", "reflect"):
+            raise ValueError(f"RandomCrop: padding_mode must be 'constant' or 'reflect', got {self.padding_mode!r}.")
 
     def apply(self, x, generator):
         if self.padding < 0:
@@ -36,7 +45,7 @@ class RandomCrop(Augmentation):
             return x
         n, c, h, w = x.shape
         p = self.padding
-        padded = F.pad(x, (p, p, p, p))
+        padded = F.pad(x, (p, p, p, p), mode=self.padding_mode)
         dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
         dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
         rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])      # (n, h)

@@ -76,7 +76,7 @@ class MedianStopping(_CurvePolicy):
 
 
 class AccuracyCurveStopping(_CurvePolicy):
-    """Seed 003's pruning rule: keep a trial while acc(epoch) >= lambda(epoch) * best(epoch),
+    """The accuracy-curve pruning rule: keep a trial while acc(epoch) >= lambda(epoch) * best(epoch),
     where best(epoch) is the best accuracy any other trial had at that epoch and
     lambda = theta + (1 - theta) * epoch / max_step (lenient early, strict at the end)."""
     max_step: int = 1
