@@ -27,6 +27,7 @@ import pickle  # only for values crossing to processes of this run, never for st
 import traceback
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
+import cloudpickle
 import pyglove as pg
 
 from symnas.errors import TrialRejected
@@ -61,17 +62,16 @@ def evaluate_safely(evaluate: Callable[[Any], Any], value: Any) -> Outcome:
         return Outcome(INTERRUPTED, f"its objective called sys.exit({error.code!r})")
 
 
-def encode_value(value: Any) -> tuple:
-    """A trial's concrete object for another process: PyGlove JSON when symbolic, else pickle."""
-    if isinstance(value, pg.Symbolic):
-        return ("json", pg.to_json_str(value, save_ref_value=True))
-    return ("pickle", pickle.dumps(value))
+def encode_value(value: Any) -> bytes:
+    """A trial's concrete object for a worker of this run, pickled as the evaluator itself is (classes
+    defined in ``__main__`` or a space file travel by value). Never written to disk: files are read
+    only through ``symnas.safe_json``."""
+    return cloudpickle.dumps(value)
 
 
-def decode_value(payload: tuple) -> Any:
-    """The value of ``encode_value`` (in a worker of this run: the classes its JSON names are imported)."""
-    kind, data = payload
-    return pg.from_json_str(data) if kind == "json" else pickle.loads(data)
+def decode_value(payload: bytes) -> Any:
+    """The value of ``encode_value``, in the worker process or Ray task this run started."""
+    return pickle.loads(payload)
 
 
 def evaluate_payload(evaluate: Callable[[Any], Any], payload: tuple) -> Outcome:

@@ -21,6 +21,7 @@ from typing import Any, Iterable, List, Mapping
 
 import pyglove as pg
 
+from symnas.safe_json import dna_from_json
 from symnas.trial import dna_to_json
 
 __all__ = ["to_dna", "enqueue"]
@@ -30,7 +31,7 @@ def to_dna(point: Any, dna_spec: pg.DNASpec, space: Any = None) -> pg.DNA:
     """The DNA of ``point`` in ``dna_spec``; ValueError (one line) when it lies outside the space."""
     try:
         if isinstance(point, pg.DNA):
-            dna = pg.DNA.from_json(point.to_json(), allow_partial=False)
+            dna = dna_from_json(point.to_json())      # a copy, rebuilt from plain numbers
         elif isinstance(point, (list, tuple, int, float)) and not isinstance(point, bool):
             dna = pg.DNA(point)
         elif isinstance(point, Mapping) and (space is None or not isinstance(point, pg.Symbolic)):
