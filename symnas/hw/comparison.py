@@ -70,6 +70,57 @@ def _default_algorithm(seed: int):
     return RegularizedEvolution(population_size=20, tournament_size=5, seed=seed)
 
 
+def _best_finalist(arm: str, space: CoDesign, evaluator: CoDesignEvaluator, study, seconds: float, spent: int, *,
+                   finalists: int, batch, repair_rounds: int, log: Callable[[str], None]) -> ArmResult:
+    """One arm's winner: the best feasible designs of ``study`` in order, each (up to ``finalists``
+    distinct repaired designs) through the exact whole-network legality check with repair."""
+    from symnas.materialize import Materializer  # pylint: disable=import-outside-toplevel
+    materializer = Materializer(space)
+
+    def decode(dna):      # the design as the evaluator costed it (illegal layers reverted under repair)
+        return evaluator.repaired(materializer.materialize(dna.use_spec(materializer.dna_spec)))
+    records = [r for r in study.completed if r.metrics.get("feasible")]
+    records.sort(key=lambda r: r.metrics["score"])
+    if not records:
+        log(f"  ({arm}) {ARMS[arm]}: no feasible design in {len(study.records)} trials")
+        return ArmResult(arm, None, {}, spent, seconds, 0, study=study)
+    checked, best, seen = 0, None, set()      # best: (edp, metrics, design, verdict)
+    exact = evaluator.scorer is not None
+    for record in records:
+        if len(seen) >= max(1, finalists):
+            break
+        design = decode(record.to_dna())
+        key = pg.format(design, compact=True)
+        if key in seen:
+            continue                  # another proposal that the repair made the same design
+        seen.add(key)
+        if best is not None and record.metrics["edp"] >= best[0]:
+            break                     # reverting layers only adds work: no later finalist can win
+        if not exact or not any(t.neural for t in design.network.layers):
+            metrics, verdict = dict(record.metrics), None
+        else:
+            checked += 1
+            design, verdict, rounds = evaluator.exact_repair(design, batch, repair_rounds)
+            if not verdict.legal:
+                log(f"  ({arm}) finalist {checked} fails the exact check after {rounds} repairs: {verdict.reason}")
+                continue
+            metrics = evaluator(design) if rounds else dict(record.metrics)
+            if rounds:
+                log(f"  ({arm}) finalist {checked} passes the exact check after reverting layers in {rounds} "
+                    f"round(s): EDP {record.metrics['edp']:.4g} -> {metrics['edp']:.4g}")
+        if best is None or metrics["edp"] < best[0]:
+            best = (metrics["edp"], metrics, design, verdict)
+    if best is None:
+        log(f"  ({arm}) {ARMS[arm]}: no finalist passes the exact legality check")
+        return ArmResult(arm, None, {}, spent, seconds, len(records), exact_legal=False, checked=checked,
+                         study=study)
+    _, metrics, design, verdict = best
+    out = ArmResult(arm, design, metrics, spent, seconds, len(records),
+                    exact_legal=None if verdict is None else bool(verdict.legal),
+                    exact_reason="" if verdict is None else verdict.reason, checked=checked, study=study)
+    return out
+
+
 def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: str = "edge_tpu_like",
                      hardware_space: Any = None, algorithm: Callable[[int], Any] = _default_algorithm,
                      seed: int = 0, batch=None, legality: str = "per_layer", objective: str = "edp",
@@ -85,7 +136,6 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
     ``"targets"`` (default: (a), (e) and the best of (b)-(d), (s) by the fast EDP, the three the targets compare;
     LOMA takes 5040 orders for a grouped layer, minutes each on two cores) or ``"none"``.
     """
-    from symnas.materialize import Materializer  # pylint: disable=import-outside-toplevel
     from symnas.search import search  # pylint: disable=import-outside-toplevel
     if loma not in ("all", "targets", "none"):
         raise ValueError(f"loma must be 'all', 'targets' or 'none', got {loma!r}")
@@ -100,53 +150,6 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
     log(f"{backbone}: area budget {budget:.3f} mm² ({preset}), {trials} trials per search, objective {objective}")
     results: Dict[str, ArmResult] = {}
 
-    def finish(arm: str, space: CoDesign, evaluator: CoDesignEvaluator, study, seconds: float,
-               spent: int) -> ArmResult:
-        materializer = Materializer(space)
-
-        def decode(dna):      # the design as the evaluator costed it (illegal layers reverted under repair)
-            return evaluator.repaired(materializer.materialize(dna.use_spec(materializer.dna_spec)))
-        records = [r for r in study.completed if r.metrics.get("feasible")]
-        records.sort(key=lambda r: r.metrics["score"])
-        if not records:
-            log(f"  ({arm}) {ARMS[arm]}: no feasible design in {len(study.records)} trials")
-            return ArmResult(arm, None, {}, spent, seconds, 0, study=study)
-        checked, best, seen = 0, None, set()      # best: (edp, metrics, design, verdict)
-        exact = evaluator.scorer is not None
-        for record in records:
-            if len(seen) >= max(1, finalists):
-                break
-            design = decode(record.to_dna())
-            key = pg.format(design, compact=True)
-            if key in seen:
-                continue                  # another proposal that the repair made the same design
-            seen.add(key)
-            if best is not None and record.metrics["edp"] >= best[0]:
-                break                     # reverting layers only adds work: no later finalist can win
-            if not exact or not any(t.neural for t in design.network.layers):
-                metrics, verdict = dict(record.metrics), None
-            else:
-                checked += 1
-                design, verdict, rounds = evaluator.exact_repair(design, batch, repair_rounds)
-                if not verdict.legal:
-                    log(f"  ({arm}) finalist {checked} fails the exact check after {rounds} repairs: {verdict.reason}")
-                    continue
-                metrics = evaluator(design) if rounds else dict(record.metrics)
-                if rounds:
-                    log(f"  ({arm}) finalist {checked} passes the exact check after reverting layers in {rounds} "
-                        f"round(s): EDP {record.metrics['edp']:.4g} -> {metrics['edp']:.4g}")
-            if best is None or metrics["edp"] < best[0]:
-                best = (metrics["edp"], metrics, design, verdict)
-        if best is None:
-            log(f"  ({arm}) {ARMS[arm]}: no finalist passes the exact legality check")
-            return ArmResult(arm, None, {}, spent, seconds, len(records), exact_legal=False, checked=checked,
-                             study=study)
-        _, metrics, design, verdict = best
-        out = ArmResult(arm, design, metrics, spent, seconds, len(records),
-                        exact_legal=None if verdict is None else bool(verdict.legal),
-                        exact_reason="" if verdict is None else verdict.reason, checked=checked, study=study)
-        return out
-
     def run_search(arm: str, space: CoDesign, with_legality: bool, count: int = trials) -> ArmResult:
         start = time.perf_counter()
         evaluator = CoDesignEvaluator(backbone, objective=objective, area_budget=budget,
@@ -156,7 +159,8 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
         study = search(space, evaluator, algorithm(seed), num_trials=count, objectives={"log_score": "min"},
                        storage=None, progress=progress, record_objects=False, name=f"hw_{backbone}_{arm}")
         seconds = time.perf_counter() - start
-        result = finish(arm, space, evaluator, study, seconds, count)
+        result = _best_finalist(arm, space, evaluator, study, seconds, count, finalists=finalists, batch=batch,
+                                repair_rounds=repair_rounds, log=log)
         if result.design is not None:
             log(f"  ({arm}) {ARMS[arm]}: {count} trials in {seconds:.1f} s, {result.feasible} feasible, "
                 f"best EDP {result.metrics['edp']:.4g}")
