@@ -47,33 +47,8 @@ def end_to_end_timings(models: Dict[str, Any], rounds: int = 5, image: Sequence[
 
 def kernel_share(compiled, rounds: int = 20, image: Sequence[int] = IMAGE) -> Dict[str, Any]:
     """Per-call time (ms) of a compiled network split into its TVM kernels and the rest, measured
-    inside the network (weights come from memory, not from a warm cache)."""
-    from symnas.program.torch_tvm import TVMKernelModule  # pylint: disable=import-outside-toplevel
-    spent: Dict[str, float] = {}
-    modules = [(n, m) for n, m in compiled.model.named_modules() if isinstance(m, TVMKernelModule)]
-    originals = {n: m._func for n, m in modules}
-
-    def timed(name, func):
-        def call(*args):
-            start = time.perf_counter()
-            func(*args)
-            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
-        return call
-    x = torch.randn(*image)
-    try:
-        for n, m in modules:
-            m._func = timed(n, originals[n])
-        compiled(x)
-        spent.clear()
-        start = time.perf_counter()
-        for _ in range(rounds):
-            compiled(x)
-        total = (time.perf_counter() - start) * 1000 / rounds
-    finally:
-        for n, m in modules:
-            m._func = originals[n]
-    per_kernel = {n: v * 1000 / rounds for n, v in spent.items()}
-    return {"total": total, "kernels": sum(per_kernel.values()), "per_kernel": per_kernel}
+    inside the network (weights come from memory, not from a warm cache): ``CompiledNetwork.kernel_time``."""
+    return compiled.kernel_time(torch.randn(*image), calls=rounds)
 
 
 def torch_optimized(model: torch.nn.Module, image: Sequence[int] = IMAGE) -> torch.nn.Module:
