@@ -61,19 +61,47 @@ class SizeError(ValueError):
 
 
 class Size:
-    """``num/den * prod(SYMBOLS[i] ** e_i)``; reduced, immutable, hashable (exponents packed in ``pw``)."""
+    """``num/den * prod(SYMBOLS[i] ** e_i)``; reduced, immutable and interned (exponents packed in ``pw``).
 
-    __slots__ = ("num", "den", "pw", "_hash")
+    Equal sizes are the same object (``Size(2, 4) is Size(1, 2)``), so hashing and equality are
+    identity (C speed in the sampler's dict keys) and the algebra is memoized per operand pair.
+    """
 
-    def __init__(self, num: int = 1, den: int = 1, pw: int = _ZERO):
+    __slots__ = ("num", "den", "pw", "_dyn", "_exps")
+
+    def __new__(cls, num: int = 1, den: int = 1, pw: int = _ZERO):
+        key = (num, den, pw)
+        hit = _TABLE.get(key)
+        if hit is not None:
+            return hit
         if num <= 0 or den <= 0:
             raise SizeError(f"a size must be positive, got {num}/{den}")
+        num, den = int(num), int(den)
         if den != 1:
             g = math.gcd(num, den)
             if g != 1:
                 num, den = num // g, den // g
-        self.num, self.den, self.pw = num, den, pw
-        self._hash = hash((num, den, pw))
+        reduced = (num, den, pw)
+        self = _TABLE.get(reduced)
+        if self is None:
+            self = object.__new__(cls)
+            self.num, self.den, self.pw = num, den, pw
+            d = pw >> _DYN_SHIFT
+            self._dyn = () if d == _ZERO_DYN else \
+                tuple(i for i in range(NUM_DYNAMIC) if ((d >> (_BITS * i)) & _MASK) != _OFF)
+            self._exps = None
+            _TABLE[reduced] = self
+        _TABLE[key] = self
+        return self
+
+    def __reduce__(self):          # pickling and deepcopy go through the interning constructor
+        return Size, (self.num, self.den, self.pw)
+
+    def __copy__(self) -> "Size":
+        return self
+
+    def __deepcopy__(self, memo) -> "Size":
+        return self
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -97,6 +125,9 @@ class Size:
             return text
         if isinstance(text, int) and not isinstance(text, bool):
             return cls.number(text)
+        hit = _PARSED.get(text) if isinstance(text, str) else None
+        if hit is not None:
+            return hit
         if not isinstance(text, str) or not _SYNTAX.fullmatch(text.replace(" ", "")):
             raise SizeError(f"cannot parse size {text!r}: write a product like '3*C/G' or 'x0'")
         num, den, exps = 1, 1, [0] * _NSYM
@@ -115,16 +146,23 @@ class Size:
                 if base not in _INDEX:
                     raise SizeError(f"size {text!r}: unknown symbol {base!r} (symbols: {', '.join(SYMBOLS)})")
                 exps[_INDEX[base]] += power if sign == "*" else -power
-        return cls(num, den, _pack(exps))
+        out = _PARSED[text] = cls(num, den, _pack(exps))
+        return out
 
-    # ---- algebra -----------------------------------------------------------------------------
+    # ---- algebra (memoized: sizes are interned) ------------------------------------------------
     def __mul__(self, other: "Size") -> "Size":
-        if other.pw == _ZERO and other.num == 1 and other.den == 1:
-            return self
-        return Size(self.num * other.num, self.den * other.den, self.pw + other.pw - _ZERO)
+        key = (self, other)
+        out = _MUL.get(key)
+        if out is None:
+            out = _MUL[key] = Size(self.num * other.num, self.den * other.den, self.pw + other.pw - _ZERO)
+        return out
 
     def __truediv__(self, other: "Size") -> "Size":
-        return Size(self.num * other.den, self.den * other.num, self.pw - other.pw + _ZERO)
+        key = (self, other)
+        out = _DIV.get(key)
+        if out is None:
+            out = _DIV[key] = Size(self.num * other.den, self.den * other.num, self.pw - other.pw + _ZERO)
+        return out
 
     def __pow__(self, k: int) -> "Size":
         pw = _ZERO + k * (self.pw - _ZERO)
@@ -132,42 +170,42 @@ class Size:
             return Size(self.num ** k, self.den ** k, pw)
         return Size(self.den ** -k, self.num ** -k, pw)
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Size) and self._hash == other._hash and self.num == other.num and \
-            self.den == other.den and self.pw == other.pw
-
-    def __hash__(self) -> int:
-        return self._hash
-
     def is_one(self) -> bool:
-        return self.num == 1 and self.den == 1 and self.pw == _ZERO
+        return self is _ONE_SIZE
 
     def exponents(self) -> List[int]:
-        pw = self.pw
-        return [((pw >> (_BITS * i)) & _MASK) - _OFF for i in range(_NSYM)]
+        exps = self._exps
+        if exps is None:
+            pw = self.pw
+            exps = self._exps = tuple(((pw >> (_BITS * i)) & _MASK) - _OFF for i in range(_NSYM))
+        return list(exps)
+
+    def _e(self) -> Tuple[int, ...]:
+        exps = self._exps
+        if exps is None:
+            self.exponents()
+            exps = self._exps
+        return exps
 
     # ---- structure ---------------------------------------------------------------------------
     def dynamic_vars(self) -> List[int]:
-        """Indices (0-based, ``x<i>``) of the dynamic variables in this size."""
-        d = self.pw >> _DYN_SHIFT
-        if d == _ZERO_DYN:
-            return []
-        return [i for i in range(NUM_DYNAMIC) if ((d >> (_BITS * i)) & _MASK) != _OFF]
+        """Indices (0-based, ``x<i>``) of the dynamic variables in this size (``_dyn``: the same, a tuple)."""
+        return list(self._dyn)
 
     def power_of(self, var: int) -> int:
         return ((self.pw >> (_BITS * (_FIRST_DYN + var))) & _MASK) - _OFF
 
     def is_static(self) -> bool:
-        return (self.pw >> _DYN_SHIFT) == _ZERO_DYN
+        return not self._dyn
 
     def uses(self, name: str) -> bool:
         return ((self.pw >> (_BITS * _INDEX[name])) & _MASK) != _OFF
 
     def numerator(self) -> "Size":
-        return Size(self.num, 1, _pack([e if e > 0 else 0 for e in self.exponents()]))
+        return Size(self.num, 1, _pack([e if e > 0 else 0 for e in self._e()]))
 
     def denominator(self) -> "Size":
-        return Size(self.den, 1, _pack([-e if e < 0 else 0 for e in self.exponents()]))
+        return Size(self.den, 1, _pack([-e if e < 0 else 0 for e in self._e()]))
 
     def factors(self, limit: int = 64) -> List["Size"]:
         """Every monomial that divides this one's numerator (numbers by their divisors), at most ``limit``."""
@@ -186,18 +224,22 @@ class Size:
 
     def substitute(self, var: int, value: "Size") -> "Size":
         """``x<var>`` replaced by ``value`` (a monomial)."""
-        p = self.power_of(var)
-        if not p:
+        if var not in self._dyn:
             return self
-        rest = Size(self.num, self.den, self.pw - p * _unit(_FIRST_DYN + var))
-        return rest * (value ** p)
+        key = (self, var, value)
+        out = _SUBST.get(key)
+        if out is None:
+            p = self.power_of(var)
+            rest = Size(self.num, self.den, self.pw - p * _unit(_FIRST_DYN + var))
+            out = _SUBST[key] = rest * (value ** p)
+        return out
 
     def rename(self, mapping: Mapping[int, int]) -> "Size":
         """Dynamic variables renamed: ``x<i>`` becomes ``x<mapping[i]>`` (others unchanged)."""
-        if self.is_static():
+        if not self._dyn:
             return self
-        exps = self.exponents()
-        out = exps[:_FIRST_DYN] + [0] * NUM_DYNAMIC
+        exps = self._e()
+        out = list(exps[:_FIRST_DYN]) + [0] * NUM_DYNAMIC
         for i in range(NUM_DYNAMIC):
             p = exps[_FIRST_DYN + i]
             if p:
@@ -207,7 +249,7 @@ class Size:
     # ---- evaluation --------------------------------------------------------------------------
     def _ratio(self, env: Mapping[str, int]) -> Tuple[int, int]:
         num, den = self.num, self.den
-        for i, p in enumerate(self.exponents()):
+        for i, p in enumerate(self._e()):
             if p:
                 v = env[SYMBOLS[i]]
                 if p > 0:
@@ -244,7 +286,7 @@ class Size:
     def static_value(self, env: Mapping[str, int]) -> Fraction:
         """The value with every dynamic variable set to 1 (their coefficient)."""
         num, den = self.num, self.den
-        exps = self.exponents()
+        exps = self._e()
         for i in range(_FIRST_DYN):
             p = exps[i]
             if p:
@@ -259,7 +301,7 @@ class Size:
     def __str__(self) -> str:
         top = [str(self.num)] if self.num != 1 else []
         bottom = [str(self.den)] if self.den != 1 else []
-        for i, p in enumerate(self.exponents()):
+        for i, p in enumerate(self._e()):
             if p > 0:
                 top.append(SYMBOLS[i] + (f"^{p}" if p > 1 else ""))
             elif p < 0:
@@ -270,6 +312,13 @@ class Size:
     def __repr__(self) -> str:
         return f"Size({str(self)!r})"
 
+
+_TABLE: Dict[tuple, Size] = {}       # (num, den, pw) -> the one Size of that value
+_MUL: Dict[tuple, Size] = {}
+_DIV: Dict[tuple, Size] = {}
+_SUBST: Dict[tuple, Size] = {}
+_PARSED: Dict[str, Size] = {}
+_ONE_SIZE = Size()
 
 _SYNTAX = re.compile(r"(\d+|[A-Za-z]\w*)(\^\d+)?([*/](\d+|[A-Za-z]\w*)(\^\d+)?)*")
 _FACTOR = re.compile(r"([*/])(\d+(?:\^\d+)?|[A-Za-z]\w*(?:\^\d+)?)")

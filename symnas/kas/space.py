@@ -271,6 +271,8 @@ class _Options:
         self.shape_list: List[tuple] = []
         self.check_caches: Dict[int, dict] = {}
         self.infer_caches: Dict[int, dict] = {}
+        self.pair_caches: Dict[int, Dict[int, int]] = {}
+        self.closing_ids: Dict[int, object] = {}
         self.envs: Dict[int, list] = {}
         self.low_envs: Dict[int, list] = {}
         self.bound_caches: Dict[int, dict] = {}
@@ -288,6 +290,7 @@ class _Options:
                                           **{f"x{i}": env["C"] / smallest for i in range(NUM_DYNAMIC)})
                                      for env in self.envs[groups]]
             self.check_caches[groups] = {}
+            self.pair_caches[groups] = {}
             self.infer_caches[groups] = {}
             self.bound_caches[groups] = {}
         return self.envs[groups]
@@ -364,6 +367,24 @@ class _Options:
             hit = self.closing_cache[shape] = closing(shape, self.out_channels)
         return hit
 
+    def pair_mask(self, key: int, groups: int) -> int:
+        """Which two-input applications the shapes ``key = a * _PAIR + b`` (shape ids) allow, as bits
+        (``_BROADCAST_BIT``, ``_BMM_BITS``); cached per G. The same test as :meth:`infer` is not None."""
+        ids = divmod(key, _PAIR)
+        mask = _BROADCAST_BIT if self.infer("broadcast", ("add",), ids, groups) is not None else 0
+        for p, bit in zip(_BMM_PARAMS, _BMM_BITS):
+            if self.infer("bmm", p, ids, groups) is not None:
+                mask |= bit
+        self.pair_caches[groups][key] = mask
+        return mask
+
+    def closing_of(self, sid: int):
+        """:meth:`closing` of the shape with id ``sid``."""
+        hit = self.closing_ids.get(sid, _MISSING)
+        if hit is _MISSING:
+            hit = self.closing_ids[sid] = self.closing(self.shape_list[sid])
+        return hit
+
     def shape_id(self, shape) -> int:
         """A small int per distinct shape (cheap cache keys)."""
         i = self.shape_ids.get(shape)
@@ -401,6 +422,7 @@ class Builder:
         self.groups = groups
         self.envs = options.envs_for(groups)
         self.cache = options.check_caches[groups]
+        self.pairs = options.pair_caches[groups]
         self.shapes: List[S.Shape] = [S.INPUT]
         self.ids: List[int] = [options.shape_id(S.INPUT)]
         self.vars: List[Optional[int]] = [None]          # the free variable in each node's shape
@@ -549,25 +571,32 @@ class Builder:
                 if params:
                     segments.append((params, (v,)))
             return _Candidates(segments)
-        shapes, vs, canon, infer, groups = self.shapes, self.vars, self.canon, o.infer, self.groups
+        vs, canon, ids, pairs = self.vars, self.canon, self.ids, self.pairs
+        broadcast = kind == "broadcast"
+        table = _BMM_APPLY_BY_MASK if last else _BMM_BY_MASK
+        closable = [o.closing_of(i) is not False for i in ids] if last and broadcast else None
         for a in range(nodes):
             leaf_a = users[a] == 0
             ca = canon[a][0]
+            va = vs[a]
             for b in range(nodes):
-                if a == b and kind == "broadcast":
+                if a == b and broadcast:
                     continue      # x op x: sqr, 0 or x itself (Canvas prunes these)
                 if 1 - leaf_a - (users[b] == 0 and b != a) > delta_max:
                     continue
-                if last and kind == "broadcast" and o.closing(shapes[b]) is False:
+                if closable is not None and not closable[b]:
                     continue
                 # The shapes must fit (checked on names x0/x1: legality does not depend on them).
-                cb = canon[b][0 if vs[b] is None or vs[b] == vs[a] or vs[a] is None else 1]
-                if kind == "broadcast":
-                    if infer("broadcast", ("add",), (ca, cb), groups) is not None:
+                vb = vs[b]
+                key = ca * _PAIR + canon[b][0 if vb is None or vb == va or va is None else 1]
+                mask = pairs.get(key)
+                if mask is None:
+                    mask = o.pair_mask(key, self.groups)
+                if broadcast:
+                    if mask & _BROADCAST_BIT:
                         segments.append((_BROADCAST_PARAMS, (a, b)))
                     continue
-                params = tuple(p for p in (_BMM_APPLY if last else _BMM_PARAMS)
-                               if infer("bmm", p, (ca, cb), groups) is not None)
+                params = table[mask]
                 if params:
                     segments.append((params, (a, b)))
         return _Candidates(segments)
@@ -672,16 +701,17 @@ class Builder:
         canon = (sid, sid) if var is None else (self.o.shape_id(_renamed(out, {var: 0})),
                                                 self.o.shape_id(_renamed(out, {var: 1})))
         nodes = [(self.vars[v], self.canon[v]) for v in leaves] + [(var, canon)]
-        infer, groups = self.o.infer, self.groups
+        pairs, o, groups = self.pairs, self.o, self.groups
         for i, (va, ca) in enumerate(nodes):
+            a = ca[0] * _PAIR
             for j, (vb, cb) in enumerate(nodes):
                 if i == j:
                     continue
-                a = ca[0]
-                b = cb[0 if vb is None or vb == va or va is None else 1]
-                if infer("broadcast", ("add",), (a, b), groups) is not None or \
-                        infer("bmm", ("apply", False), (a, b), groups) is not None or \
-                        infer("bmm", ("gram", False), (a, b), groups) is not None:
+                key = a + cb[0 if vb is None or vb == va or va is None else 1]
+                mask = pairs.get(key)
+                if mask is None:
+                    mask = o.pair_mask(key, groups)
+                if mask & _MERGE_BITS:
                     return True
         return False
 
@@ -768,6 +798,15 @@ class Builder:
 _BROADCAST_PARAMS = tuple((op,) for op in ("add", "sub", "mul", "max", "min"))
 _BMM_PARAMS = (("gram", False), ("gram", True), ("apply", False))
 _BMM_GRAM, _BMM_APPLY = _BMM_PARAMS[:2], _BMM_PARAMS[2:]
+# What two nodes (a, b) can do together, as bits of one int (``_Options.pair_mask``): broadcast a onto b,
+# bmm(a, b) with each of _BMM_PARAMS.
+_BROADCAST_BIT = 1
+_BMM_BITS = (2, 4, 8)
+_MERGE_BITS = _BROADCAST_BIT | 2 | 8          # broadcast, gram (no softmax) or apply: the look-ahead's merges
+_BMM_BY_MASK = tuple(tuple(p for p, bit in zip(_BMM_PARAMS, _BMM_BITS) if m & bit) for m in range(16))
+_BMM_APPLY_BY_MASK = tuple(tuple(p for p, bit in zip(_BMM_PARAMS, _BMM_BITS) if m & bit and p in _BMM_APPLY)
+                           for m in range(16))
+_PAIR = 1 << 32                                # pair key: a * _PAIR + b (shape ids)
 # Kinds whose output has its input's channels (at the last step, only a closable input can close).
 _KEEPS_CHANNELS = {"activation", "elementwise", "shift", "scale", "softmax", "group"}
 
