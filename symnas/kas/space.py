@@ -302,7 +302,8 @@ class _Options:
         """Cached application of a primitive to input shapes (ids), for one value of G: None (illegal),
         ("ok", out, extra, cost) or ("solve", [(var, value, out, extra, cost), ...])."""
         cache = self.infer_caches[groups]
-        key = (kind, params, ids)
+        # A broadcast's shapes and costs do not depend on its op, nor a gram matrix's on its softmax.
+        key = (kind, _SAME_INFER.get(params, params), ids)
         hit = cache.get(key, _MISSING)
         if hit is not _MISSING:
             return hit
@@ -372,9 +373,15 @@ class _Options:
         (``_BROADCAST_BIT``, ``_BMM_BITS``); cached per G. The same test as :meth:`infer` is not None."""
         ids = divmod(key, _PAIR)
         mask = _BROADCAST_BIT if self.infer("broadcast", ("add",), ids, groups) is not None else 0
-        for p, bit in zip(_BMM_PARAMS, _BMM_BITS):
-            if self.infer("bmm", p, ids, groups) is not None:
-                mask |= bit
+        lhs, rhs = self.shape_list[ids[0]], self.shape_list[ids[1]]
+        # BMM.infer's structural requirements first (when they fail, so does every substitution).
+        if rhs[S.H] is not None and rhs[S.W] is not None and rhs[S.D] is None:
+            if lhs[S.D] is None and lhs[S.H] is rhs[S.H] and lhs[S.W] is rhs[S.W]:
+                if self.infer("bmm", _BMM_PARAMS[0], ids, groups) is not None:
+                    mask |= _BMM_BITS[0] | _BMM_BITS[1]      # the softmax does not change shapes or costs
+            elif lhs[S.D] is not None and lhs[S.H] is None and lhs[S.W] is None:
+                if self.infer("bmm", _BMM_PARAMS[2], ids, groups) is not None:
+                    mask |= _BMM_BITS[2]
         self.pair_caches[groups][key] = mask
         return mask
 
@@ -394,6 +401,14 @@ class _Options:
         return i
 
     def variants(self, kind: str, sid: int, producer) -> List[tuple]:
+        """The kind's parameter lists on the shape ``sid``; the producer (kind, params) only matters to
+        the kinds that prune after certain producers, and then only its kind and first parameter."""
+        if producer is not None:
+            if kind in _PRODUCER_KINDS:
+                pk = producer[0]
+                producer = (pk, producer[1][:1] if pk in ("activation", "elementwise") else ())
+            else:
+                producer = None
         key = (kind, sid, producer)
         out = self.variant_cache.get(key)
         if out is None:
@@ -402,7 +417,9 @@ class _Options:
         return out
 
 
-_OUT_PARAM = {"fc": 0, "conv": 4, "mix": 1}       # the parameter holding a size expression
+_OUT_PARAM = {"fc": 0, "conv": 4, "mix": 1}
+# The kinds whose variants depend on the node's producer (Canvas's pruning of pointless pairs).
+_PRODUCER_KINDS = frozenset(("softmax", "activation", "elementwise"))       # the parameter holding a size expression
 _MISSING = object()
 
 
@@ -806,6 +823,7 @@ _MERGE_BITS = _BROADCAST_BIT | 2 | 8          # broadcast, gram (no softmax) or 
 _BMM_BY_MASK = tuple(tuple(p for p, bit in zip(_BMM_PARAMS, _BMM_BITS) if m & bit) for m in range(16))
 _BMM_APPLY_BY_MASK = tuple(tuple(p for p, bit in zip(_BMM_PARAMS, _BMM_BITS) if m & bit and p in _BMM_APPLY)
                            for m in range(16))
+_SAME_INFER = {**{(op,): ("add",) for op in ("sub", "mul", "max", "min")}, ("gram", True): ("gram", False)}
 _PAIR = 1 << 32                                # pair key: a * _PAIR + b (shape ids)
 # Kinds whose output has its input's channels (at the last step, only a closable input can close).
 _KEEPS_CHANNELS = {"activation", "elementwise", "shift", "scale", "softmax", "group"}
