@@ -592,15 +592,17 @@ class Builder:
         broadcast = kind == "broadcast"
         table = _BMM_APPLY_BY_MASK if last else _BMM_BY_MASK
         closable = [o.closing_of(i) is not False for i in ids] if last and broadcast else None
-        for a in range(nodes):
+        # The branch limit: a step may open one branch more (delta_max 1), keep their number (0: a or b
+        # is an open branch, b != a when only b is) or must merge two open branches (-1).
+        leaves = [v for v in range(nodes) if users[v] == 0]
+        everything = range(nodes)
+        for a in (leaves if delta_max < 0 else everything):
             leaf_a = users[a] == 0
             ca = canon[a][0]
             va = vs[a]
-            for b in range(nodes):
-                if a == b and broadcast:
-                    continue      # x op x: sqr, 0 or x itself (Canvas prunes these)
-                if 1 - leaf_a - (users[b] == 0 and b != a) > delta_max:
-                    continue
+            for b in (everything if delta_max > 0 or (delta_max == 0 and leaf_a) else leaves):
+                if a == b and (broadcast or delta_max < 0):
+                    continue      # x op x: sqr, 0 or x itself (Canvas prunes these); a merge needs two branches
                 if closable is not None and not closable[b]:
                     continue
                 # The shapes must fit (checked on names x0/x1: legality does not depend on them).
