@@ -79,61 +79,68 @@ class Canvas(DecisionAlgorithm):
         groups = o.group_values
         lo, hi, lo_w, hi_w = o.sizes
         lo_k, hi_k = max(o.min_weighted, 1), max(o.max_weighted, 1)
-        for _ in range(self.max_attempts):
-            self.samples += 1
-            n = rng.randint(lo, hi)
-            width = rng.randint(lo_w, hi_w)
-            g = groups[int(rng.random() * len(groups))]
-            expected = min(rng.randint(lo_k, hi_k), n)
-            if expected > o.max_weighted_ratio * n:
-                self.rejections["too many weighted primitives expected"] += 1
-                continue
-            share = expected / n
+        shuffle, random_ = _shuffler(rng), rng.random
+        seen, dedup, rejections = self._seen, self.dedup, self.rejections
+        max_backtracks = self.max_backtracks
+        samples = 0
+        try:
+            for _ in range(self.max_attempts):
+                samples += 1
+                n = rng.randint(lo, hi)
+                width = rng.randint(lo_w, hi_w)
+                g = groups[int(random_() * len(groups))]
+                expected = min(rng.randint(lo_k, hi_k), n)
+                if expected > o.max_weighted_ratio * n:
+                    rejections["too many weighted primitives expected"] += 1
+                    continue
+                share = expected / n
 
-            def order(t):
-                a, b = list(weighted), list(free)
-                rng.shuffle(a)
-                rng.shuffle(b)
-                return a + b if rng.random() < share else b + a
+                def order(t):
+                    a, b = list(weighted), list(free)
+                    shuffle(a)
+                    shuffle(b)
+                    return a + b if random_() < share else b + a
 
-            try:
-                builder = self._grow(Builder(o, n, width, g), order)
-                decoded = builder.finish()
-            except KernelRejected as e:
-                self.rejections[_reason(str(e))] += 1
-                continue
-            if self.dedup and decoded.hash in self._seen:
-                self.rejections["duplicate structure"] += 1
-                continue
-            self._seen.add(decoded.hash)
-            self.last_decoded = decoded
-            values[d["num_primitives"]] = n - lo
-            values[d["max_width"]] = width - lo_w
-            values[d["groups"]] = groups.index(g)
-            for t, (kind, u) in enumerate(builder.record):
-                values[d["kind"][t]] = kinds.index(kind)
-                values[d["pick"][t]] = u
-            for t in range(n, hi):
-                values[d["kind"][t]] = int(rng.random() * len(kinds))
-                values[d["pick"][t]] = rng.random()
-            return
+                try:
+                    builder = self._grow(Builder(o, n, width, g), order, max_backtracks)
+                    decoded = builder.finish()
+                except KernelRejected as e:
+                    rejections[_reason(str(e))] += 1
+                    continue
+                if dedup and decoded.hash in seen:
+                    rejections["duplicate structure"] += 1
+                    continue
+                seen.add(decoded.hash)
+                self.last_decoded = decoded
+                values[d["num_primitives"]] = n - lo
+                values[d["max_width"]] = width - lo_w
+                values[d["groups"]] = groups.index(g)
+                for t, (kind, u) in enumerate(builder.record):
+                    values[d["kind"][t]] = kinds.index(kind)
+                    values[d["pick"][t]] = u
+                for t in range(n, hi):
+                    values[d["kind"][t]] = int(random_() * len(kinds))
+                    values[d["pick"][t]] = random_()
+                return
+        finally:
+            self.samples += samples
         top = ", ".join(f"{k} ({v})" for k, v in self.rejections.most_common(3))
         raise RuntimeError(f"Canvas: no new valid kernel in {self.max_attempts} samples; most frequent "
                            f"reasons: {top}")
 
-
-    def _grow(self, builder, order):
+    def _grow(self, builder, order, max_backtracks):
         """Places every primitive; a step with no legal application re-draws the step before it
         (at most ``max_backtracks`` times in all) rather than discarding the whole sample."""
         from symnas.kas.kernel import KernelRejected  # pylint: disable=import-outside-toplevel
-        rng, n = self._rng, builder.n
+        random_, n = self._rng.random, builder.n
+        pick = lambda _, kind: random_()      # noqa: E731
         snapshots = [builder.clone()]
         t, backtracks = 0, 0
         while t < n:
             try:
-                builder.step(t, order(t), lambda _, kind: rng.random())
+                builder.step(t, order(t), pick)
             except KernelRejected:
-                if backtracks >= self.max_backtracks or t == 0:
+                if backtracks >= max_backtracks or t == 0:
                     raise
                 backtracks += 1
                 self.backtracks += 1
@@ -144,6 +151,34 @@ class Canvas(DecisionAlgorithm):
             t += 1
             snapshots.append(builder.clone())
         return builder
+
+
+def _fisher_yates(getrandbits):
+    """A shuffle drawing from ``getrandbits`` as CPython's ``Random.shuffle`` does (``_randbelow``)."""
+    def shuffle(x: list) -> None:
+        for i in range(len(x) - 1, 0, -1):
+            m = i + 1
+            k = m.bit_length()
+            j = getrandbits(k)
+            while j >= m:
+                j = getrandbits(k)
+            x[i], x[j] = x[j], x[i]
+    return shuffle
+
+
+def _shuffler(rng: random.Random):
+    """``rng.shuffle`` without its per-element method calls, drawing the same numbers in the same
+    order, so a seeded Canvas samples the same kernels; ``rng.shuffle`` itself where a check on
+    scratch generators finds that the two differ (another Python's ``random``)."""
+    a, b = random.Random(12345), random.Random(12345)
+    fast = _fisher_yates(b.getrandbits)
+    for size in (2, 3, 4, 5, 9, 13, 17):
+        x, y = list(range(size)), list(range(size))
+        a.shuffle(x)
+        fast(y)
+        if x != y:
+            return rng.shuffle
+    return _fisher_yates(rng.getrandbits)
 
 
 def _find_designs(space, hint):
