@@ -508,9 +508,14 @@ class Builder:
             n = len(cands)
             start = min(int(u * n), n - 1)
             frac = min(max(u * n - start, 0.0), 1.0)
+            cls = PRIMITIVES[kind]
+            if cls.weighted and self.weighted >= self.o.max_weighted:
+                tried.append(kind)              # no application of a weighted kind is legal any more
+                continue
+            memo = {} if cls.arity == 2 else None
             for k in range(n):
                 idx = (start + k) % n
-                if self._apply(kind, cands[idx], frac, last):
+                if self._apply(kind, cands[idx], frac, last, memo):
                     self.record.append((kind, u if not k else (idx + frac) / n))
                     return
             tried.append(kind)
@@ -621,11 +626,60 @@ class Builder:
         return _Candidates(segments)
 
     # ---- applying one candidate ------------------------------------------------------------------------
-    def _apply(self, kind: str, cand: tuple, frac: float, last: bool) -> bool:
+    def _apply(self, kind: str, cand: tuple, frac: float, last: bool, memo: Optional[dict] = None) -> bool:
         """Applies ``cand`` if it is legal (solving a dynamic variable when the shapes need it; ``frac``
-        chooses among the solver's substitutions); returns whether it did."""
-        cls = PRIMITIVES[kind]
+        chooses among the solver's substitutions); returns whether it did.
+
+        ``memo`` (one step's tries of one two-input kind): a broadcast's legality does not depend on its
+        op, nor a gram matrix's on its softmax, except for the duplicate-node check; the rest is
+        remembered per inputs (and bmm mode) so the other ops of a failed pair fail at once."""
         params, inputs = cand
+        if memo is not None:
+            key = (inputs, params[0]) if kind == "bmm" else inputs
+            checked = memo.get(key)
+            if checked is None:
+                checked = memo[key] = self._check(kind, params, inputs, frac, last)
+        else:
+            checked = self._check(kind, params, inputs, frac, last)
+        if checked is False:
+            return False
+        new_var, pending, out, extra, bound = checked
+        if new_var:
+            params = _fresh(kind, params, self.next_var)
+        code = hash((kind, params, tuple(self.codes[j] for j in inputs)))
+        if code in self.code_set:
+            return False
+        cls = PRIMITIVES[kind]
+        # Commit.
+        for var, value in pending:
+            self._substitute(var, value)
+            params = _subst_params(kind, params, var, value)
+        self.shapes.append(out)
+        self._index_node(out)
+        self.users.append(0)
+        for j in set(inputs):
+            self.users[j] += 1
+        self.codes.append(code)
+        self.code_set.add(code)
+        self.producers.append((kind, params))
+        self.steps.append((cls, params, tuple(inputs)))
+        known = set(self.dynamic_sizes)
+        self.dynamic_sizes.extend(x for x in {*[y for y in out if y is not None], *extra}
+                                  if not x.is_static() and x not in known)
+        self.flops_bound += bound
+        if not last:
+            self.terms.extend(t for t in cls.cost(params, [self.shapes[j] for j in inputs], out)[:2] if t is not None)
+        if new_var:
+            self.next_var += 1
+        if cls.weighted:
+            self.weighted += 1
+        return True
+
+    def _check(self, kind: str, params: tuple, inputs: tuple, frac: float, last: bool):
+        """Every test of :meth:`_apply` but the duplicate-node one: False, or (new_var, pending
+        substitutions, out, extra sizes, FLOPs bound) for the commit."""
+        cls = PRIMITIVES[kind]
+        listed = params
         new_var = kind in _OUT_PARAM and params[_OUT_PARAM[kind]] == "new"
         if new_var:
             if self.next_var >= NUM_DYNAMIC:
@@ -636,7 +690,7 @@ class Builder:
         ahead = self.n - self.t - 1              # steps after this one
         if kind == "bmm" and params[0] == "gram" and ahead < 2:
             return False                          # a gram matrix needs an apply and a closing step after it
-        r = self._infer(kind, cand[0], inputs, new_var)
+        r = self._infer(kind, listed, inputs, new_var)
         if r is None:
             return False
         pending: List[Tuple[int, Size]] = []
@@ -670,9 +724,6 @@ class Builder:
                 not self._legal_sizes([_subst_all(x, pending) for x in self.dynamic_sizes if x.dynamic_vars()[0] in
                                        {v for v, _ in pending}]):
             return False
-        code = hash((kind, params, tuple(self.codes[j] for j in inputs)))
-        if code in self.code_set:
-            return False
         if pending:
             # A substitution resizes earlier steps too: their FLOPs must still fit.
             terms = [_subst_all(x, pending) for x in self.terms]
@@ -680,30 +731,7 @@ class Builder:
                 return False
         elif not last and not self._can_merge_after(inputs, out):
             return False
-        # Commit.
-        for var, value in pending:
-            self._substitute(var, value)
-            params = _subst_params(kind, params, var, value)
-        self.shapes.append(out)
-        self._index_node(out)
-        self.users.append(0)
-        for j in set(inputs):
-            self.users[j] += 1
-        self.codes.append(code)
-        self.code_set.add(code)
-        self.producers.append((kind, params))
-        self.steps.append((cls, params, tuple(inputs)))
-        known = set(self.dynamic_sizes)
-        self.dynamic_sizes.extend(x for x in {*[y for y in out if y is not None], *extra}
-                                  if not x.is_static() and x not in known)
-        self.flops_bound += bound
-        if not last:
-            self.terms.extend(t for t in cls.cost(params, [self.shapes[j] for j in inputs], out)[:2] if t is not None)
-        if new_var:
-            self.next_var += 1
-        if cls.weighted:
-            self.weighted += 1
-        return True
+        return new_var, pending, out, extra, bound
 
     def _can_merge_after(self, inputs, out) -> bool:
         """One step of look-ahead: when every later step must merge two branches, some pair of the open
