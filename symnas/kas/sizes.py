@@ -209,6 +209,13 @@ class Size:
 
     def factors(self, limit: int = 64) -> List["Size"]:
         """Every monomial that divides this one's numerator (numbers by their divisors), at most ``limit``."""
+        key = (self, limit)
+        out = _FACTORS.get(key)
+        if out is None:
+            out = _FACTORS[key] = self._factors(limit)
+        return list(out)
+
+    def _factors(self, limit: int) -> List["Size"]:
         n = self.numerator()
         out = [Size()]
         for d in _divisors(n.num)[1:]:
@@ -238,6 +245,13 @@ class Size:
         """Dynamic variables renamed: ``x<i>`` becomes ``x<mapping[i]>`` (others unchanged)."""
         if not self._dyn:
             return self
+        key = (self, *mapping.items())
+        out = _RENAME.get(key)
+        if out is None:
+            out = _RENAME[key] = self._renamed(mapping)
+        return out
+
+    def _renamed(self, mapping: Mapping[int, int]) -> "Size":
         exps = self._e()
         out = list(exps[:_FIRST_DYN]) + [0] * NUM_DYNAMIC
         for i in range(NUM_DYNAMIC):
@@ -317,6 +331,8 @@ _TABLE: Dict[tuple, Size] = {}       # (num, den, pw) -> the one Size of that va
 _MUL: Dict[tuple, Size] = {}
 _DIV: Dict[tuple, Size] = {}
 _SUBST: Dict[tuple, Size] = {}
+_RENAME: Dict[tuple, Size] = {}
+_FACTORS: Dict[tuple, list] = {}
 _PARSED: Dict[str, Size] = {}
 _ONE_SIZE = Size()
 

@@ -273,6 +273,7 @@ class _Options:
         self.infer_caches: Dict[int, dict] = {}
         self.pair_caches: Dict[int, Dict[int, int]] = {}
         self.closing_ids: Dict[int, object] = {}
+        self.node_infos: Dict[int, tuple] = {}
         self.envs: Dict[int, list] = {}
         self.low_envs: Dict[int, list] = {}
         self.bound_caches: Dict[int, dict] = {}
@@ -367,6 +368,20 @@ class _Options:
         if hit is _MISSING:
             hit = self.closing_cache[shape] = closing(shape, self.out_channels)
         return hit
+
+    def node_info(self, sid: int) -> tuple:
+        """(the free variable of shape ``sid`` or None, the ids of the shape with it named x0 and x1)."""
+        info = self.node_infos.get(sid)
+        if info is None:
+            shape = self.shape_list[sid]
+            dyn = S.dynamic_vars(shape)
+            if not dyn:
+                info = (None, (sid, sid))
+            else:
+                v = dyn[0]
+                info = (v, (self.shape_id(_renamed(shape, {v: 0})), self.shape_id(_renamed(shape, {v: 1}))))
+            self.node_infos[sid] = info
+        return info
 
     def pair_mask(self, key: int, groups: int) -> int:
         """Which two-input applications the shapes ``key = a * _PAIR + b`` (shape ids) allow, as bits
@@ -742,12 +757,7 @@ class Builder:
         merges_left = self.n - self.t - 2          # steps after this one, before the closing step
         if len(leaves) < merges_left:
             return True
-        sid = self.o.shape_id(out)
-        dyn = S.dynamic_vars(out)
-        var = dyn[0] if dyn else None
-        canon = (sid, sid) if var is None else (self.o.shape_id(_renamed(out, {var: 0})),
-                                                self.o.shape_id(_renamed(out, {var: 1})))
-        nodes = [(self.vars[v], self.canon[v]) for v in leaves] + [(var, canon)]
+        nodes = [(self.vars[v], self.canon[v]) for v in leaves] + [self.o.node_info(self.o.shape_id(out))]
         pairs, o, groups = self.pairs, self.o, self.groups
         for i, (va, ca) in enumerate(nodes):
             a = ca[0] * _PAIR
@@ -765,14 +775,9 @@ class Builder:
     def _index_node(self, shape) -> None:
         sid = self.o.shape_id(shape)
         self.ids.append(sid)
-        dyn = S.dynamic_vars(shape)
-        if not dyn:
-            self.vars.append(None)
-            self.canon.append((sid, sid))
-            return
-        v = dyn[0]
-        self.vars.append(v)
-        self.canon.append((self.o.shape_id(_renamed(shape, {v: 0})), self.o.shape_id(_renamed(shape, {v: 1}))))
+        var, canon = self.o.node_info(sid)
+        self.vars.append(var)
+        self.canon.append(canon)
 
     def _infer(self, kind: str, params: tuple, inputs: tuple, new_var: bool):
         """``_Options.infer`` with the free variables renamed x0, x1, ... in order (so one cached
