@@ -460,6 +460,7 @@ class Builder:
         self.vars: List[Optional[int]] = [None]          # the free variable in each node's shape
         self.canon: List[Tuple[int, int]] = [(self.ids[0], self.ids[0])]   # ids with it named x0 / x1
         self.users: List[int] = [0]
+        self.open = 1                               # nodes nobody reads yet (open branches)
         self.codes: List[int] = [0]
         self.code_set = {0}
         self.flops_bound = 0.0
@@ -494,7 +495,7 @@ class Builder:
         Branches must have merged into one before the last step, which then closes the output: a
         merge as the last step would need both branches' shapes to close, and mostly fails.
         """
-        width = sum(1 for u in self.users if u == 0)
+        width = self.open
         if t == self.n - 1:
             if width != 1:
                 raise KernelRejected(f"step {t + 1}: {width} open branches at the last step")
@@ -673,7 +674,10 @@ class Builder:
         self._index_node(out)
         self.users.append(0)
         for j in set(inputs):
+            if not self.users[j]:
+                self.open -= 1
             self.users[j] += 1
+        self.open += 1
         self.codes.append(code)
         self.code_set.add(code)
         self.producers.append((kind, params))
