@@ -216,8 +216,8 @@ def solve_sizes(analysis: Analysis, targets: Sequence, groups: int, budget: Budg
             if not done:
                 break
     values = {keys[i]: {f"x{v}": int(x[i][j]) for j, v in enumerate(variables)} for i in range(len(targets))}
-    flops_terms = _Terms(analysis.cost_terms("flops"), envs, variables)
-    param_terms = _Terms(analysis.cost_terms("params"), envs, variables)
+    flops_terms = costs["flops"] if "flops" in costs else _Terms(analysis.cost_terms("flops"), envs, variables)
+    param_terms = costs["params"] if "params" in costs else _Terms(analysis.cost_terms("params"), envs, variables)
     return dict(values=values,
                 flops=int(sum(counts[i] * flops_terms.value(i, x[i]) for i in range(len(targets)))),
                 params=int(sum(counts[i] * param_terms.value(i, x[i]) for i in range(len(targets)))),

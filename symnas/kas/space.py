@@ -274,6 +274,7 @@ class _Options:
         self.pair_caches: Dict[int, Dict[int, int]] = {}
         self.closing_ids: Dict[int, object] = {}
         self.node_infos: Dict[int, tuple] = {}
+        self.cap_caches: Dict[int, Dict[Size, bool]] = {}
         self.envs: Dict[int, list] = {}
         self.low_envs: Dict[int, list] = {}
         self.bound_caches: Dict[int, dict] = {}
@@ -292,6 +293,7 @@ class _Options:
                                      for env in self.envs[groups]]
             self.check_caches[groups] = {}
             self.pair_caches[groups] = {}
+            self.cap_caches[groups] = {}
             self.infer_caches[groups] = {}
             self.bound_caches[groups] = {}
         return self.envs[groups]
@@ -337,9 +339,11 @@ class _Options:
             return False
         n = S.numel(out)
         if n.is_static():
-            for env, cap in zip(self.envs[groups], self.caps):
-                if n.float_value(env) > cap:
-                    return False
+            fits = self.cap_caches[groups].get(n)
+            if fits is None:
+                fits = self.cap_caches[groups][n] = all(n.float_value(env) <= cap
+                                                        for env, cap in zip(self.envs[groups], self.caps))
+            return fits
         return True
 
     def _flops_bound(self, cls, params, ins, out, groups: int) -> float:
