@@ -18,7 +18,7 @@ Sub-commands (each prints its table; ``--json`` keeps the figures):
 
 Usage::
 
-    python benchmarks/kas_search.py sampler --backbone resnet34 --proposals 500
+    python benchmarks/kas_search.py sampler --backbone resnet34 --proposals 500 [--baseline ../main]
     python benchmarks/kas_search.py rediscover --backbone resnet34
     SYMNAS_DATA=../shared/data python benchmarks/kas_search.py search --backbone resnet34 --trials 40 --export runs/kas
     python benchmarks/kas_search.py networks --backbone resnet34 --kernel depthwise_separable --budget 0.125 \\
@@ -31,7 +31,9 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 
 import pyglove as pg
@@ -67,7 +69,46 @@ def _describe(decoded, targets) -> str:
     return "\n".join(lines)
 
 
+def _baseline_sampler(args) -> dict:
+    """The same ``sampler`` command run by another checkout's benchmark (``--baseline DIR``), in a
+    subprocess of its own (its CPU time is its own), before this one."""
+    script = os.path.join(args.baseline, "benchmarks", "kas_search.py")
+    if not os.path.isfile(script):
+        raise SystemExit(f"--baseline {args.baseline}: no benchmarks/kas_search.py there (give a symnas checkout)")
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        cmd = [sys.executable, script, "sampler", "--backbone", args.backbone, "--budget", str(args.budget),
+               "--max-primitives", str(args.max_primitives), "--kernel-sizes", *map(str, args.kernel_sizes),
+               "--min-receptive", str(args.min_receptive), "--seed", str(args.seed),
+               "--proposals", str(args.proposals), "--warmup", str(args.warmup), "--verify", str(args.verify),
+               "--json", path]
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(args.baseline))
+        subprocess.run(cmd, check=True, env=env, cwd=args.baseline)
+        with open(path) as f:
+            return json.load(f)
+    finally:
+        os.unlink(path)
+
+
 def cmd_sampler(args) -> dict:
+    if args.baseline:
+        print(f"baseline ({args.baseline}):")
+        base = _baseline_sampler(args)
+        print("this checkout:")
+        result = _sampler(args)
+        result["baseline"] = base
+        print(f"\n  {'':16s} {'per CPU-second':>15s} {'per second (wall)':>18s} {'samples kept':>13s}")
+        for name, r in (("baseline", base), ("this checkout", result)):
+            print(f"  {name:16s} {r['per_second_cpu']:15.1f} {r['per_second_wall']:18.1f} "
+                  f"{r['proposals'] / r['samples']:13.1%}")
+        print(f"  speed-up per CPU-second: {result['per_second_cpu'] / base['per_second_cpu']:.2f}x; "
+              f"{_stamp()}")
+        return result
+    return _sampler(args)
+
+
+def _sampler(args) -> dict:
     space = _space(args)
     hyper = space.search_space()
     algo = sn.algorithms.Canvas(seed=args.seed)
@@ -230,6 +271,9 @@ def main(argv=None) -> dict:
     p.add_argument("--proposals", type=int, default=500)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--verify", type=int, default=100, help="proposals decoded again to check them")
+    p.add_argument("--baseline", default=None,
+                   help="another symnas checkout (e.g. `git worktree add /tmp/base main`): its sampler runs first, "
+                        "with the same arguments, and both rates are printed side by side")
     p = sub.add_parser("rediscover", parents=[common])
     p.add_argument("--samples", type=int, default=20000)
     p = sub.add_parser("search", parents=[common])
