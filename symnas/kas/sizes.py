@@ -202,10 +202,16 @@ class Size:
         return ((self.pw >> (_BITS * _INDEX[name])) & _MASK) != _OFF
 
     def numerator(self) -> "Size":
-        return Size(self.num, 1, _pack([e if e > 0 else 0 for e in self._e()]))
+        out = _NUMERATORS.get(self)
+        if out is None:
+            out = _NUMERATORS[self] = Size(self.num, 1, _pack([e if e > 0 else 0 for e in self._e()]))
+        return out
 
     def denominator(self) -> "Size":
-        return Size(self.den, 1, _pack([-e if e < 0 else 0 for e in self._e()]))
+        out = _DENOMINATORS.get(self)
+        if out is None:
+            out = _DENOMINATORS[self] = Size(self.den, 1, _pack([-e if e < 0 else 0 for e in self._e()]))
+        return out
 
     def factors(self, limit: int = 64) -> List["Size"]:
         """Every monomial that divides this one's numerator (numbers by their divisors), at most ``limit``."""
@@ -332,6 +338,8 @@ _MUL: Dict[tuple, Size] = {}
 _DIV: Dict[tuple, Size] = {}
 _SUBST: Dict[tuple, Size] = {}
 _RENAME: Dict[tuple, Size] = {}
+_NUMERATORS: Dict[Size, Size] = {}
+_DENOMINATORS: Dict[Size, Size] = {}
 _FACTORS: Dict[tuple, list] = {}
 _PARSED: Dict[str, Size] = {}
 _ONE_SIZE = Size()

@@ -310,27 +310,41 @@ class _Options:
         hit = cache.get(key, _MISSING)
         if hit is not _MISSING:
             return hit
+        result = self._infer_uncached(kind, params, ids, groups, False)
+        cache[key] = result
+        return result
+
+    def applies(self, kind: str, params: tuple, ids: tuple, groups: int) -> bool:
+        """Whether ``infer(kind, params, ids, groups) is not None``, stopping at the first substitution
+        that works when the shapes need solving (the full list is left to ``infer`` when it is applied)."""
+        hit = self.infer_caches[groups].get((kind, _SAME_INFER.get(params, params), ids), _MISSING)
+        if hit is not _MISSING:
+            return hit is not None
+        return self._infer_uncached(kind, params, ids, groups, True) is not None
+
+    def _infer_uncached(self, kind: str, params: tuple, ids: tuple, groups: int, first: bool):
         cls = PRIMITIVES[kind]
         ins = tuple(self.shape_list[i] for i in ids)
         try:
             out, extra = cls.infer(params, ins)
-            result = ("ok", out, extra, self._flops_bound(cls, params, ins, out, groups)) \
+            return ("ok", out, extra, self._flops_bound(cls, params, ins, out, groups)) \
                 if self._sizes_ok(out, extra, groups) and _invariant(cls, params, ins, out) else None
         except PrimitiveError:
-            options = []
-            for var, value in cls.solutions(params, ins):
-                if not self.legal([value], groups):
-                    continue
-                trial = tuple(S.substitute(x, var, value) for x in ins)
-                try:
-                    out, extra = cls.infer(params, trial)
-                except PrimitiveError:
-                    continue
-                if self._sizes_ok(out, extra, groups) and _invariant(cls, params, trial, out):
-                    options.append((var, value, out, extra, self._flops_bound(cls, params, trial, out, groups)))
-            result = ("solve", options) if options else None
-        cache[key] = result
-        return result
+            pass
+        options = []
+        for var, value in cls.solutions(params, ins):
+            if not self.legal([value], groups):
+                continue
+            trial = tuple(S.substitute(x, var, value) for x in ins)
+            try:
+                out, extra = cls.infer(params, trial)
+            except PrimitiveError:
+                continue
+            if self._sizes_ok(out, extra, groups) and _invariant(cls, params, trial, out):
+                options.append((var, value, out, extra, self._flops_bound(cls, params, trial, out, groups)))
+                if first:
+                    break
+        return ("solve", options) if options else None
 
     def _sizes_ok(self, out, extra, groups: int) -> bool:
         if len(S.dynamic_vars(out)) > 1:
@@ -391,15 +405,15 @@ class _Options:
         """Which two-input applications the shapes ``key = a * _PAIR + b`` (shape ids) allow, as bits
         (``_BROADCAST_BIT``, ``_BMM_BITS``); cached per G. The same test as :meth:`infer` is not None."""
         ids = divmod(key, _PAIR)
-        mask = _BROADCAST_BIT if self.infer("broadcast", ("add",), ids, groups) is not None else 0
+        mask = _BROADCAST_BIT if self.applies("broadcast", ("add",), ids, groups) else 0
         lhs, rhs = self.shape_list[ids[0]], self.shape_list[ids[1]]
         # BMM.infer's structural requirements first (when they fail, so does every substitution).
         if rhs[S.H] is not None and rhs[S.W] is not None and rhs[S.D] is None:
             if lhs[S.D] is None and lhs[S.H] is rhs[S.H] and lhs[S.W] is rhs[S.W]:
-                if self.infer("bmm", _BMM_PARAMS[0], ids, groups) is not None:
+                if self.applies("bmm", _BMM_PARAMS[0], ids, groups):
                     mask |= _BMM_BITS[0] | _BMM_BITS[1]      # the softmax does not change shapes or costs
             elif lhs[S.D] is not None and lhs[S.H] is None and lhs[S.W] is None:
-                if self.infer("bmm", _BMM_PARAMS[2], ids, groups) is not None:
+                if self.applies("bmm", _BMM_PARAMS[2], ids, groups):
                     mask |= _BMM_BITS[2]
         self.pair_caches[groups][key] = mask
         return mask
