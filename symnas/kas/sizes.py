@@ -9,7 +9,8 @@ numbers but expressions over symbols that each target conv fills in:
 - dynamic variables ``x0`` ... ``x7``: free channel counts made by weighted primitives
   (``FC(out="x0")``), fixed later by the shape-matching solver or the budget solver.
 
-A :class:`Size` is ``num/den * prod(symbol**power)``: immutable, hashable, and cheap to
+A :class:`Size` is ``num/den * prod(symbol**power)``: immutable, interned (equal sizes are one
+object, so hashing and comparing them is by identity), and cheap to
 multiply, divide and evaluate (the sampler builds thousands per second).
 
 Example::
@@ -90,7 +91,7 @@ class Size:
             self._dyn = () if d == _ZERO_DYN else \
                 tuple(i for i in range(NUM_DYNAMIC) if ((d >> (_BITS * i)) & _MASK) != _OFF)
             self._exps = None
-            _TABLE[reduced] = self
+            self = _TABLE.setdefault(reduced, self)     # atomic: two threads get the same object
         _TABLE[key] = self
         return self
 
