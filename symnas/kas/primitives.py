@@ -612,17 +612,6 @@ def broadcast_match(lhs: S.Shape, rhs: S.Shape):
     The common prefix and suffix are stripped; the rest of ``lhs`` (``lhs_pi``) is repeated
     ``multiplier = rhs_pi / lhs_pi`` times along the outer part of the rest of ``rhs``.
     """
-    key = (lhs, rhs)
-    hit = _MATCHES.get(key)
-    if hit is None:
-        hit = _MATCHES[key] = _broadcast_match(lhs, rhs)
-    return hit
-
-
-_MATCHES: Dict[tuple, tuple] = {}       # broadcast_match by shape pair (sizes are interned: cheap keys)
-
-
-def _broadcast_match(lhs: S.Shape, rhs: S.Shape):
     a, b = S.present(lhs), S.present(rhs)
     suffix = 0
     while suffix < min(len(a), len(b)) and a[-1 - suffix] == b[-1 - suffix]:
