@@ -64,7 +64,7 @@ class Canvas(DecisionAlgorithm):
     def _propose_values(self):
         values = [None] * self._space.num_decisions
         # The sampler allocates many small objects and keeps large caches (shape inference, sizes):
-        # the cyclic garbage collector's passes over those caches cost about a fifth of the time, and the
+        # the cyclic garbage collector's passes over those caches cost a sixth to a fifth of the time; the
         # sampler keeps no reference cycles, so it is paused while the kernels are drawn.
         paused = gc.isenabled()
         gc.disable()
@@ -179,16 +179,21 @@ def _fisher_yates(getrandbits):
 def _shuffler(rng: random.Random):
     """``rng.shuffle`` without its per-element method calls, drawing the same numbers in the same
     order, so a seeded Canvas samples the same kernels; ``rng.shuffle`` itself where a check on
-    scratch generators finds that the two differ (another Python's ``random``)."""
-    a, b = random.Random(12345), random.Random(12345)
-    fast = _fisher_yates(b.getrandbits)
-    for size in (2, 3, 4, 5, 9, 13, 17):
-        x, y = list(range(size)), list(range(size))
-        a.shuffle(x)
-        fast(y)
-        if x != y:
-            return rng.shuffle
-    return _fisher_yates(rng.getrandbits)
+    scratch generators (made once) finds that the two differ (another Python's ``random``)."""
+    global _FAST_SHUFFLE_OK  # pylint: disable=global-statement
+    if _FAST_SHUFFLE_OK is None:
+        a, b = random.Random(12345), random.Random(12345)
+        fast = _fisher_yates(b.getrandbits)
+        _FAST_SHUFFLE_OK = True
+        for size in (2, 3, 4, 5, 9, 13, 17):
+            x, y = list(range(size)), list(range(size))
+            a.shuffle(x)
+            fast(y)
+            _FAST_SHUFFLE_OK = _FAST_SHUFFLE_OK and x == y
+    return _fisher_yates(rng.getrandbits) if _FAST_SHUFFLE_OK else rng.shuffle
+
+
+_FAST_SHUFFLE_OK = None
 
 
 def _find_designs(space, hint):
