@@ -27,9 +27,13 @@ def test_rediscover_prints_found_families_and_encodes_the_references(load_script
 def test_networks_export_loads_safely_and_rejects_bad_arguments(load_script, tmp_path):
     bench = load_script("benchmarks/kas_search.py")
     result = bench.main(["networks", "--backbone", "resnet18", "--kernel", "depthwise_separable", "--rounds", "0",
-                         "--export", str(tmp_path)])
-    assert result["lowered"] == result["kernels"] == 16
+                         "--export", str(tmp_path), "--proxy-batch", "4",
+                         "--save-winner", str(tmp_path / "winner.json")])
+    (name,) = result["candidates"]
+    assert name.startswith("depthwise_separable@") and result["lowered"] == {name: (16, 16)}
+    assert result["proxy"][name]["naswot"] != 0 and result["proxy"]["original"]["fisher"] > 0
     net = sn.load(os.path.join(tmp_path, "resnet18_kas_depthwise_separable.json"))
     assert net.build((3, 32, 32)) is not None
+    assert sn.load(tmp_path / "winner.json") == net
     with pytest.raises(SystemExit):
         bench.main(["networks", "--budget", "-1"])
