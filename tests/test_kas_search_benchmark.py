@@ -37,3 +37,15 @@ def test_networks_export_loads_safely_and_rejects_bad_arguments(load_script, tmp
     assert sn.load(tmp_path / "winner.json") == net
     with pytest.raises(SystemExit):
         bench.main(["networks", "--budget", "-1"])
+
+
+@pytest.mark.parametrize("name", ["resnet34_kas_bottleneck", "resnet34_kas_dws_pte", "resnext29_kas_bottleneck",
+                                  "resnext29_kas_bottleneck_pte"])
+def test_shipped_kernel_networks_load_safely_and_run_with_a_fraction_of_the_weights(name):
+    import torch
+    net = sn.load(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "networks", f"{name}.json"))
+    torch.manual_seed(0)
+    model = net.build((3, 32, 32)).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert sn.nn.count_params(model) < 3.0e6        # a fraction of the originals' 21.3M / 9.1M
