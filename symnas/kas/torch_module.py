@@ -99,7 +99,7 @@ class KernelModule(nn.Module):
         self._out_dims = dims[-1]
         self.native_chains: List[Tuple[int, ...]] = []
         if native:
-            for chain, fn, source in _native_chains(kernel.steps(), a, dims, stride, self._plan):
+            for chain, fn, source in _native_chains(kernel.steps(), a, dims, stride):
                 weights = self._plan[chain[1] - 1][3]          # the FC's or the Scale's parameters
                 for node in chain[:-1]:
                     self._plan[node - 1] = (_skipped, (), (), -1)
@@ -143,7 +143,7 @@ def _skipped(layer, n):
     return None
 
 
-def _native_chains(steps, a, dims, stride, plan):
+def _native_chains(steps, a, dims, stride):
     """[(chain of nodes, fn(layer, n, x), the chain's input node)] for chains equal to one torch conv:
     ``Unfold + FC`` and ``Unfold(HW) + Scale + Fold(K, avg)`` whose inner nodes only the chain reads."""
     out = []
