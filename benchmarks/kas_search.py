@@ -37,14 +37,12 @@ import datetime
 import json
 import os
 import platform
-import sys
 import time
 
 import pyglove as pg
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import symnas as sn  # noqa: E402  pylint: disable=wrong-import-position
-from symnas.materialize import Materializer  # noqa: E402  pylint: disable=wrong-import-position
+import symnas as sn
+from symnas.materialize import Materializer
 
 
 def _stamp() -> str:
