@@ -32,6 +32,8 @@ import symnas as sn
 
 ALGORITHMS = {
     "evolution": lambda seed: sn.algorithms.RegularizedEvolution(population_size=20, tournament_size=5, seed=seed),
+    "alternating": lambda seed: sn.algorithms.AlternatingEvolution(population_size=20, tournament_size=5,
+                                                                   phase_length=50, seed=seed),
     "random": lambda seed: sn.algorithms.Random(seed=seed),
     "reinforce": lambda seed: sn.algorithms.Reinforce(seed=seed),
     "bayesian": lambda seed: sn.algorithms.Bayesian(seed=seed),
@@ -70,6 +72,8 @@ def main(argv=None) -> None:
                         help="rounds of reverting the layers the exact check finds illegal, per finalist")
     parser.add_argument("--loma", default="targets", choices=["all", "targets", "none"],
                         help="winners re-costed by ZigZag's LOMA search: all, (a) + (e) + the best of (b)-(d), none")
+    parser.add_argument("--exact-in-loop", action="store_true",
+                        help="whole-network legality check inside each network search on its best designs")
     parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="groupings without channel shuffle")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export", default=None, help="write the winners' networks and accelerators here")
@@ -91,7 +95,8 @@ def main(argv=None) -> None:
                                              legality=args.legality, objective=args.objective,
                                              finalists=args.finalists, repair_rounds=args.repair_rounds,
                                              loma="none", arms=args.arms,
-                                             channel_shuffle=args.shuffle, log=lambda s: print(s, flush=True))
+                                             channel_shuffle=args.shuffle, exact_in_loop=args.exact_in_loop,
+                                             log=lambda s: print(s, flush=True))
             load = os.getloadavg()
             print(f"  searches done, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
         sn.hw.recost_with_loma(results, backbone, which=args.loma, objective=args.objective, preset=args.preset,
