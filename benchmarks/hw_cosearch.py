@@ -7,7 +7,7 @@ sequences, per-layer legality, channel shuffle); (d) sequential: (c)'s network, 
 all); (s) sequential at N trials (N/2 network, N/2 hardware); (e) joint.
 Printed per arm: EDP (fast mapping, and the winner again with ZigZag's full LOMA search), latency, energy,
 area, weights, exact whole-network legality, trials and search time. ``--export DIR`` writes each
-searched winner's network as JSON (``pg.to_json_str`` of the ``sn.nn`` tree, what
+searched winner's network as JSON (``sn.save`` of the ``sn.nn`` tree, what
 ``benchmarks/train_cifar.py --models`` trains) and its accelerator.
 
 Usage::
@@ -25,8 +25,6 @@ import json
 import os
 import platform
 import time
-
-import pyglove as pg
 
 import symnas as sn
 
@@ -113,10 +111,8 @@ def main(argv=None) -> None:
             os.makedirs(args.export, exist_ok=True)
             for r in (r for r in results if r.design is not None):
                 stem = os.path.join(args.export, f"{backbone}_hw_{r.arm}")
-                with open(f"{stem}.json", "w", encoding="utf-8") as f:
-                    f.write(pg.to_json_str(r.design.network.network()))
-                with open(f"{stem}_accelerator.json", "w", encoding="utf-8") as f:
-                    f.write(pg.to_json_str(r.design.accelerator))
+                sn.save(r.design.network.network(), f"{stem}.json")          # sn.load reads them back safely
+                sn.save(r.design.accelerator, f"{stem}_accelerator.json")
                 r.design.accelerator.to_yaml(os.path.join(args.export, f"{backbone}_hw_{r.arm}_zigzag"))
             print(f"  networks and accelerators written to {args.export}/{backbone}_hw_<arm>*.json")
     load = os.getloadavg()
