@@ -29,12 +29,7 @@ done
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-runs/gpu_r34}
 mkdir -p "$OUT"
-if ! "$PYTHON" -c "import pyglove" 2> /dev/null; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$CARRY"/wheels/*.whl \
-      || exit 1
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+WHEELS=$CARRY/wheels . benchmarks/gpu_env.sh   # PyGlove from carry/wheels; symnas from this checkout
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/log.txt"
 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/log.txt"
 COMPILE_FLAG=$([ "${COMPILE:-1}" = 1 ] && echo --compile)

@@ -11,10 +11,15 @@ Sub-commands (each prints its table; ``--json`` keeps the figures):
 - ``search``: Canvas's search on a CPU proxy task: kernels within the budget, screened by a
   zero-cost proxy, trained briefly on a small ResNet and CIFAR-10 subset with Canvas's pruning;
   the best is written to ``--export``.
-- ``networks``: a kernel (a reference family or a ``search`` export) in place of a backbone's
-  3x3 convs; whole-network latency at batch 1 beside the original and the NAS-PTE networks, each
-  through the routes that apply (TVM via ``sn.nn.compile_network``; ``torch.compile``); the
-  networks are written to ``--export`` as JSON for ``benchmarks/train_cifar.py``.
+- ``networks``: candidate kernels (reference families or ``search`` exports, each at every
+  ``--budgets`` value, plus with ``--per-layer`` a mix picking per conv shape the candidate that
+  compiles fastest there) in place of a backbone's convs; whole-network latency at batch 1 beside
+  the original and the NAS-PTE networks, each through the routes asked for (TVM via
+  ``sn.nn.compile_network``, ONNX Runtime, ``torch.compile``), with zero-cost proxy scores beside the
+  original's; the fastest candidate whose proxy stays above ``--min-proxy`` x the original's wins
+  (``--save-winner``); the networks are written to ``--export`` as JSON for ``benchmarks/train_cifar.py``.
+- ``trainstep``: training-step time in torch of the original and a kernel's network, with the
+  native ops (``sn.kas.KernelModule``'s default) and primitive by primitive.
 
 Usage::
 
@@ -27,18 +32,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
 import platform
-import sys
 import time
 
 import pyglove as pg
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import symnas as sn  # noqa: E402  pylint: disable=wrong-import-position
-from symnas.materialize import Materializer  # noqa: E402  pylint: disable=wrong-import-position
+import symnas as sn
+from symnas.materialize import Materializer
 
 
 def _stamp() -> str:
@@ -168,50 +172,197 @@ def _load(path: str):
     return sn.load(path)          # JSON only: nothing in the file runs
 
 
+def _proxy_batch(size: int):
+    """CIFAR-10 images for the proxy (random ones when the data set is not there)."""
+    import torch  # pylint: disable=import-outside-toplevel
+    try:
+        splits = sn.data.CIFAR10().load()
+        return splits.x_train[:size], splits.y_train[:size], "CIFAR-10"
+    except Exception:  # pylint: disable=broad-except
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(size, 3, 32, 32, generator=g), torch.randint(0, 10, (size,), generator=g), "random"
+
+
+def _candidates(args, net, targets):
+    """[(name, kernel spec, symbolic network, FLOPs ratio)]: every kernel at every budget, plus the
+    per-layer mix (each conv shape gets the candidate kernel whose compiled kernel is fastest there)."""
+    out, solved = [], []
+    for spec in args.kernel:
+        kernel = _KERNELS[spec]() if spec in _KERNELS else _load(spec)
+        tag = spec if spec in _KERNELS else os.path.splitext(os.path.basename(spec))[0]
+        for budget in args.budgets:
+            try:
+                solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=budget))
+            except sn.TrialRejected as e:
+                print(f"  {tag} at budget {budget}: rejected ({e})")
+                continue
+            ratio = solution.flops / solution.baseline_flops
+            if any(r[3] == ratio and r[1] == tag for r in out):
+                continue                      # a kernel without free sizes is the same at every budget
+            name = f"{tag}@{ratio:.3f}"
+            out.append((name, tag, sn.kas.replace_convs(net, kernel, solution, targets), ratio))
+            solved.append((name, kernel, solution))
+    if args.per_layer and len(solved) > 1:
+        out.append(_per_layer(net, targets, solved))
+    return out
+
+
+def _per_layer(net, targets, solved):
+    """Per conv shape, the candidate whose compiled kernel (TVM where it lowers) is fastest there, or the
+    original conv (TVM) where no candidate beats it."""
+    import torch  # pylint: disable=import-outside-toplevel
+    picks, flops, base = [], 0.0, 0.0
+    for t in targets:
+        env = {"C": t.c_in, "O": t.c_out, "H": t.h, "W": t.w, "S": t.stride}
+        x = torch.randn(1, t.c_in, t.h, t.w)
+        conv_ms = sn.kas.time_callable(sn.kas.compile_conv(env, "tvm", k=t.k, groups=t.groups), x, repeat=5, number=5)
+        best = (conv_ms, "the original conv", None, None, "tvm")
+        for name, kernel, solution in solved:
+            module = sn.kas.KernelModule(kernel, dict(env, G=kernel.groups, **solution.for_target(t)))
+            fn, route = sn.kas.compile_kernel(kernel, module.env, module=module)
+            ms = sn.kas.time_callable(fn, x, repeat=5, number=5)
+            if ms < best[0]:
+                best = (ms, name, kernel, solution, route)
+        ms, name, kernel, solution, route = best
+        print(f"  per conv shape: {t.key} (x{t.count}) <- {name} ({route}, {ms:.3f} ms; the conv {conv_ms:.3f} ms)")
+        base += t.macs() * t.count
+        if kernel is None:
+            flops += t.macs() * t.count
+            continue
+        picks.append((kernel, solution, [t]))
+        flops += kernel.flops(t, solution.for_target(t)) * t.count
+    return ("per_layer@%.3f" % (flops / base), "per_layer", sn.kas.assign_kernels(net, picks), flops / base)
+
+
 def cmd_networks(args) -> dict:
+    import torch  # pylint: disable=import-outside-toplevel
     net = sn.nn.backbone(args.backbone)
     targets = sn.kas.conv_targets(net, kernel_size=tuple(args.kernel_sizes))
-    kernel = _KERNELS[args.kernel]() if args.kernel in _KERNELS else _load(args.kernel)
-    solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=args.budget))
-    ours = sn.kas.replace_convs(net, kernel, solution, targets)
-    lowered, n_low, n_all = sn.kas.lower_network(ours)
-    print(f"kas networks: {_stamp()}\n  {args.backbone} with {' -> '.join(kernel.names())} "
-          f"(FLOPs {solution.flops / solution.baseline_flops:.3f} of the replaced convs'); "
-          f"{n_low} of {n_all} kernels lower to TVM conv kernels")
-    models = {"original": (net, "tvm"), "original ": (net, "inductor")}
+    print(f"kas networks: {_stamp()}\n  {args.backbone}: {sum(t.count for t in targets)} convs "
+          f"({len(targets)} shapes) replaced; kernels {args.kernel} at budgets {args.budgets}")
+    candidates = _candidates(args, net, targets)
+    x, y, source = _proxy_batch(args.proxy_batch)
+    scores = {"original": {p: sn.kas.network_proxy(net, x, y, p) for p in args.proxy}}
+    models = {f"original|{route}": net for route in args.routes}
     for path in args.compare:
-        name = os.path.splitext(os.path.basename(path))[0]
-        models[name] = (_load(path), "tvm")
-    if n_low == n_all:
-        models["ours"] = (lowered, "tvm")
-    models["ours "] = (ours, "inductor")
-    built, rows = {}, {}
-    import torch  # pylint: disable=import-outside-toplevel
-    if args.rounds == 0:
-        models = {}
-    for name, (symbolic, route) in models.items():
+        models[f"{os.path.splitext(os.path.basename(path))[0]}|tvm"] = _load(path)
+    lowering = {}
+    for name, _, ours, ratio in candidates:
+        scores[name] = {p: sn.kas.network_proxy(ours, x, y, p) for p in args.proxy}
+        lowered, n_low, n_all = sn.kas.lower_network(ours)
+        lowering[name] = (n_low, n_all)
+        print(f"  {name}: FLOPs {ratio:.3f} of the replaced convs'; {n_low} of {n_all} kernels lower to TVM; "
+              + ", ".join(f"{p} {scores[name][p]:.4g} ({scores[name][p] / scores['original'][p]:.3f} x the original's)"
+                          for p in args.proxy))
+        for route in args.routes:
+            if route == "tvm" and n_low == n_all:
+                models[f"{name}|tvm"] = lowered
+            elif route != "tvm":
+                models[f"{name}|{route}"] = ours
+    print(f"  proxies: {', '.join(args.proxy)} on {args.proxy_batch} {source} images, the same seed for every "
+          f"network; the original's: " + ", ".join(f"{p} {v:.4g}" for p, v in scores["original"].items()))
+    first = args.proxy[0]
+    score = {name: v[first] for name, v in scores.items()}
+    built = {}
+    for key, symbolic in (models.items() if args.rounds else ()):
         torch.manual_seed(0)
-        model = symbolic.build((3, 32, 32)).eval()
-        built[name.strip() + "|" + route] = (symbolic, model, route)
+        built[key] = (symbolic, symbolic.build((3, 32, 32)).eval(), key.split("|")[1])
+    if built:
+        print(f"  {_stamp()}: compiling {len(built)} network/route pairs, then timing")
     latencies = sn.kas.network_latencies(built, rounds=args.rounds) if built else {}
     base = min((v for k, v in latencies.items() if k.startswith("original|")), default=float("nan"))
+    rows = {}
     if latencies:
-        print(f"  batch 1, min of {args.rounds} interleaved rounds (ms); speedup over the best original ({base:.2f} ms)")
+        print(f"  {_stamp()}: batch 1, min of {args.rounds} interleaved rounds (ms); speedup over the best "
+              f"original ({base:.2f} ms)")
     for key, ms in latencies.items():
         name, route = key.split("|")
         params = sn.nn.count_params(built[key][1])
-        rows[key] = {"ms": ms, "speedup": base / ms, "params": params}
-        print(f"  {name:28s} {route:9s} {ms:8.2f} {base / ms:7.2f}x   {params / 1e6:.2f}M params")
+        ratio = score.get(name, 0.0) / score["original"] if name in score else None
+        rows[key] = {"ms": ms, "speedup": base / ms, "params": params, "proxy_ratio": ratio}
+        proxy = f"{first} {ratio:.3f}" if ratio is not None else ""
+        print(f"  {name:34s} {route:9s} {ms:8.2f} {base / ms:7.2f}x   {params / 1e6:6.2f}M params   {proxy}")
+    admitted = [(ms, key) for key, ms in latencies.items()
+                if key.split("|")[0] in dict((c[0], c) for c in candidates)
+                and rows[key]["proxy_ratio"] >= args.min_proxy]
+    winner = None
+    if admitted:
+        ms, key = min(admitted)
+        winner = key.split("|")[0]
+        print(f"  winner ({first} >= {args.min_proxy} x the original's): {winner} via {key.split('|')[1]}, "
+              f"{base / ms:.2f}x")
+    elif not latencies and candidates:
+        winner = candidates[0][0]
+    by_name = {c[0]: c for c in candidates}
     if args.export:
         os.makedirs(args.export, exist_ok=True)
-        tag = args.kernel if args.kernel in _KERNELS else "searched"
-        for name, value in ((f"{args.backbone}_original", net), (f"{args.backbone}_kas_{tag}", ours)):
+        exports = [(f"{args.backbone}_original", net)] + \
+            [(f"{args.backbone}_kas_{c[1]}" if len(candidates) == 1 else
+              f"{args.backbone}_kas_{c[0].replace('@', '_')}", c[2]) for c in candidates]
+        for name, value in exports:
             path = os.path.join(args.export, f"{name}.json")
-            with open(path, "w") as f:
-                f.write(pg.to_json_str(value))
+            sn.save(value, path)
             print(f"  wrote {path}")
-    return {"when": _stamp(), "kernel": kernel.names(), "flops_ratio": solution.flops / solution.baseline_flops,
-            "lowered": n_low, "kernels": n_all, "latency": rows}
+    if args.save_winner and winner is not None:
+        sn.save(by_name[winner][2], args.save_winner)
+        print(f"  wrote {args.save_winner} ({winner})")
+    return {"when": _stamp(), "candidates": {c[0]: c[3] for c in candidates}, "lowered": lowering, "proxy": scores,
+            "latency": rows, "winner": winner, "baseline_ms": base}
+
+
+def cmd_combine(args) -> dict:
+    """A kernel's network, lowered to conv layers, then NAS-PTE's transformations (``sn.pte.search``:
+    grouping with channel shuffle, input bottlenecks) on its convs, legal by the proxy against the
+    kernel's network; the result is saved for ``networks --compare``."""
+    net = sn.nn.backbone(args.backbone) if args.depth is None else sn.nn.resnet(tuple(args.depth), width=args.width)
+    targets = sn.kas.conv_targets(net, kernel_size=tuple(args.kernel_sizes))
+    kernel = _KERNELS[args.kernel[0]]() if args.kernel[0] in _KERNELS else _load(args.kernel[0])
+    solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=args.budget))
+    lowered, n_low, n_all = sn.kas.lower_network(sn.kas.replace_convs(net, kernel, solution, targets))
+    if n_low != n_all:
+        raise SystemExit(f"combine: {n_all - n_low} of {n_all} kernels do not lower to conv layers")
+    P = sn.program
+    options = [[P.Group(2)], [P.Group(4)], [P.Bottleneck(2, axis="ci")]]
+    menu = sn.pte.LayerMenu(options=options, channel_shuffle=True, max_templates=1)
+    print(f"kas combine: {_stamp()}\n  {args.backbone}, {' -> '.join(kernel.names())} (FLOPs "
+          f"{solution.flops / solution.baseline_flops:.3f}), lowered; sn.pte.search, {args.trials} candidates, "
+          f"menu Group(2|4) + shuffle, Bottleneck(2, ci)")
+    result = sn.pte.search(lowered, data=sn.data.CIFAR10(), legality="network", trials=args.trials, menu=menu,
+                           kernel_table=sn.pte.KernelTable(repeat=2), fill=None, batch_size=args.batch,
+                           measure=False, seed=args.seed, log=lambda line: print("  " + line))
+    print(f"  {result}")
+    if args.save:
+        sn.save(result.network, args.save)
+        print(f"  wrote {args.save}")
+    return {"when": _stamp(), "choice": {k: str(v) for k, v in result.choice.items()}}
+
+
+def cmd_trainstep(args) -> dict:
+    """Training-step time in torch: the original, a kernel's network with native ops, the same network
+    run primitive by primitive (``native=False``), all in one process, interleaved."""
+    import torch  # pylint: disable=import-outside-toplevel
+    torch.set_num_threads(args.threads)
+    net = sn.nn.backbone(args.backbone)
+    targets = sn.kas.conv_targets(net, kernel_size=tuple(args.kernel_sizes))
+    kernel = _KERNELS[args.kernel[0]]() if args.kernel[0] in _KERNELS else _load(args.kernel[0])
+    solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=args.budget))
+    ours = sn.kas.replace_convs(net, kernel, solution, targets)
+    torch.manual_seed(0)
+    models = {"original": net.build((3, 32, 32)), "ours, native ops": ours.build((3, 32, 32))}
+    models["ours, primitive by primitive"] = sn.kas.set_native(copy.deepcopy(models["ours, native ops"]), False)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(args.batch, 3, 32, 32, generator=g), torch.randint(0, 10, (args.batch,), generator=g)
+    with torch.no_grad():
+        a, b = models["ours, native ops"].eval()(x), models["ours, primitive by primitive"].eval()(x)
+    error = float((a - b).abs().max())
+    times = sn.kas.train_step_times(models, x, y, rounds=args.rounds, steps=args.steps)
+    print(f"kas trainstep: {_stamp()}\n  {args.backbone}, {' -> '.join(kernel.names())} at budget {args.budget}; "
+          f"batch {args.batch}, {args.threads} threads, min of {args.rounds} interleaved rounds of {args.steps} "
+          f"steps; native vs generic outputs differ by at most {error:.2g}")
+    base = times["original"]
+    for name, ms in times.items():
+        print(f"  {name:30s} {ms:9.1f} ms/step  {ms / base:5.2f}x the original's")
+    return {"when": _stamp(), "ms": times, "max_abs_difference": error}
 
 
 def main(argv=None) -> dict:
@@ -244,19 +395,46 @@ def main(argv=None) -> dict:
     p.add_argument("--storage", default=None)
     p.add_argument("--export", default=None)
     p = sub.add_parser("networks", parents=[common])
-    p.add_argument("--kernel", default="depthwise_separable",
-                   help=f"one of {sorted(_KERNELS)} or a kernel JSON written by `search --export`")
+    p.add_argument("--kernel", nargs="+", default=["depthwise_separable"],
+                   help=f"candidates: names of {sorted(_KERNELS)} or kernel JSONs written by `search --export`")
+    p.add_argument("--budgets", type=float, nargs="+", default=None,
+                   help="budgets each candidate kernel is solved for (default: --budget)")
+    p.add_argument("--per-layer", action="store_true",
+                   help="one more candidate: per conv shape, the candidate kernel that compiles fastest there")
+    p.add_argument("--routes", nargs="+", default=["tvm", "ort"], choices=["tvm", "ort", "inductor", "eager"],
+                   help="how the original and the candidates run (the NAS-PTE networks: tvm)")
+    p.add_argument("--proxy", nargs="+", default=["naswot", "fisher"],
+                   help="zero-cost proxies (sn.proxies) compared with the original's; the first admits the winner")
+    p.add_argument("--proxy-batch", type=int, default=64)
+    p.add_argument("--min-proxy", type=float, default=0.0,
+                   help="the winner's proxy score must be at least this fraction of the original's")
     p.add_argument("--compare", nargs="*", default=[], help="other saved networks to time (NAS-PTE's)")
     p.add_argument("--rounds", type=int, default=7, help="timing rounds (0: only export the networks)")
     p.add_argument("--export", default=None)
+    p.add_argument("--save-winner", default=None, help="write the fastest admitted network here (sn.save)")
+    p = sub.add_parser("combine", parents=[common])
+    p.add_argument("--kernel", nargs=1, default=["depthwise_separable"])
+    p.add_argument("--trials", type=int, default=200)
+    p.add_argument("--batch", type=int, default=32, help="the proxy's minibatch")
+    p.add_argument("--depth", type=int, nargs=4, default=None, help="a small resnet instead of --backbone")
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--save", default=None)
+    p = sub.add_parser("trainstep", parents=[common])
+    p.add_argument("--kernel", nargs=1, default=["depthwise_separable"])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=2)
     args = parser.parse_args(argv)
     if args.budget <= 0:
         parser.error(f"--budget must be positive, got {args.budget}")
+    if args.command == "networks" and args.budgets is None:
+        args.budgets = [args.budget]
     for path in getattr(args, "compare", []):
         if not os.path.isfile(path):
             parser.error(f"no such network file: {path}")
     result = {"sampler": cmd_sampler, "rediscover": cmd_rediscover, "search": cmd_search,
-              "networks": cmd_networks}[args.command](args)
+              "networks": cmd_networks, "combine": cmd_combine, "trainstep": cmd_trainstep}[args.command](args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1, default=str)

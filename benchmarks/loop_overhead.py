@@ -15,11 +15,21 @@ Targets: propose+feedback <= 1 ms median for Random/Evolution/Reinforce, <= 50 m
 500 trials; the whole loop <= 2 ms per trial in memory and <= 5 ms with SQLite; in memory no slower
 than Optuna's in-memory loop, with storage >= 20x cheaper than Optuna's SQLite storage.
 
+``--versus-optuna`` instead times the whole loop on the NAS-Bench-201 space (Random) against
+Optuna's, each (code, loop) in a fresh process, in interleaved rounds (so a change of machine load
+hits all rows alike), giving the median of the rounds' medians and their range; ``--baseline
+COMMIT`` (repeatable) times that commit's ``sn.search`` too (its code taken with ``git archive``;
+nothing is installed).
+
 Run:  python benchmarks/loop_overhead.py [--trials 1000] [--quick] [--profile NAS-Bench-201]
+      flock /work/bench.lock python benchmarks/loop_overhead.py --versus-optuna --baseline bcd7610 \
+          --rounds 3 --trials 2000 --optuna-sqlite-trials 100
 """
 import argparse
 import datetime
+import json
 import os
+import pathlib
 import platform
 import statistics
 import tempfile
@@ -150,6 +160,49 @@ def profile_symnas_loop(space, trials, top=25):
     return out.getvalue()
 
 
+VERSUS_LOOPS = ("symnas, in memory", "symnas, SQLite", "optuna, in memory", "optuna, SQLite")
+
+
+def measure_versus_loop(loop: str, trials: int) -> float:
+    """One ``--versus-optuna`` row in this process (the symnas it imports): ms per trial, median."""
+    with tempfile.TemporaryDirectory() as folder:
+        if loop.startswith("symnas"):
+            storage = os.path.join(folder, "loop.db") if loop.endswith("SQLite") else None
+            return time_symnas_loop(nasbench201_space(), sn.algorithms.Random(seed=0), trials, storage)
+        import optuna  # pylint: disable=import-outside-toplevel
+        storage = f"sqlite:///{os.path.join(folder, 'optuna.db')}" if loop.endswith("SQLite") else None
+        return time_optuna_loop(nasbench201_objective, optuna.samplers.RandomSampler(seed=0), trials, storage)
+
+
+def versus_optuna_table(args) -> None:
+    """The ``--versus-optuna`` table: this checkout and ``--baseline`` commits beside Optuna."""
+    from _commits import baseline_tree, run_fresh  # pylint: disable=import-outside-toplevel
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# sn.search loop vs Optuna's loop, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{platform.node()}, {os.cpu_count()} cores, python {platform.python_version()}; load average {load}")
+    print(f"# NAS-Bench-201 space (6 x 5 ops), Random, constant objective; {args.trials} trials "
+          f"(Optuna SQLite {args.optuna_sqlite_trials}); {args.rounds} interleaved rounds, each in a fresh process\n")
+    with tempfile.TemporaryDirectory() as folder:
+        variants = [("this checkout", None)] + [(c, baseline_tree(c, pathlib.Path(folder))) for c in args.baseline]
+        rows = [(label, path, loop) for label, path in variants for loop in VERSUS_LOOPS[:2]] + \
+            [("optuna", None, loop) for loop in VERSUS_LOOPS[2:]]
+        results = {(label, loop): [] for label, _, loop in rows}
+        for _ in range(args.rounds):
+            for label, path, loop in rows:
+                trials = args.optuna_sqlite_trials if loop == "optuna, SQLite" else args.trials
+                row, = run_fresh(__file__, ["--measure", loop, "--trials", str(trials)], path)
+                results[(label, loop)].append(row["median_ms"])
+    optuna_memory = statistics.median(results[("optuna", "optuna, in memory")])
+    optuna_sqlite = statistics.median(results[("optuna", "optuna, SQLite")])
+    print("| code | loop | ms per trial (median of rounds) | range | vs Optuna in memory | Optuna SQLite / this |")
+    print("|---|---|---|---|---|---|")
+    for (label, loop), values in results.items():
+        mid = statistics.median(values)
+        print(f"| {label} | {loop} | {mid:.3f} | {min(values):.3f}-{max(values):.3f} | "
+              f"{mid / optuna_memory:.2f}x | {optuna_sqlite / mid:.0f}x |")
+    print(f"\n# load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=1000)
@@ -157,7 +210,25 @@ def main():
     parser.add_argument("--quick", action="store_true", help="100 trials, for a smoke run")
     parser.add_argument("--profile", choices=["NAS-Bench-201", "mixed-30"],
                         help="instead of the table: cProfile the in-memory sn.search loop (Random) on this space")
+    parser.add_argument("--versus-optuna", action="store_true",
+                        help="instead of the table: the loop against Optuna's (and --baseline commits'), fresh processes")
+    parser.add_argument("--baseline", action="append", default=[],
+                        help="with --versus-optuna: a commit to time beside this checkout (repeatable)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --versus-optuna: interleaved rounds")
+    parser.add_argument("--optuna-sqlite-trials", type=int, default=300,
+                        help="with --versus-optuna: trials of Optuna's SQLite loop (tens of ms each)")
+    parser.add_argument("--measure", choices=VERSUS_LOOPS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.trials < 3 or args.rounds < 1:
+        parser.error("--trials must be >= 3 and --rounds >= 1")
+    if args.baseline and not args.versus_optuna:
+        parser.error("--baseline goes with --versus-optuna")
+    if args.measure:
+        print(json.dumps({"loop": args.measure, "median_ms": measure_versus_loop(args.measure, args.trials)}))
+        return
+    if args.versus_optuna:
+        versus_optuna_table(args)
+        return
     trials = 100 if args.quick else args.trials
     bayes_trials = 50 if args.quick else args.bayesian_trials
     if args.profile:

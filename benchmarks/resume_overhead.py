@@ -18,14 +18,10 @@ import json
 import os
 import pathlib
 import platform
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 ALGORITHMS = ("Random", "RegularizedEvolution")
 
 
@@ -64,30 +60,6 @@ def measure(trials: int, algorithm: str, folder: str) -> dict:
             "resume_s": resume, "load_len_best_s": read}
 
 
-def baseline_tree(commit: str, folder: pathlib.Path) -> pathlib.Path:
-    """``commit``'s symnas laid out as an importable package (algorithms/ and spaces/ inside it)."""
-    source = folder / "src"
-    source.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
-    package = folder / "pkg"
-    shutil.copytree(source / "symnas", package / "symnas")
-    for sub in ("algorithms", "spaces"):
-        shutil.copytree(source / sub, package / "symnas" / sub)
-    return package
-
-
-def run_measurement(trials: int, algorithm: str, pythonpath=None) -> dict:
-    env = dict(os.environ)
-    command = [sys.executable]
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
-        command.append("-P")   # the other commit's package first, not this checkout's
-    command += [__file__, "--measure", "--trials", str(trials), "--algorithms", algorithm]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20000)
@@ -107,12 +79,14 @@ def main():
     print("| code | algorithm | per trial, median (ms) | per trial, mean (ms) | resume (s) | "
           "Study.load + len + best (s) |")
     print("|---|---|---|---|---|---|")
+    from _commits import baseline_tree, run_fresh  # pylint: disable=import-outside-toplevel
     with tempfile.TemporaryDirectory() as folder:
         package = baseline_tree(args.baseline, pathlib.Path(folder)) if args.baseline else None
         for algorithm in args.algorithms:
             variants = [("this checkout", None)] + ([(args.baseline, package)] if package else [])
             for label, pythonpath in variants:
-                row = run_measurement(args.trials, algorithm, pythonpath)
+                row, = run_fresh(__file__, ["--measure", "--trials", str(args.trials), "--algorithms", algorithm],
+                                 pythonpath)
                 print(f"| {label} | {algorithm} | {row['median_ms']:.3f} | {row['mean_ms']:.3f} | "
                       f"{row['resume_s']:.2f} | {row['load_len_best_s']:.3f} |", flush=True)
 

@@ -23,12 +23,10 @@ import argparse
 import datetime
 import json
 import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # this checkout's symnas
-import symnas as sn  # noqa: E402  pylint: disable=wrong-import-position
+import symnas as sn   # installed (pip install -e .), or on a bare GPU machine: source benchmarks/gpu_env.sh
 
 RECIPE_KEYS = ("epochs", "batch", "lr", "init", "clip_grad", "compile")
 

@@ -41,7 +41,7 @@ if ! [[ "$AT_ONCE" =~ ^[1-9][0-9]*$ ]]; then
 fi
 OUT=${OUT:-runs/train}
 mkdir -p "$OUT"
-if [ -n "${WHEELS:-}" ]; then "${PYTHON:-python}" -m pip install -q --no-deps "$WHEELS"/*.whl 2>&1 | tail -2; fi
+if [ -n "${WHEELS:-}" ]; then PYTHON=${PYTHON:-python3} . "$(dirname "$0")/gpu_env.sh"; fi   # symnas from this checkout
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 HERE=$(dirname "$0")
 for pair in "$@"; do

@@ -485,17 +485,10 @@ class SearchSession:
         self._known.add(trial_id)
         trial = ActiveTrial(record=record, dna=dna, started=time.perf_counter(),
                             checkpoint=(self._folder(trial_id), None) if self.pausing else None)
-        with self._lock:
-            self._in_flight[trial_id] = trial
-        self._start_heartbeat()
-        if self.materializer is not None:
-            try:
-                trial.value = self.materializer.materialize(dna)
-            except Exception as error:  # pylint: disable=broad-except
-                self.fail(trial, f"The DNA could not be materialised: {error!r}")
-                return None
-            if self.record_objects:
-                trial.record.object = object_json(trial.value)
+        if not self._begin(trial):
+            return None
+        if self.materializer is not None and self.record_objects:
+            trial.record.object = object_json(trial.value)
         return trial
 
     # -- paused trials (promotion-based schedulers) -----------------------------------------------
@@ -545,16 +538,21 @@ class SearchSession:
         dna = dna_from_json(record.dna, self.dna_spec)
         trial = ActiveTrial(record=record, dna=dna, started=time.perf_counter() - (record.wall_time_s or 0.0),
                             checkpoint=(self._folder(trial_id), last_step))
+        return trial if self._begin(trial) else self.next_resume()
+
+    def _begin(self, trial: ActiveTrial) -> bool:
+        """Sets ``trial`` in flight (heartbeat on) and materialises its DNA; False when that failed
+        (the trial is then recorded as failed with the reason)."""
         with self._lock:
-            self._in_flight[trial_id] = trial
+            self._in_flight[trial.record.id] = trial
         self._start_heartbeat()
         if self.materializer is not None:
             try:
-                trial.value = self.materializer.materialize(dna)
+                trial.value = self.materializer.materialize(trial.dna)
             except Exception as error:  # pylint: disable=broad-except
                 self.fail(trial, f"The DNA could not be materialised: {error!r}")
-                return self.next_resume()
-        return trial
+                return False
+        return True
 
     def finalize_paused(self) -> List[TrialRecord]:
         """Ends every trial still paused (the search is over): completed with the metrics it returned

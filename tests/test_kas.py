@@ -164,6 +164,52 @@ def test_strided_module_equals_the_subsampled_stride_one_module():
         torch.testing.assert_close(y2, y1[..., ::2, ::2], atol=1e-4, rtol=1e-4)
 
 
+def _native_and_generic(kernel, env):
+    torch.manual_seed(0)
+    native = sn.kas.KernelModule(kernel, env)
+    generic = sn.kas.KernelModule(kernel, env, native=False)
+    for p in native.parameters():               # non-trivial weights (Scale starts at ones)
+        torch.nn.init.normal_(p, std=0.5)
+    generic.load_state_dict(native.state_dict())
+    return native, generic
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_native_torch_ops_equal_the_generic_primitive_chain(stride):
+    kernels = [sn.kas.depthwise_separable(), sn.kas.spatially_separable(), sn.kas.bottleneck_separable(),
+               sn.kas.depthwise_separable(5, out="C"), sn.kas.involution(),
+               sn.kas.Kernel([P.Group("G"), P.Unfold("HW", 3, 2), P.FC("O")], groups=4),
+               sn.kas.Kernel([P.Unfold("W", 3), P.Unfold("H", 5), P.FC("O")]),
+               sn.kas.Kernel([P.Shift("HW", 1), P.FC("x0"), P.Shift("W", -2), P.Activation("relu"), P.FC("O")])]
+    env = {"C": 16, "O": 32, "H": 8, "W": 8, "S": stride, "x0": 24, "G": 4}
+    x = torch.randn(2, 16, 8, 8)
+    rewritten = 0
+    for kernel in kernels:
+        native, generic = _native_and_generic(kernel, dict(env, O=16) if kernel.out_channels == "C" else env)
+        rewritten += len(native.native_chains)
+        assert generic.native_chains == []
+        with torch.no_grad():
+            torch.testing.assert_close(native(x), generic(x), atol=1e-4, rtol=1e-4)
+    assert rewritten >= 6          # unfold+FC x4, unfold+scale+fold x3 (the involution's unfold is shared)
+    # and on Canvas's samples, trained through both paths alike
+    space = small_space()
+    algo = sn.algorithms.Canvas(seed=5)
+    hyper = space.search_space()
+    algo.setup(pg.dna_spec(hyper))
+    for _ in range(6):
+        decoded = pg.materialize(hyper, algo.propose()).decode()
+        target = SMALL[stride - 1]
+        env = {"C": 16, "O": target.c_out, "H": 8, "W": 8, "S": stride, **decoded.solution["values"][target.key]}
+        native, generic = _native_and_generic(decoded.kernel, env)
+        xs = x.clone().requires_grad_(True)
+        y = native(xs)
+        y.square().mean().backward()
+        xg = x.clone().requires_grad_(True)
+        generic(xg).square().mean().backward()
+        torch.testing.assert_close(y, generic(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(xs.grad, xg.grad, atol=1e-4, rtol=1e-4)
+
+
 def test_depthwise_separable_module_matches_torch_convolutions():
     m = sn.kas.KernelModule(sn.kas.depthwise_separable(), {"C": 8, "O": 16, "H": 8, "W": 8})
     dw, pw = torch.randn(8, 1, 3, 3), torch.randn(16, 8, 1, 1)
@@ -201,6 +247,33 @@ def test_kernel_conv_replaces_resnet_convs_and_round_trips_through_json():
     sn.nn.init_by_name(model, seed=1)
     again = sn.from_json(pg.to_json_str(fast))
     assert pg.eq(again, fast)
+
+
+def test_kernels_assigned_per_layer_build_train_and_switch_to_generic_ops_with_the_same_numbers():
+    net = sn.nn.resnet((1, 1, 1, 1), width=8)
+    targets = sn.kas.conv_targets(net)
+    dws, bottleneck = sn.kas.depthwise_separable(), sn.kas.bottleneck_separable()
+    budget = sn.kas.Budget(flops=1.0)
+    s1 = sn.kas.solve_budget(dws.analyze(), targets, dws.groups, budget)
+    s2 = sn.kas.solve_budget(bottleneck.analyze(), targets, bottleneck.groups, budget)
+    mixed = sn.kas.assign_kernels(net, [(dws, s1, targets[:2]), (bottleneck, s2, targets[2:])])
+    convs = pg.query(mixed, where=lambda v: isinstance(v, sn.kas.KernelConv))
+    assert sorted(len(v.kernel.names()) for v in convs.values()) == \
+        sorted([4] * sum(t.count for t in targets[:2]) + [5] * sum(t.count for t in targets[2:]))
+    partial = sn.kas.assign_kernels(net, [(dws, s1, targets[:1])])      # the other convs stay convs
+    assert len(pg.query(partial, where=lambda v: isinstance(v, sn.kas.KernelConv))) == targets[0].count
+    with pytest.raises(ValueError, match="assigned two kernels"):
+        sn.kas.assign_kernels(net, [(dws, s1, targets[:1]), (bottleneck, s2, targets[:1])])
+    torch.manual_seed(0)
+    model = mixed.build((3, 32, 32)).eval()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    with torch.no_grad():
+        native = model(x)
+        generic = sn.kas.set_native(model, False)(x)
+    torch.testing.assert_close(native, generic, atol=1e-4, rtol=1e-4)
+    assert all(not m.native_chains for m in model.modules() if isinstance(m, sn.kas.KernelModule))
+    times = sn.kas.train_step_times({"mixed": model}, x, y, rounds=1, steps=1)
+    assert times["mixed"] > 0 and model.training
 
 
 def _trial(tid, accuracy, loss):

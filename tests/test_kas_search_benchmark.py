@@ -27,9 +27,25 @@ def test_rediscover_prints_found_families_and_encodes_the_references(load_script
 def test_networks_export_loads_safely_and_rejects_bad_arguments(load_script, tmp_path):
     bench = load_script("benchmarks/kas_search.py")
     result = bench.main(["networks", "--backbone", "resnet18", "--kernel", "depthwise_separable", "--rounds", "0",
-                         "--export", str(tmp_path)])
-    assert result["lowered"] == result["kernels"] == 16
+                         "--export", str(tmp_path), "--proxy-batch", "4",
+                         "--save-winner", str(tmp_path / "winner.json")])
+    (name,) = result["candidates"]
+    assert name.startswith("depthwise_separable@") and result["lowered"] == {name: (16, 16)}
+    assert result["proxy"][name]["naswot"] != 0 and result["proxy"]["original"]["fisher"] > 0
     net = sn.load(os.path.join(tmp_path, "resnet18_kas_depthwise_separable.json"))
     assert net.build((3, 32, 32)) is not None
+    assert sn.load(tmp_path / "winner.json") == net
     with pytest.raises(SystemExit):
         bench.main(["networks", "--budget", "-1"])
+
+
+@pytest.mark.parametrize("name", ["resnet34_kas_bottleneck", "resnet34_kas_dws_pte", "resnext29_kas_bottleneck",
+                                  "resnext29_kas_bottleneck_pte"])
+def test_shipped_kernel_networks_load_safely_and_run_with_a_fraction_of_the_weights(name):
+    import torch
+    net = sn.load(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "networks", f"{name}.json"))
+    torch.manual_seed(0)
+    model = net.build((3, 32, 32)).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert sn.nn.count_params(model) < 3.0e6        # a fraction of the originals' 21.3M / 9.1M

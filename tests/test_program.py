@@ -425,9 +425,8 @@ def test_the_cpu_templates_compute_a_grouped_convolution():
             torch.testing.assert_close(kernel(x), reference(x), atol=1e-4, rtol=1e-4)
 
 
-def test_public_names_are_distinct_across_subpackages_and_old_names_still_work():
+def test_public_names_are_distinct_across_subpackages():
     import collections
-    import warnings
     owners = collections.defaultdict(set)
     for package in (sn.nn, sn.program, sn.train, sn.data, sn.proxies, sn.spaces, sn.algorithms):
         for name in getattr(package, "__all__", []):
@@ -435,14 +434,3 @@ def test_public_names_are_distinct_across_subpackages_and_old_names_still_work()
             if isinstance(value, type):
                 owners[name].add(value)
     assert {name: classes for name, classes in owners.items() if len(classes) > 1} == {}
-    renamed = [(sn.program, "Dense", P.Linear), (sn.train, "Schedule", sn.train.LRSchedule),
-               (sn.train, "Step", sn.train.StepDecay),
-               (sn.program.torch_module, "TransformedConv", sn.program.torch_module.TorchKernelModule)]
-    for module, old, new in renamed:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            assert getattr(module, old) is new
-        assert any(issubclass(w.category, DeprecationWarning) and "renamed" in str(w.message) for w in caught)
-    # files written before the renames still load, through the safe loader
-    assert sn.from_json('{"_type": "symnas.program.operators.Dense", "c_in": 4, "c_out": 2}') == P.Linear(4, 2)
-    assert sn.from_json('{"_type": "symnas.train.schedules.Step", "every": 2}') == sn.train.StepDecay(every=2)

@@ -168,3 +168,20 @@ def test_the_parallel_script_refuses_a_missing_model_or_data_by_name(cifar10_fil
     done = subprocess.run(["bash", PARALLEL, "2", "by-name", f"0:{_saved_net(tmp_path)}"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 2 and "no CIFAR-10 file" in done.stderr
+
+
+def test_gpu_env_makes_a_checkout_importable_without_installing_it(tmp_path):
+    # A bare machine (the lent GPU) has no editable install: python -S skips the .pth files that make
+    # one, so only gpu_env.sh's link tree can map algorithms/ and spaces/ into the package.
+    import site
+    site_packages = ":".join(site.getsitepackages())
+    script = (f'PYTHON={sys.executable} SYMNAS_SRC={tmp_path}/src . {ROOT}/benchmarks/gpu_env.sh && '
+              f'PYTHONPATH=$PYTHONPATH:{site_packages} {sys.executable} -S -c '
+              '"import symnas, symnas.algorithms, symnas.spaces; '
+              'print(symnas.__file__); print(symnas.algorithms.__file__); print(symnas.algorithms.Random.__name__)"')
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    package, algorithms, random_class = done.stdout.split()
+    assert package == f"{tmp_path}/src/symnas/__init__.py"
+    assert os.path.realpath(algorithms) == str(ROOT / "algorithms" / "__init__.py")
+    assert random_class == "Random"

@@ -32,7 +32,7 @@ from symnas.kas.solver import solve_budget
 from symnas.kas.space import Decoded, KernelDesign, KernelSpace
 from symnas.kas.targets import Budget, ConvTarget, conv_targets
 # KernelConv is a layer of saved networks: loaded here so `sn.load` finds it (this imports torch).
-from symnas.kas.layer import KernelConv, lower_to_layers, replace_convs, transfer_weights
+from symnas.kas.layer import KernelConv, assign_kernels, lower_to_layers, replace_convs, transfer_weights
 
 # The rest loads on first use.
 _LAZY = {
@@ -45,6 +45,9 @@ _LAZY = {
     "ProxyTask": "symnas.kas.evaluate",
     "lower_network": "symnas.kas.evaluate",
     "network_latencies": "symnas.kas.evaluate",
+    "network_proxy": "symnas.kas.evaluate",
+    "train_step_times": "symnas.kas.evaluate",
+    "set_native": "symnas.kas.torch_module",
     "CanvasPruning": "symnas.kas.pruning",
     "ProxyFilter": "symnas.kas.pruning",
 }
@@ -63,4 +66,4 @@ __all__ = ["primitives", "shapes", "sizes", "Size", "Kernel", "Analysis", "Solut
            "Softmax", "Activation", "ElementWise", "Broadcast", "BMM", "KernelSpace", "KernelDesign",
            "Decoded", "ConvTarget", "Budget", "conv_targets", "solve_budget", "classify", "reference_kernels",
            "depthwise_separable", "bottleneck_separable", "spatially_separable", "involution", "KernelConv",
-           "lower_to_layers", "replace_convs", "transfer_weights"] + list(_LAZY)
+           "lower_to_layers", "replace_convs", "assign_kernels", "transfer_weights"] + list(_LAZY)

@@ -10,7 +10,9 @@
   ``CanvasPruning`` can stop it. ``task.evaluate(design)`` is an evaluator for ``sn.search``.
 - ``lower_network(net)``: every ``KernelConv`` that lowers to conv layers replaced by them (for
   ``sn.nn.compile_network``'s TVM kernels); ``network_latencies`` times networks at batch 1 in one
-  process, interleaved, each through the routes asked for.
+  process, interleaved, each through the routes asked for; ``network_proxy`` scores a network at
+  initialisation by a zero-cost proxy (``sn.proxies``), to compare a kernel's network with the original;
+  ``train_step_times`` times training steps (forward, backward, SGD update) of torch models, interleaved.
 
 Example::
 
@@ -33,7 +35,7 @@ from symnas.kas.patterns import FAMILIES, classify
 from symnas.kas.pruning import ProxyFilter
 from symnas.kas.targets import Budget, conv_targets
 
-__all__ = ["rediscover", "ProxyTask", "lower_network", "network_latencies"]
+__all__ = ["rediscover", "ProxyTask", "lower_network", "network_latencies", "network_proxy", "train_step_times"]
 
 
 def rediscover(space, seed: int = 0, max_samples: int = 20000, families: Sequence[str] = FAMILIES
@@ -102,6 +104,41 @@ class ProxyTask(pg.Object):
         return self._batch
 
 
+def network_proxy(net, inputs, targets, proxy: str = "fisher", seed: int = 0) -> float:
+    """``proxy``'s total score (``sn.proxies``) of the symbolic network ``net`` built with seed ``seed``,
+    on one batch; the same seed and batch for every network compared."""
+    import torch  # pylint: disable=import-outside-toplevel
+    from symnas import proxies  # pylint: disable=import-outside-toplevel
+    torch.manual_seed(seed)
+    model = net.build(tuple(inputs.shape[1:]))
+    return float(proxies.get(proxy, seed=seed).score(model, inputs, targets).total)
+
+
+def train_step_times(models: Dict[str, Any], inputs, targets, rounds: int = 5, steps: int = 3) -> Dict[str, float]:
+    """Milliseconds per training step (cross-entropy, backward, SGD update) of each built torch model on
+    ``inputs``/``targets``: the minimum over ``rounds`` interleaved rounds of the mean of ``steps`` steps."""
+    import torch  # pylint: disable=import-outside-toplevel
+    optimizers = {name: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for name, m in models.items()}
+
+    def step(name):
+        model, opt = models[name], optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(inputs), targets).backward()
+        opt.step()
+
+    for name, model in models.items():
+        model.train()
+        step(name)                                   # warm-up (allocations, one-time set-up)
+    best = {name: float("inf") for name in models}
+    for _ in range(rounds):
+        for name in models:
+            start = time.perf_counter()
+            for _ in range(steps):
+                step(name)
+            best[name] = min(best[name], (time.perf_counter() - start) * 1000 / steps)
+    return best
+
+
 def lower_network(net):
     """``net`` with every lowerable ``KernelConv`` replaced by its conv layers (TVM-compilable)."""
     from symnas import nn as snn  # pylint: disable=import-outside-toplevel
@@ -148,7 +185,8 @@ def _input_shapes(net, paths) -> Dict[str, tuple]:
 def network_latencies(models: Dict[str, Tuple[Any, Any, str]], rounds: int = 7) -> Dict[str, float]:
     """Batch-1 latency (ms, min over ``rounds`` interleaved rounds) of each ``name: (symbolic net, built
     model, route)``; route 'tvm' = ``sn.nn.compile_network`` (tuned templates), 'inductor' =
-    ``torch.compile`` with frozen weights, 'eager' = torch as is."""
+    ``torch.compile`` with frozen weights, 'ort' = ONNX Runtime (``sn.nn.ONNXRuntime``: the model
+    exported to ONNX, every graph optimisation), 'eager' = torch as is."""
     import torch  # pylint: disable=import-outside-toplevel
     from symnas import nn as snn  # pylint: disable=import-outside-toplevel
     from symnas.kas.compile import compile_module  # pylint: disable=import-outside-toplevel
@@ -160,10 +198,15 @@ def network_latencies(models: Dict[str, Tuple[Any, Any, str]], rounds: int = 7) 
             runs[name] = snn.compile_network(net, copy.deepcopy(model), tune=True)
         elif route == "inductor":
             runs[name] = compile_module(copy.deepcopy(model), x)
+        elif route == "ort":
+            runtime = snn.ONNXRuntime()
+            if runtime.missing():
+                raise ValueError(f"route 'ort': {runtime.missing()}")
+            runs[name] = runtime.prepare(copy.deepcopy(model), x)
         elif route == "eager":
             runs[name] = model
         else:
-            raise ValueError(f"unknown route {route!r}: tvm, inductor or eager")
+            raise ValueError(f"unknown route {route!r}: tvm, inductor, ort or eager")
     best = {name: float("inf") for name in runs}
     with torch.no_grad():
         for fn in runs.values():

@@ -30,7 +30,7 @@ from symnas.kas.kernel import Kernel, KernelRejected, Solution
 from symnas.kas.torch_module import KernelModule
 from symnas.nn import backbones, layers as L
 
-__all__ = ["KernelConv", "replace_convs", "lower_to_layers", "transfer_weights"]
+__all__ = ["KernelConv", "replace_convs", "assign_kernels", "lower_to_layers", "transfer_weights"]
 
 
 @pg.members([
@@ -70,13 +70,23 @@ class KernelConv(L.Layer):
 
 def replace_convs(net, kernel: Kernel, solution: Solution, targets: Sequence) -> Any:
     """A copy of ``net`` whose convs at every target's ``paths`` are ``KernelConv``s of ``kernel``."""
+    return assign_kernels(net, [(kernel, solution, targets)])
+
+
+def assign_kernels(net, assignments: Sequence) -> Any:
+    """A copy of ``net`` with a kernel per group of targets (per stage or per layer):
+    ``assignments`` is ``[(kernel, solution, targets)]``; convs of no listed target stay as they are.
+    Raises ValueError when two assignments claim the same conv."""
     replacements = {}
-    for t in targets:
-        if not t.paths:
-            raise ValueError(f"target {t.key} names no conv path (use sn.kas.conv_targets(net))")
-        values = solution.for_target(t)
-        for path in t.paths:
-            replacements[path] = KernelConv(kernel, out_channels=t.c_out, stride=t.stride, values=values)
+    for kernel, solution, targets in assignments:
+        for t in targets:
+            if not t.paths:
+                raise ValueError(f"target {t.key} names no conv path (use sn.kas.conv_targets(net))")
+            values = solution.for_target(t)
+            for path in t.paths:
+                if path in replacements:
+                    raise ValueError(f"the conv at {path} ({t.key}) is assigned two kernels")
+                replacements[path] = KernelConv(kernel, out_channels=t.c_out, stride=t.stride, values=values)
     return backbones.replace_convs(net, replacements)
 
 

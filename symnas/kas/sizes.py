@@ -205,9 +205,12 @@ class Size:
         return Size(self.num, self.den, _pack(out))
 
     # ---- evaluation --------------------------------------------------------------------------
-    def _ratio(self, env: Mapping[str, int]) -> Tuple[int, int]:
+    def _ratio(self, env: Mapping[str, int], symbols: int = _NSYM) -> Tuple[int, int]:
+        """(numerator, denominator) for ``env``, over the first ``symbols`` symbols (the rest count 1)."""
         num, den = self.num, self.den
-        for i, p in enumerate(self.exponents()):
+        exps = self.exponents()
+        for i in range(symbols):
+            p = exps[i]
             if p:
                 v = env[SYMBOLS[i]]
                 if p > 0:
@@ -243,17 +246,7 @@ class Size:
 
     def static_value(self, env: Mapping[str, int]) -> Fraction:
         """The value with every dynamic variable set to 1 (their coefficient)."""
-        num, den = self.num, self.den
-        exps = self.exponents()
-        for i in range(_FIRST_DYN):
-            p = exps[i]
-            if p:
-                v = env[SYMBOLS[i]]
-                if p > 0:
-                    num *= v ** p
-                else:
-                    den *= v ** -p
-        return Fraction(num, den)
+        return Fraction(*self._ratio(env, _FIRST_DYN))
 
     # ---- text ------------------------------------------------------------------------------------
     def __str__(self) -> str:

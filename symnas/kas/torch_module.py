@@ -7,6 +7,13 @@ are computed there: a strided unfold or conv uses torch's stride, a point-wise p
 subsampled input. Weighted primitives hold ``nn.Conv2d`` (FC, Conv) or parameters (Mix, Scale);
 ``reset_parameters()`` re-initialises them all (``sn.nn.init_by_name`` calls it).
 
+Native ops (``native=True``, the default): a chain of primitives that equals a standard torch op runs
+as that op, with the same parameters, so training is not slowed by materialised neighbourhoods:
+``Unfold + FC`` is a (grouped, dilated, strided) ``F.conv2d``, ``Unfold(HW) + Scale + Fold(K, avg)``
+a depthwise ``F.conv2d``, a zero-filled ``Shift`` one ``F.pad`` (negative on one side). Only chains
+whose intermediate nodes nobody else reads are rewritten; ``native=False`` runs every primitive as
+written (the tests check that both give the same numbers).
+
 Example::
 
     import torch, symnas as sn
@@ -27,7 +34,7 @@ from symnas.kas import shapes as S
 from symnas.kas.kernel import Kernel, KernelRejected
 from symnas.kas.primitives import broadcast_match
 
-__all__ = ["KernelModule"]
+__all__ = ["KernelModule", "set_native"]
 
 _SPATIAL = (S.H, S.W)
 
@@ -59,7 +66,7 @@ class _Mix(nn.Module):
 class KernelModule(nn.Module):
     """The torch module of ``kernel`` for the sizes in ``env``; maps [N, C, H, W] to [N, O, H/S, W/S]."""
 
-    def __init__(self, kernel: Kernel, env: Mapping[str, int]):
+    def __init__(self, kernel: Kernel, env: Mapping[str, int], native: bool = True):
         super().__init__()
         env = dict(env)
         env.setdefault("S", 1)
@@ -68,6 +75,7 @@ class KernelModule(nn.Module):
         kernel.check(env)
         a = kernel.analyze()
         self.env = env
+        self.kernel = kernel
         self.names = kernel.names()
         dims = [_dims(s, env) for s in a.effective]          # per node: [(slot, size)] as computed
         self.in_shape = (env["C"], env["H"], env["W"])
@@ -80,7 +88,7 @@ class KernelModule(nn.Module):
             ins = [_sliced(dims[j], stride) if c else dims[j] for j, c in zip(inputs, cut)]
             strided_out = a.strided[i] and cls.locality(params) != "point" and stride > 1
             layer, fn = _build(cls.kind, params, ins, dims[i], strided_out, stride,
-                               [a.shapes[j] for j in inputs])
+                               [a.shapes[j] for j in inputs], native)
             index = -1
             if layer is not None:
                 self.layers.append(layer)
@@ -89,6 +97,14 @@ class KernelModule(nn.Module):
             self._plan.append((fn, tuple(inputs), cut_index, index))
         self._stride = stride
         self._out_dims = dims[-1]
+        self.native_chains: List[Tuple[int, ...]] = []
+        if native:
+            for chain, fn, source in _native_chains(kernel.steps(), a, dims, stride):
+                weights = self._plan[chain[1] - 1][3]          # the FC's or the Scale's parameters
+                for node in chain[:-1]:
+                    self._plan[node - 1] = (_skipped, (), (), -1)
+                self._plan[chain[-1] - 1] = (fn, (source,), (None,), weights)
+                self.native_chains.append(tuple(chain))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -107,6 +123,82 @@ class KernelModule(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{' -> '.join(self.names)}; {self.in_shape} -> {self.out_shape}"
+
+
+def set_native(model: nn.Module, native: bool) -> nn.Module:
+    """``model`` with every ``KernelModule`` rebuilt with ``native`` (same parameters, same numbers);
+    e.g. to time the generic primitive chains against the native ops. Returns ``model``."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, KernelModule):
+                device = next(child.parameters(), torch.empty(0)).device
+                fresh = KernelModule(child.kernel, child.env, native=native).to(device)
+                fresh.load_state_dict(child.state_dict())
+                fresh.train(child.training)
+                setattr(parent, name, fresh)
+    return model
+
+
+def _skipped(layer, n):
+    return None
+
+
+def _native_chains(steps, a, dims, stride):
+    """[(chain of nodes, fn(layer, n, x), the chain's input node)] for chains equal to one torch conv:
+    ``Unfold + FC`` and ``Unfold(HW) + Scale + Fold(K, avg)`` whose inner nodes only the chain reads."""
+    out = []
+    for u, (cls, params, inputs) in enumerate(steps, start=1):
+        if cls.kind != "unfold" or len(a.users[u]) != 1 or any(a.sliced[u - 1]):
+            continue
+        axis, k, d = params
+        src = inputs[0]
+        have = dict(dims[src])
+        if S.D in have or (axis == "H" and S.KW in have):
+            continue                        # F.unfold's layout would need a permutation: keep it generic
+        v = a.users[u][0]
+        reader = steps[v - 1][0].kind
+        chain = [u, v]
+        if reader == "scale":
+            if len(a.users[v]) != 1 or S.KH in have or S.KW in have or axis != "HW" or \
+                    not set(_slot_set(dims[u], steps[v - 1][1][0])) <= set(S.CHANNEL_SLOTS):
+                continue
+            f = a.users[v][0]
+            if steps[f - 1][0].kind != "fold" or tuple(steps[f - 1][1]) != ("K", "avg"):
+                continue
+            chain.append(f)
+        elif reader != "fc":
+            continue
+        kh, kw = (k if "H" in axis else 1), (k if "W" in axis else 1)
+        # Subsamplings along the chain: a strided unfold, a point-wise step reading a cut input.
+        subs = int(a.strided[u] and stride > 1) + sum(int(any(a.sliced[c - 1])) for c in chain[1:])
+        out.append((chain, _conv_fn(reader, dims, src, chain, kh, kw, d, stride ** subs), src))
+    return out
+
+
+def _conv_fn(reader, dims, src, chain, kh, kw, d, stride):
+    ch, _ = _split(dims[src])
+    c = _prod(ch)
+    have = dict(dims[src])
+    h, w = have.get(S.H, 1), have.get(S.W, 1)
+    st = (stride if S.H in have else 1, stride if S.W in have else 1)
+    pad = (d * (kh - 1) // 2, d * (kw - 1) // 2)
+    out_sizes = _sizes(dims[chain[-1]])
+    if reader == "fc":
+        g = have.get(S.G, 1)
+
+        def conv(layer, n, x):
+            weight = layer.weight.reshape(layer.weight.shape[0], c // g, kh, kw)
+            y = F.conv2d(x.reshape(n, c, h, w), weight, None, st, pad, d, g)
+            return y.reshape(n, *out_sizes)
+        return conv
+    unfolded = _split(dims[chain[0]])[0]    # the unfold's channel sizes: [..., KH, KW]
+
+    def depthwise(layer, n, x):
+        weight = layer.weight.reshape(layer.weight.shape[:1 + len(unfolded)]).expand(1, *unfolded)
+        weight = weight.reshape(c, 1, kh, kw) / (kh * kw)
+        y = F.conv2d(x.reshape(n, c, h, w), weight, None, st, pad, d, c)
+        return y.reshape(n, *out_sizes)
+    return depthwise
 
 
 def _trailing(dims, stride: int) -> tuple:
@@ -158,7 +250,7 @@ def _axes(dims, slots) -> List[int]:
     return [order.index(s) + 1 for s in slots]
 
 
-def _build(kind, params, ins, out, strided_out, stride, logical_ins):
+def _build(kind, params, ins, out, strided_out, stride, logical_ins, native=True):
     """(module or None, fn(layer, n, *inputs)) for one primitive."""
     out_sizes = _sizes(out)
     if kind == "group":
@@ -168,6 +260,18 @@ def _build(kind, params, ins, out, strided_out, stride, logical_ins):
         axes = _axes(ins[0], S.DIMSETS[axis])
 
         cut = _trailing(ins[0], stride) if strided_out else None
+
+        if native:
+            def shift(layer, n, x):
+                if any(abs(offset) >= x.shape[ax] for ax in axes):
+                    return torch.zeros_like(x) if cut is None else torch.zeros_like(x[cut])
+                pad = [0] * (2 * (x.dim() - min(axes)))
+                for ax in axes:                  # out[h] = in[h + offset]: crop one side, zeros on the other
+                    pad[2 * (x.dim() - 1 - ax)] = -offset
+                    pad[2 * (x.dim() - 1 - ax) + 1] = offset
+                y = F.pad(x, pad)
+                return y if cut is None else y[cut]
+            return None, shift
 
         def shift(layer, n, x):
             for ax in axes:

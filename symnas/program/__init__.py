@@ -16,6 +16,7 @@ import os
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
 # pylint: disable=wrong-import-position
+from symnas._deprecation import renamed_names
 from symnas.program.errors import IllegalTransformation
 from symnas.program.kernel import Kernel, KernelPart
 from symnas.program.lower_tvm import cuda_target, host_target, resolve_target
@@ -42,10 +43,5 @@ __all__ = ["IllegalTransformation", "Kernel", "KernelPart", "cuda_target", "host
            "Reorder", "Split", "Step", "Tile", "Unroll", "Vectorize", "Parallel"]
 
 
-def __getattr__(name):
-    if name == "Dense":   # renamed Linear (sn.nn.Dense is the network layer); the old name still works
-        import warnings  # pylint: disable=import-outside-toplevel
-        warnings.warn("sn.program.Dense is renamed sn.program.Linear; the old name will go away.",
-                      DeprecationWarning, stacklevel=2)
-        return Linear
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# renamed Linear (sn.nn.Dense is the network layer); the old name still works, with a warning
+__getattr__ = renamed_names(__name__, globals(), {"Dense": "Linear"})

@@ -11,10 +11,9 @@ Example::
 """
 from typing import Dict, Optional
 
-import warnings
-
 import pyglove as pg
 
+from symnas._deprecation import renamed_names
 from symnas.program.kernel import Kernel, KernelPart
 
 
@@ -105,12 +104,5 @@ class Linear(Operator):
 pg.JSONConvertible.register("symnas.program.operators.Dense", Linear, override_existing=True)
 
 
-_RENAMED = {"Dense": "Linear"}   # old name -> new name; the old one still works, with a warning
-
-
-def __getattr__(name):
-    if name in _RENAMED:
-        warnings.warn(f"{__name__}.{name} is renamed {_RENAMED[name]}; the old name will go away.",
-                      DeprecationWarning, stacklevel=2)
-        return globals()[_RENAMED[name]]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# old name -> new name; the old one still works, with a warning
+__getattr__ = renamed_names(__name__, globals(), {"Dense": "Linear"})

@@ -8,12 +8,11 @@ Example::
 import math
 from typing import List, Optional, Sequence
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from symnas._deprecation import renamed_names
 from symnas.program.kernel import Kernel
 
 
@@ -172,13 +171,6 @@ class TorchKernelModule(nn.Module):
         return torch.einsum("ngc,goc->ngo", xs, w).reshape(n, part.c_out)
 
 
-_RENAMED = {"TransformedConv": "TorchKernelModule"}   # old name -> new name; the old one still works, with a warning
-
-
-def __getattr__(name):
-    if name in _RENAMED:
-        warnings.warn(f"{__name__}.{name} is renamed {_RENAMED[name]}; the old name will go away.",
-                      DeprecationWarning, stacklevel=2)
-        return globals()[_RENAMED[name]]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# old name -> new name; the old one still works, with a warning
+__getattr__ = renamed_names(__name__, globals(), {"TransformedConv": "TorchKernelModule"})
 # (torch.save'd models of before the rename unpickle through the old name)

@@ -11,11 +11,12 @@ Example::
 from __future__ import annotations
 
 import math
-import warnings
 from typing import List, Optional
 
 import pyglove as pg
 import torch
+
+from symnas._deprecation import renamed_names
 
 __all__ = ["LRSchedule", "Constant", "StepDecay", "Cosine", "Warmup", "OneCycle"]
 
@@ -131,12 +132,5 @@ def _has_momentum(optimizer) -> bool:
 pg.JSONConvertible.register("symnas.train.schedules.Step", StepDecay, override_existing=True)
 
 
-_RENAMED = {"Schedule": "LRSchedule", "Step": "StepDecay"}   # old name -> new name; the old one still works, with a warning
-
-
-def __getattr__(name):
-    if name in _RENAMED:
-        warnings.warn(f"{__name__}.{name} is renamed {_RENAMED[name]}; the old name will go away.",
-                      DeprecationWarning, stacklevel=2)
-        return globals()[_RENAMED[name]]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# old name -> new name; the old one still works, with a warning
+__getattr__ = renamed_names(__name__, globals(), {"Schedule": "LRSchedule", "Step": "StepDecay"})
