@@ -10,9 +10,10 @@ Example::
 """
 from symnas.algorithms.random import Random
 from symnas.algorithms.evolution import RegularizedEvolution
+from symnas.algorithms.alternating_evolution import AlternatingEvolution
 from symnas.algorithms.reinforce import Reinforce
 from symnas.algorithms.bayesian import Bayesian
 from symnas.algorithms.nsga2 import NSGA2
 from symnas.algorithms.canvas import Canvas
 
-__all__ = ["Random", "RegularizedEvolution", "Reinforce", "Bayesian", "NSGA2", "Canvas"]
+__all__ = ["Random", "RegularizedEvolution", "AlternatingEvolution", "Reinforce", "Bayesian", "NSGA2", "Canvas"]

@@ -7,7 +7,7 @@ sequences, per-layer legality, channel shuffle); (d) sequential: (c)'s network, 
 all); (s) sequential at N trials (N/2 network, N/2 hardware); (e) joint.
 Printed per arm: EDP (fast mapping, and the winner again with ZigZag's full LOMA search), latency, energy,
 area, weights, exact whole-network legality, trials and search time. ``--export DIR`` writes each
-searched winner's network as JSON (``pg.to_json_str`` of the ``sn.nn`` tree, what
+searched winner's network as JSON (``sn.save`` of the ``sn.nn`` tree, what
 ``benchmarks/train_cifar.py --models`` trains) and its accelerator.
 
 Usage::
@@ -26,12 +26,12 @@ import os
 import platform
 import time
 
-import pyglove as pg
-
 import symnas as sn
 
 ALGORITHMS = {
     "evolution": lambda seed: sn.algorithms.RegularizedEvolution(population_size=20, tournament_size=5, seed=seed),
+    "alternating": lambda seed: sn.algorithms.AlternatingEvolution(population_size=20, tournament_size=5,
+                                                                   phase_length=50, seed=seed),
     "random": lambda seed: sn.algorithms.Random(seed=seed),
     "reinforce": lambda seed: sn.algorithms.Reinforce(seed=seed),
     "bayesian": lambda seed: sn.algorithms.Bayesian(seed=seed),
@@ -70,6 +70,8 @@ def main(argv=None) -> None:
                         help="rounds of reverting the layers the exact check finds illegal, per finalist")
     parser.add_argument("--loma", default="targets", choices=["all", "targets", "none"],
                         help="winners re-costed by ZigZag's LOMA search: all, (a) + (e) + the best of (b)-(d), none")
+    parser.add_argument("--exact-in-loop", action="store_true",
+                        help="whole-network legality check inside each network search on its best designs")
     parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="groupings without channel shuffle")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export", default=None, help="write the winners' networks and accelerators here")
@@ -91,7 +93,8 @@ def main(argv=None) -> None:
                                              legality=args.legality, objective=args.objective,
                                              finalists=args.finalists, repair_rounds=args.repair_rounds,
                                              loma="none", arms=args.arms,
-                                             channel_shuffle=args.shuffle, log=lambda s: print(s, flush=True))
+                                             channel_shuffle=args.shuffle, exact_in_loop=args.exact_in_loop,
+                                             log=lambda s: print(s, flush=True))
             load = os.getloadavg()
             print(f"  searches done, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
         sn.hw.recost_with_loma(results, backbone, which=args.loma, objective=args.objective, preset=args.preset,
@@ -108,10 +111,8 @@ def main(argv=None) -> None:
             os.makedirs(args.export, exist_ok=True)
             for r in (r for r in results if r.design is not None):
                 stem = os.path.join(args.export, f"{backbone}_hw_{r.arm}")
-                with open(f"{stem}.json", "w", encoding="utf-8") as f:
-                    f.write(pg.to_json_str(r.design.network.network()))
-                with open(f"{stem}_accelerator.json", "w", encoding="utf-8") as f:
-                    f.write(pg.to_json_str(r.design.accelerator))
+                sn.save(r.design.network.network(), f"{stem}.json")          # sn.load reads them back safely
+                sn.save(r.design.accelerator, f"{stem}_accelerator.json")
                 r.design.accelerator.to_yaml(os.path.join(args.export, f"{backbone}_hw_{r.arm}_zigzag"))
             print(f"  networks and accelerators written to {args.export}/{backbone}_hw_<arm>*.json")
     load = os.getloadavg()

@@ -125,7 +125,7 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
                      hardware_space: Any = None, algorithm: Callable[[int], Any] = _default_algorithm,
                      seed: int = 0, batch=None, legality: str = "per_layer", objective: str = "edp",
                      finalists: int = 10, repair_rounds: int = 3, loma: str = "targets", arms: str = "abcdse",
-                     channel_shuffle: bool = True,
+                     channel_shuffle: bool = True, exact_in_loop: bool = False,
                      progress: bool = False, log: Callable[[str], None] = print) -> List[ArmResult]:
     """Runs the arms named in ``arms`` (module docstring) and returns their results in order.
 
@@ -134,7 +134,9 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
     (default ``nahas_space(preset)``). Each search starts with empty caches, so its time includes its own
     cost-model and proxy evaluations. ``loma``: which winners ZigZag's full LOMA search re-costs: ``"all"``,
     ``"targets"`` (default: (a), (e) and the best of (b)-(d), (s) by the fast EDP, the three the targets compare;
-    LOMA takes 5040 orders for a grouped layer, minutes each on two cores) or ``"none"``.
+    LOMA takes 5040 orders for a grouped layer, minutes each on two cores) or ``"none"``. ``exact_in_loop``: every
+    search with a network half runs the whole-network legality check inside the loop on its best designs
+    (``CoDesignEvaluator``'s ``exact_batch``, with ``batch``), so its winners need no repair afterwards.
     """
     from symnas.search import search  # pylint: disable=import-outside-toplevel
     if loma not in ("all", "targets", "none"):
@@ -155,7 +157,9 @@ def compare_searches(backbone: str = "resnet18", trials: int = 200, *, preset: s
         evaluator = CoDesignEvaluator(backbone, objective=objective, area_budget=budget,
                                       legality=legality if with_legality else None,
                                       batch=batch if with_legality else None, reference=base, space=space,
-                                      cost_model=CostModel(objective=_zigzag_objective(objective)))
+                                      cost_model=CostModel(objective=_zigzag_objective(objective)),
+                                      exact_batch=batch if with_legality and exact_in_loop else None,
+                                      exact_rounds=repair_rounds)
         study = search(space, evaluator, algorithm(seed), num_trials=count, objectives={"log_score": "min"},
                        storage=None, progress=progress, record_objects=False, name=f"hw_{backbone}_{arm}")
         seconds = time.perf_counter() - start

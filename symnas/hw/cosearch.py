@@ -160,6 +160,15 @@ class CoDesignEvaluator:
         trial is rejected (``sn.TrialRejected``) with the reason, as a Pareto search wants.
       cost_model: a ``sn.hw.CostModel`` (default: the fast mapping, EDP among mappings).
       train: optional ``train(network, learning_rate) -> accuracy`` run on feasible designs (metric ``accuracy``).
+      exact_batch: ``(images, labels)`` for the whole-network legality check inside the search (per-layer legality
+        with ``repair`` only). The cached per-layer scores judge each layer alone; the whole network can disagree
+        (other transformed layers change the gradients a layer sees), so a winner found on them may lose layers
+        in the final check and no longer fit the accelerator it was searched with. With ``exact_batch``, a feasible
+        design whose score is within ``exact_margin`` (relative) of the best exactly-checked score so far gets its
+        network checked as ``exact_repair`` does (up to ``exact_rounds`` rounds of reverting the failing layers),
+        the verdict cached per network; designs with a checked network are costed as repaired (metrics
+        ``exact_checked``, ``exact_reverted``), and one whose network stays illegal violates (or is rejected).
+        The search then climbs on designs that pass the final check. ``None`` (default): no check in the loop.
       proxy, seed, context: the legality check's proxy, seed and isolated-scoring context.
 
     Metrics of a feasible design: ``score`` (the objective; minimise it), ``log_score`` (its log10: for
@@ -174,7 +183,8 @@ class CoDesignEvaluator:
                  legality: Optional[str] = "per_layer", batch=None, repair: bool = True, penalize: bool = True,
                  reference: Optional[Accelerator] = None, cost_model: Optional[CostModel] = None,
                  train: Optional[Callable[[Any, Optional[float]], float]] = None, proxy: str = "fisher",
-                 seed: int = 0, context: str = "block", num_classes: int = 10, space: Any = None):
+                 seed: int = 0, context: str = "block", num_classes: int = 10, space: Any = None,
+                 exact_batch=None, exact_margin: float = 0.0, exact_rounds: int = 3):
         from symnas import nn as snn  # pylint: disable=import-outside-toplevel
         if objective not in ("edp", "latency_ms", "energy_uj"):
             raise ValueError(f"objective must be 'edp', 'latency_ms' or 'energy_uj', got {objective!r}")
@@ -190,6 +200,13 @@ class CoDesignEvaluator:
             if smallest > area_budget:
                 raise ValueError(f"no accelerator of the space meets the area budget: the smallest has "
                                  f"{smallest:.3f} mm², the budget is {area_budget:.3f} mm²")
+        if exact_batch is not None and (legality != "per_layer" or not repair):
+            raise ValueError("exact_batch (the whole-network check in the loop) needs legality='per_layer' with repair")
+        if isinstance(exact_margin, bool) or not isinstance(exact_margin, (int, float)) or not exact_margin >= 0:
+            raise ValueError(f"exact_margin must be a non-negative number, got {exact_margin!r}")
+        self.exact_batch, self.exact_margin, self.exact_rounds = exact_batch, float(exact_margin), exact_rounds
+        self._exact_cache: Dict[str, Tuple[frozenset, bool]] = {}   # network key -> (paths it reverts, legal)
+        self._best_exact = math.inf
         self.backbone, self.objective, self.area_budget = backbone, objective, area_budget
         self.legality_mode, self.penalize = legality, penalize
         self.repair = repair and legality == "per_layer"
@@ -264,7 +281,9 @@ class CoDesignEvaluator:
         if self.scorer is None or not self.repair:
             return design
         illegal = set(self.illegal_layers(design.network))
-        return _reverted(design, illegal) if illegal else design
+        design = _reverted(design, illegal) if illegal else design
+        checked = self._exact_cache.get(_network_key(design.network)) if self.exact_batch is not None else None
+        return _reverted(design, checked[0]) if checked and checked[0] else design
 
     def constraints(self, design: CoDesign) -> Tuple[Dict[str, Any], float, List[str], List[str]]:
         """(metrics, violation, reasons, reverted paths) of the area budget and the legality check;
@@ -312,9 +331,50 @@ class CoDesignEvaluator:
                 raise TrialRejected(f"{name} is {metrics[name]}", metrics)
         metrics["score"] = metrics[self.objective]
         metrics["log_score"] = math.log10(max(metrics["score"], 1e-30))
+        if self.exact_batch is not None:
+            metrics = self._exact_in_loop(design, reverted, metrics)
+            if not metrics.get("feasible"):
+                return metrics
         if self.train is not None:
             network = self.repaired(design).network if reverted else design.network
             metrics["accuracy"] = float(self.train(network.network(), design.learning_rate))
+        return metrics
+
+    def _exact_in_loop(self, design: CoDesign, reverted: Sequence[str], metrics: Dict[str, Any]) -> Dict[str, Any]:
+        """``metrics`` after the whole-network check of the design's (per-layer repaired) network: cached per
+        network; run when the design comes within ``exact_margin`` of the best checked score (``exact_batch``)."""
+        repaired = _reverted(design, set(reverted)) if reverted else design
+        if not any(t.neural for t in repaired.network.layers):     # the original network: legal
+            metrics.update(exact_checked=False, exact_reverted=0)
+            return metrics
+        key = _network_key(repaired.network)
+        if key not in self._exact_cache:
+            if not metrics["score"] <= self._best_exact * (1 + self.exact_margin):
+                metrics.update(exact_checked=False, exact_reverted=0)
+                return metrics
+            fixed, verdict, _ = self.exact_repair(repaired, self.exact_batch, self.exact_rounds)
+            kept = {t.path for t in fixed.network.layers if t.neural}
+            self._exact_cache[key] = (frozenset(t.path for t in repaired.network.layers if t.neural) - kept,
+                                      bool(verdict.legal))
+        extra, legal = self._exact_cache[key]
+        metrics.update(exact_checked=True, exact_reverted=len(extra))
+        if not legal:
+            reason = "the network fails the whole-network legality check after repairs"
+            if not self.penalize:
+                raise TrialRejected(reason, metrics)
+            metrics.update(feasible=False, violation=1.0, reason=reason, score=self.penalty * 2)
+            metrics["log_score"] = math.log10(metrics["score"])
+            return metrics
+        if extra:
+            layers = self.layers(design.network, list(reverted) + sorted(extra))
+            cost = self.cost_model.network_cost(layers, design.accelerator)
+            macs = sum(l.macs for l in layers)
+            metrics.update(cost.as_metrics())
+            metrics.update(weights=weights_of(layers), macs=macs, reverted_layers=len(reverted) + len(extra),
+                           utilization=macs / (design.accelerator.num_pes * max(cost.latency_cycles, 1.0)))
+            metrics["score"] = metrics[self.objective]
+            metrics["log_score"] = math.log10(max(metrics["score"], 1e-30))
+        self._best_exact = min(self._best_exact, metrics["score"])
         return metrics
 
     def exact_legality(self, design: CoDesign, batch):
@@ -351,6 +411,10 @@ def _reverted(design: CoDesign, paths) -> CoDesign:
         if t.path in paths:
             network.rebind({f"layers[{i}]": LayerTransformation(t.path, [], list(t.program))}, skip_notification=True)
     return CoDesign(network=network, accelerator=design.accelerator, learning_rate=design.learning_rate)
+
+
+def _network_key(network) -> str:
+    return pg.format(network, compact=True)
 
 
 def _schedule(op, steps):
