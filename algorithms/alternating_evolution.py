@@ -1,7 +1,6 @@
 """Regularized evolution whose mutations touch one part of the space at a time, the parts taking turns."""
 import pyglove as pg
 
-from symnas.algorithms._decisions import ChoiceSlot
 from symnas.algorithms.evolution import RegularizedEvolution
 
 __all__ = ["AlternatingEvolution"]
@@ -48,33 +47,7 @@ class AlternatingEvolution(RegularizedEvolution):
     def _mutate(self, parent: list) -> list:
         part = self._parts[(self._children // self.phase_length) % len(self._parts)]
         self._children += 1
-        if len(self._parts) == 1:
-            return super()._mutate(parent)
-        values = list(parent)
-        rng = self._rng
-        for _ in range(self.num_mutations):
-            active = [d for d in self._space.decisions if values[d.index] is not None and d.index in part]
-            if not active:
-                continue
-            dec = active[int(rng.random() * len(active))]
-            values = self._resample(values, dec)
-        return values
-
-    def _resample(self, values: list, dec) -> list:
-        """``values`` with decision ``dec`` resampled as ``RegularizedEvolution`` resamples one: a choice takes
-        another candidate, a float a Gaussian step in its scale."""
-        rng = self._rng
-        current = values[dec.index]
-        if isinstance(dec, ChoiceSlot):
-            banned = {values[i] for i in dec.distinct_from} | {current}
-            banned.update(values[s.index] for s in self._group_peers(dec))
-            if len(banned) < dec.num_candidates:
-                values[dec.index] = self._space.uniform_choice(dec, banned, rng)
-        else:
-            u = dec.to_unit(current) + rng.gauss(0.0, self.float_mutation_std)
-            u = -u if u < 0.0 else (2.0 - u if u > 1.0 else u)
-            values[dec.index] = dec.from_unit(u)
-        return values
+        return self._mutate_within(parent, part if len(self._parts) > 1 else None)
 
     def _state(self):
         return {**super()._state(), "children": self._children}

@@ -121,10 +121,19 @@ class RegularizedEvolution(DecisionAlgorithm):
         return self._population[best][0]
 
     def _mutate(self, parent: list) -> list:
+        return self._mutate_within(parent, None)
+
+    def _mutate_within(self, parent: list, indices) -> list:
+        """``parent`` with ``num_mutations`` random decisions resampled, drawn among the active ones whose
+        index is in ``indices`` (all active ones when None): a choice takes another candidate, a float a
+        Gaussian step in its unit scale, reflected at the bounds."""
         values = list(parent)
         rng = self._rng
         for _ in range(self.num_mutations):
-            active = [d for d in self._space.decisions if values[d.index] is not None]
+            active = [d for d in self._space.decisions
+                      if values[d.index] is not None and (indices is None or d.index in indices)]
+            if not active:
+                continue
             dec = active[int(rng.random() * len(active))]
             current = values[dec.index]
             if isinstance(dec, ChoiceSlot):

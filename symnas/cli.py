@@ -23,6 +23,7 @@ from typing import Any, List, Optional, Sequence
 ALGORITHMS = {
     "random": "Random",
     "evolution": "RegularizedEvolution",
+    "alternating": "AlternatingEvolution",   # product spaces: mutates one part at a time, parts in turn
     "reinforce": "Reinforce",
     "bayesian": "Bayesian",
     "nsga2": "NSGA2",

@@ -197,3 +197,11 @@ def test_show_fits_80_columns_and_wide_shows_everything(tmp_path, capsys):
     assert max(len(line) for line in wide.splitlines()) > 80
     assert "dna" in wide and "parameter_count_in_millions" in wide
     assert any(f"a_rather_long_candidate_name_{str(i) * 30}'" in wide for i in range(4))
+
+
+@pytest.mark.parametrize("name", sorted(set(cli.ALGORITHMS) - {"canvas"}))
+def test_every_algorithm_name_of_the_cli_runs_a_builtin_search(tmp_path, name):
+    db = tmp_path / "runs.db"
+    assert cli.main(["search", "toy", "--algorithm", name, "--trials", "6", "--seed", "0",
+                     "--storage", str(db), "--no-progress"]) == 0
+    assert len(Study.load(db).completed) == 6
