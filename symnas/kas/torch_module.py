@@ -256,66 +256,14 @@ def _build(kind, params, ins, out, strided_out, stride, logical_ins, native=True
     if kind == "group":
         return None, lambda layer, n, x: x.reshape(n, *out_sizes)
     if kind == "shift":
-        axis, offset = params
-        axes = _axes(ins[0], S.DIMSETS[axis])
-
-        cut = _trailing(ins[0], stride) if strided_out else None
-
-        if native:
-            def shift(layer, n, x):
-                if any(abs(offset) >= x.shape[ax] for ax in axes):
-                    return torch.zeros_like(x) if cut is None else torch.zeros_like(x[cut])
-                pad = [0] * (2 * (x.dim() - min(axes)))
-                for ax in axes:                  # out[h] = in[h + offset]: crop one side, zeros on the other
-                    pad[2 * (x.dim() - 1 - ax)] = -offset
-                    pad[2 * (x.dim() - 1 - ax) + 1] = offset
-                y = F.pad(x, pad)
-                return y if cut is None else y[cut]
-            return None, shift
-
-        def shift(layer, n, x):
-            for ax in axes:
-                x = _shift(x, ax, offset)
-            return x if cut is None else x[cut]
-        return None, shift
+        return None, _shift_fn(params, ins, stride, strided_out, native)
     if kind == "unfold":
         axis, k, d = params
         return None, _unfold_fn(axis, k, d, ins[0], out, stride if strided_out else 1)
     if kind in ("fc", "conv"):
-        ch, pos = _split(ins[0])
-        c_in = _prod(ch)
-        c_out = out_sizes[0]
-        g = dict(ins[0]).get(S.G, 1)
-        if kind == "fc":
-            conv = nn.Conv2d(c_in, c_out, 1, groups=g, bias=False)
-            p = _prod(pos)
-
-            def fc(layer, n, x):
-                y = layer(x.reshape(n, c_in, p, 1))
-                return y.reshape(n, *out_sizes)
-            return conv, fc
-        kh, kw, d, depthwise, _ = params
-        groups = c_in if depthwise else g
-        h, w = dict(ins[0])[S.H], dict(ins[0])[S.W]
-        conv = nn.Conv2d(c_in, c_out, (kh, kw), dilation=d, padding=(d * (kh - 1) // 2, d * (kw - 1) // 2),
-                         stride=stride if strided_out else 1, groups=groups, bias=False)
-
-        def conv_fn(layer, n, x):
-            return layer(x.reshape(n, c_in, h, w)).reshape(n, *out_sizes)
-        return conv, conv_fn
+        return _weighted_fn(kind, params, ins, out_sizes, stride, strided_out)
     if kind == "mix":
-        dims, q = params
-        slots = [s for s in _slot_set(ins[0], dims)]
-        axes = _axes(ins[0], slots)
-        p = _prod(dict(ins[0])[s] for s in slots)
-        qv = out_sizes[_slots(out).index(slots[0])] if q != "1" else 1
-        mix = _Mix(p, qv)
-
-        def mix_fn(layer, n, x):
-            moved = x.movedim(axes, list(range(x.dim() - len(axes), x.dim())))
-            y = moved.reshape(*moved.shape[:moved.dim() - len(axes)], p) @ layer.weight
-            return (y.squeeze(-1) if q == "1" else y.movedim(-1, axes[0])).reshape(n, *out_sizes)
-        return mix, mix_fn
+        return _mix_fn(params, ins, out, out_sizes)
     if kind == "scale":
         (dims,) = params
         slots = set(_slot_set(ins[0], dims))
@@ -353,25 +301,97 @@ def _build(kind, params, ins, out, strided_out, stride, logical_ins, native=True
     if kind == "broadcast":
         return None, _broadcast_fn(params[0], logical_ins, ins, out)
     if kind == "bmm":
-        mode, softmax = params
-        if mode == "gram":
-            a = _prod(_split(ins[0])[0])
-            b = _prod(_split(ins[1])[0])
-            p = _prod(_split(ins[0])[1])
-            scale = 1.0 / math.sqrt(p)
-
-            def gram(layer, n, x, y):
-                m = torch.bmm(x.reshape(n, a, p), y.reshape(n, b, p).transpose(1, 2)) * scale
-                return (m.softmax(-1) if softmax else m).reshape(n, *out_sizes)
-            return None, gram
-        a = _prod(_split(ins[0])[0])
-        dsize = dict(ins[0])[S.D]
-        p = _prod(_split(ins[1])[1])
-
-        def apply(layer, n, x, y):
-            return torch.bmm(x.reshape(n, a, dsize), y.reshape(n, dsize, p)).reshape(n, *out_sizes)
-        return None, apply
+        return None, _bmm_fn(params, ins, out_sizes)
     raise KernelRejected(f"no torch code for primitive kind {kind!r}")
+
+
+def _shift_fn(params, ins, stride, strided_out, native):
+    """fn of a shift: zeros where the window leaves the tensor (one F.pad when native)."""
+    axis, offset = params
+    axes = _axes(ins[0], S.DIMSETS[axis])
+
+    cut = _trailing(ins[0], stride) if strided_out else None
+
+    if native:
+        def shift(layer, n, x):
+            if any(abs(offset) >= x.shape[ax] for ax in axes):
+                return torch.zeros_like(x) if cut is None else torch.zeros_like(x[cut])
+            pad = [0] * (2 * (x.dim() - min(axes)))
+            for ax in axes:                  # out[h] = in[h + offset]: crop one side, zeros on the other
+                pad[2 * (x.dim() - 1 - ax)] = -offset
+                pad[2 * (x.dim() - 1 - ax) + 1] = offset
+            y = F.pad(x, pad)
+            return y if cut is None else y[cut]
+        return shift
+
+    def shift(layer, n, x):
+        for ax in axes:
+            x = _shift(x, ax, offset)
+        return x if cut is None else x[cut]
+    return shift
+
+
+def _weighted_fn(kind, params, ins, out_sizes, stride, strided_out):
+    """FC (a grouped 1x1 conv over the flattened positions) or Conv: (module, fn)."""
+    ch, pos = _split(ins[0])
+    c_in = _prod(ch)
+    c_out = out_sizes[0]
+    g = dict(ins[0]).get(S.G, 1)
+    if kind == "fc":
+        conv = nn.Conv2d(c_in, c_out, 1, groups=g, bias=False)
+        p = _prod(pos)
+
+        def fc(layer, n, x):
+            y = layer(x.reshape(n, c_in, p, 1))
+            return y.reshape(n, *out_sizes)
+        return conv, fc
+    kh, kw, d, depthwise, _ = params
+    groups = c_in if depthwise else g
+    h, w = dict(ins[0])[S.H], dict(ins[0])[S.W]
+    conv = nn.Conv2d(c_in, c_out, (kh, kw), dilation=d, padding=(d * (kh - 1) // 2, d * (kw - 1) // 2),
+                     stride=stride if strided_out else 1, groups=groups, bias=False)
+
+    def conv_fn(layer, n, x):
+        return layer(x.reshape(n, c_in, h, w)).reshape(n, *out_sizes)
+    return conv, conv_fn
+
+
+def _mix_fn(params, ins, out, out_sizes):
+    """Mix: the chosen axes flattened and multiplied by a learned matrix: (module, fn)."""
+    dims, q = params
+    slots = [s for s in _slot_set(ins[0], dims)]
+    axes = _axes(ins[0], slots)
+    p = _prod(dict(ins[0])[s] for s in slots)
+    qv = out_sizes[_slots(out).index(slots[0])] if q != "1" else 1
+    mix = _Mix(p, qv)
+
+    def mix_fn(layer, n, x):
+        moved = x.movedim(axes, list(range(x.dim() - len(axes), x.dim())))
+        y = moved.reshape(*moved.shape[:moved.dim() - len(axes)], p) @ layer.weight
+        return (y.squeeze(-1) if q == "1" else y.movedim(-1, axes[0])).reshape(n, *out_sizes)
+    return mix, mix_fn
+
+
+def _bmm_fn(params, ins, out_sizes):
+    """fn of a BMM: a gram matrix over the image (optionally softmaxed), or applying one."""
+    mode, softmax = params
+    if mode == "gram":
+        a = _prod(_split(ins[0])[0])
+        b = _prod(_split(ins[1])[0])
+        p = _prod(_split(ins[0])[1])
+        scale = 1.0 / math.sqrt(p)
+
+        def gram(layer, n, x, y):
+            m = torch.bmm(x.reshape(n, a, p), y.reshape(n, b, p).transpose(1, 2)) * scale
+            return (m.softmax(-1) if softmax else m).reshape(n, *out_sizes)
+        return gram
+    a = _prod(_split(ins[0])[0])
+    dsize = dict(ins[0])[S.D]
+    p = _prod(_split(ins[1])[1])
+
+    def apply(layer, n, x, y):
+        return torch.bmm(x.reshape(n, a, dsize), y.reshape(n, dsize, p)).reshape(n, *out_sizes)
+    return apply
 
 
 _ELEMENTWISE = {"abs": torch.abs, "exp": torch.exp, "neg": torch.neg,
