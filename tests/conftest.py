@@ -76,8 +76,9 @@ def pytest_unconfigure(config):
     into 139. It has not been seen since (docs/known_gaps.md lists the runs: full suite, and the
     groups of test files that start native thread pools, repeated). What is still alive at that
     point: Ray's driver keeps about 20 native threads after ``ray.shutdown()`` (its GCS client and
-    worker io loops, gRPC's executors and timers), TVM and torch one or two each; Python threads
-    are all joined. Skipping the teardown keeps the status the tests earned.
+    worker io loops, gRPC's executors and timers), TVM and torch one or two each; of Python's, idle
+    ThreadPoolExecutor workers and tqdm's monitor. Skipping the teardown keeps the status the tests
+    earned.
 
     ``SYMNAS_TEST_FULL_EXIT=1`` runs the ordinary teardown instead, naming the live threads and
     with faulthandler on (all threads), so that a crash there prints every Python stack.
