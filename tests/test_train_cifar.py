@@ -173,8 +173,7 @@ def test_the_parallel_script_refuses_a_missing_model_or_data_by_name(cifar10_fil
 def test_gpu_env_makes_a_checkout_importable_without_installing_it(tmp_path):
     # A bare machine (the lent GPU) has no editable install: python -S skips the .pth files that make
     # one, so only gpu_env.sh's link tree can map algorithms/ and spaces/ into the package.
-    import site
-    site_packages = ":".join(site.getsitepackages())
+    site_packages = ":".join(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
     script = (f'PYTHON={sys.executable} SYMNAS_SRC={tmp_path}/src . {ROOT}/benchmarks/gpu_env.sh && '
               f'PYTHONPATH=$PYTHONPATH:{site_packages} {sys.executable} -S -c '
               '"import symnas, symnas.algorithms, symnas.spaces; '
