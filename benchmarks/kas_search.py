@@ -214,6 +214,11 @@ def _load(path: str):
     return sn.load(path)          # JSON only: nothing in the file runs
 
 
+def _kernel(spec: str):
+    """A named reference kernel (``_KERNELS``) or a kernel JSON written by ``search --export``."""
+    return _KERNELS[spec]() if spec in _KERNELS else _load(spec)
+
+
 def _proxy_batch(size: int):
     """CIFAR-10 images for the proxy (random ones when the data set is not there)."""
     import torch  # pylint: disable=import-outside-toplevel
@@ -230,7 +235,7 @@ def _candidates(args, net, targets):
     per-layer mix (each conv shape gets the candidate kernel whose compiled kernel is fastest there)."""
     out, solved = [], []
     for spec in args.kernel:
-        kernel = _KERNELS[spec]() if spec in _KERNELS else _load(spec)
+        kernel = _kernel(spec)
         tag = spec if spec in _KERNELS else os.path.splitext(os.path.basename(spec))[0]
         for budget in args.budgets:
             try:
@@ -250,30 +255,12 @@ def _candidates(args, net, targets):
 
 
 def _per_layer(net, targets, solved):
-    """Per conv shape, the candidate whose compiled kernel (TVM where it lowers) is fastest there, or the
-    original conv (TVM) where no candidate beats it."""
-    import torch  # pylint: disable=import-outside-toplevel
-    picks, flops, base = [], 0.0, 0.0
-    for t in targets:
-        env = {"C": t.c_in, "O": t.c_out, "H": t.h, "W": t.w, "S": t.stride}
-        x = torch.randn(1, t.c_in, t.h, t.w)
-        conv_ms = sn.kas.time_callable(sn.kas.compile_conv(env, "tvm", k=t.k, groups=t.groups), x, repeat=5, number=5)
-        best = (conv_ms, "the original conv", None, None, "tvm")
-        for name, kernel, solution in solved:
-            module = sn.kas.KernelModule(kernel, dict(env, G=kernel.groups, **solution.for_target(t)))
-            fn, route = sn.kas.compile_kernel(kernel, module.env, module=module)
-            ms = sn.kas.time_callable(fn, x, repeat=5, number=5)
-            if ms < best[0]:
-                best = (ms, name, kernel, solution, route)
-        ms, name, kernel, solution, route = best
-        print(f"  per conv shape: {t.key} (x{t.count}) <- {name} ({route}, {ms:.3f} ms; the conv {conv_ms:.3f} ms)")
-        base += t.macs() * t.count
-        if kernel is None:
-            flops += t.macs() * t.count
-            continue
-        picks.append((kernel, solution, [t]))
-        flops += kernel.flops(t, solution.for_target(t)) * t.count
-    return ("per_layer@%.3f" % (flops / base), "per_layer", sn.kas.assign_kernels(net, picks), flops / base)
+    """The per-conv-shape mix (``sn.kas.fastest_per_shape``) as one more candidate."""
+    network, ratio, choices = sn.kas.fastest_per_shape(net, targets, solved)
+    for c in choices:
+        print(f"  per conv shape: {c['target']} (x{c['count']}) <- {c['choice'] or 'the original conv'} "
+              f"({c['route']}, {c['ms']:.3f} ms; the conv {c['conv_ms']:.3f} ms)")
+    return (f"per_layer@{ratio:.3f}", "per_layer", network, ratio)
 
 
 def cmd_networks(args) -> dict:
@@ -324,9 +311,9 @@ def cmd_networks(args) -> dict:
         rows[key] = {"ms": ms, "speedup": base / ms, "params": params, "proxy_ratio": ratio}
         proxy = f"{first} {ratio:.3f}" if ratio is not None else ""
         print(f"  {name:34s} {route:9s} {ms:8.2f} {base / ms:7.2f}x   {params / 1e6:6.2f}M params   {proxy}")
+    by_name = {c[0]: c for c in candidates}
     admitted = [(ms, key) for key, ms in latencies.items()
-                if key.split("|")[0] in dict((c[0], c) for c in candidates)
-                and rows[key]["proxy_ratio"] >= args.min_proxy]
+                if key.split("|")[0] in by_name and rows[key]["proxy_ratio"] >= args.min_proxy]
     winner = None
     if admitted:
         ms, key = min(admitted)
@@ -335,7 +322,6 @@ def cmd_networks(args) -> dict:
               f"{base / ms:.2f}x")
     elif not latencies and candidates:
         winner = candidates[0][0]
-    by_name = {c[0]: c for c in candidates}
     if args.export:
         os.makedirs(args.export, exist_ok=True)
         exports = [(f"{args.backbone}_original", net)] + \
@@ -358,7 +344,7 @@ def cmd_combine(args) -> dict:
     kernel's network; the result is saved for ``networks --compare``."""
     net = sn.nn.backbone(args.backbone) if args.depth is None else sn.nn.resnet(tuple(args.depth), width=args.width)
     targets = sn.kas.conv_targets(net, kernel_size=tuple(args.kernel_sizes))
-    kernel = _KERNELS[args.kernel[0]]() if args.kernel[0] in _KERNELS else _load(args.kernel[0])
+    kernel = _kernel(args.kernel[0])
     solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=args.budget))
     lowered, n_low, n_all = sn.kas.lower_network(sn.kas.replace_convs(net, kernel, solution, targets))
     if n_low != n_all:
@@ -386,7 +372,7 @@ def cmd_trainstep(args) -> dict:
     torch.set_num_threads(args.threads)
     net = sn.nn.backbone(args.backbone)
     targets = sn.kas.conv_targets(net, kernel_size=tuple(args.kernel_sizes))
-    kernel = _KERNELS[args.kernel[0]]() if args.kernel[0] in _KERNELS else _load(args.kernel[0])
+    kernel = _kernel(args.kernel[0])
     solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=args.budget))
     ours = sn.kas.replace_convs(net, kernel, solution, targets)
     torch.manual_seed(0)

@@ -308,3 +308,20 @@ def test_space_rejects_bad_settings_clearly():
         small_space(min_primitives=9, max_primitives=4)
     with pytest.raises(ValueError, match="out_channels='C'"):
         sn.kas.Kernel([P.FC("C")], out_channels="C").env({"C": 8, "O": 16, "H": 4, "W": 4})
+
+
+def test_fastest_per_shape_gives_each_conv_shape_a_timed_kernel_or_keeps_the_conv():
+    net = sn.nn.resnet((1, 1, 1, 1), width=8)
+    targets = sn.kas.conv_targets(net)[:2]
+    budget = sn.kas.Budget(flops=1.0)
+    solved = [(name, k, sn.kas.solve_budget(k.analyze(), targets, k.groups, budget))
+              for name, k in (("dws", sn.kas.depthwise_separable()), ("bottleneck", sn.kas.bottleneck_separable()))]
+    network, ratio, choices = sn.kas.fastest_per_shape(net, targets, solved, backend="tvm", repeat=1, number=1)
+    assert [c["target"] for c in choices] == [t.key for t in targets]
+    for c in choices:
+        assert c["choice"] in ("dws", "bottleneck", None) and c["ms"] > 0 and c["conv_ms"] > 0
+        assert c["ms"] <= c["conv_ms"] and (c["choice"] is None) == (c["ms"] == c["conv_ms"])
+    replaced = pg.query(network, where=lambda v: isinstance(v, sn.kas.KernelConv))
+    assert len(replaced) == sum(t.count for t, c in zip(targets, choices) if c["choice"] is not None)
+    assert (ratio == 1.0) if not replaced else 0 < ratio < 1.0
+    assert network.build((3, 32, 32))(torch.randn(1, 3, 32, 32)).shape == (1, 10)

@@ -12,7 +12,8 @@
   ``sn.nn.compile_network``'s TVM kernels); ``network_latencies`` times networks at batch 1 in one
   process, interleaved, each through the routes asked for; ``network_proxy`` scores a network at
   initialisation by a zero-cost proxy (``sn.proxies``), to compare a kernel's network with the original;
-  ``train_step_times`` times training steps (forward, backward, SGD update) of torch models, interleaved.
+  ``train_step_times`` times training steps (forward, backward, SGD update) of torch models, interleaved;
+  ``fastest_per_shape`` gives each conv shape the candidate kernel that runs fastest there (or keeps the conv).
 
 Example::
 
@@ -137,6 +138,45 @@ def train_step_times(models: Dict[str, Any], inputs, targets, rounds: int = 5, s
                 step(name)
             best[name] = min(best[name], (time.perf_counter() - start) * 1000 / steps)
     return best
+
+
+def fastest_per_shape(net, targets: Sequence, solved: Sequence, backend: Optional[str] = None,
+                      repeat: int = 5, number: int = 5) -> Tuple[Any, float, List[Dict[str, Any]]]:
+    """Per conv shape in ``targets``, the candidate of ``solved`` (``[(name, kernel, solution)]``) whose
+    compiled kernel (``backend``: None = TVM where the kernel lowers, else Inductor) runs fastest at batch 1,
+    or the original conv (same back end) where none beats it.
+
+    Returns ``(network, flops_ratio, choices)``: ``net`` with those kernels assigned (``assign_kernels``), its
+    replaced convs' FLOPs over the originals', and per shape ``{"target", "count", "choice", "route", "ms",
+    "conv_ms"}`` (``choice`` None: the conv stays).
+    """
+    import torch  # pylint: disable=import-outside-toplevel
+    from symnas.kas.compile import compile_conv, compile_kernel, time_callable  # pylint: disable=import-outside-toplevel
+    from symnas.kas.layer import assign_kernels  # pylint: disable=import-outside-toplevel
+    from symnas.kas.torch_module import KernelModule  # pylint: disable=import-outside-toplevel
+    picks, choices, flops, base = [], [], 0.0, 0.0
+    for t in targets:
+        env = {"C": t.c_in, "O": t.c_out, "H": t.h, "W": t.w, "S": t.stride}
+        x = torch.randn(1, t.c_in, t.h, t.w)
+        conv_backend = backend or "tvm"
+        conv_ms = time_callable(compile_conv(env, conv_backend, k=t.k, groups=t.groups), x, repeat=repeat, number=number)
+        best = (conv_ms, None, None, None, conv_backend)
+        for name, kernel, solution in solved:
+            module = KernelModule(kernel, dict(env, G=kernel.groups, **solution.for_target(t)))
+            fn, route = compile_kernel(kernel, module.env, backend=backend, module=module)
+            ms = time_callable(fn, x, repeat=repeat, number=number)
+            if ms < best[0]:
+                best = (ms, name, kernel, solution, route)
+        ms, name, kernel, solution, route = best
+        choices.append({"target": t.key, "count": t.count, "choice": name, "route": route, "ms": ms,
+                        "conv_ms": conv_ms})
+        base += t.macs() * t.count
+        if kernel is None:
+            flops += t.macs() * t.count
+            continue
+        picks.append((kernel, solution, [t]))
+        flops += kernel.flops(t, solution.for_target(t)) * t.count
+    return assign_kernels(net, picks), flops / base, choices
 
 
 def lower_network(net):
