@@ -202,7 +202,7 @@ def kernel_layers(kernel, name: str, batch: Optional[int] = None, orders=None) -
             layers.append(Layer(label, K=part.c_out, C=part.ci_per_group, B=b, kind="dense", order=order))
             continue
         layers.append(Layer(label, K=part.c_out // part.groups, C=part.ci_per_group, OY=kernel.rows(part),
-                            OX=kernel.cols, FY=kernel.k, FX=kernel.k, G=part.groups,
+                            OX=kernel.cols, FY=kernel.kh, FX=kernel.kw, G=part.groups,
                             stride=(kernel.stride * kernel.bh, kernel.stride * kernel.bw), B=b, order=order))
     return layers
 

@@ -87,13 +87,14 @@ class ConvSite:
         if isinstance(conv, TransformedConv):
             op = conv._operator()
             return op if op.batch == batch else op.clone(override={"batch": batch})
-        kernel = conv.kernel if isinstance(conv.kernel, int) else conv.kernel[0]
-        stride = conv.stride if isinstance(conv.stride, int) else conv.stride[0]
-        padding = conv.padding if conv.padding is None or isinstance(conv.padding, int) else conv.padding[0]
+        (kh, kw), stride, padding = conv._geometry()     # as sn.nn.Conv builds it
+        if stride[0] != stride[1]:
+            raise ValueError(f"{self.path}: sn.program convs take one stride for both axes, got {stride}")
         groups = self.in_shape[0] if conv.depthwise else conv.groups
         return program.Conv2d(c_in=self.in_shape[0], c_out=self.out_shape[0], h=self.in_shape[1],
-                              w=self.in_shape[2], k=kernel, stride=stride, padding=padding, groups=groups,
-                              batch=batch)
+                              w=self.in_shape[2], k=kh, kw=None if kw == kh else kw, stride=stride[0],
+                              padding=padding if padding[0] != padding[1] else padding[0], groups=groups,
+                              dilation=conv.dilation, batch=batch)
 
     def kernel(self):
         """The ``sn.program.Kernel`` this conv computes (its neural steps applied), batch 1."""
@@ -107,9 +108,11 @@ class ConvSite:
         conv = self.layer
         if isinstance(conv, TransformedConv):
             op = conv._operator()
-            return ("conv", op.c_in, op.c_out, op.h, op.w, op.k, op.stride, op.groups)
+            return ("conv", op.c_in, op.c_out, op.h, op.w, op.k, op.stride, op.groups) + (
+                () if op.window[0] == op.window[1] and op.dilation == 1 else (op.window, op.dilation))
         return ("conv",) + self.in_shape + (self.out_shape[0], str(conv.kernel), str(conv.stride),
-                                           self.in_shape[0] if conv.depthwise else conv.groups)
+                                           self.in_shape[0] if conv.depthwise else conv.groups) + (
+            () if conv.dilation == 1 else (conv.dilation,))
 
 
 def torch_name(path: str) -> str:
@@ -174,7 +177,7 @@ def unread_channel_flops(net: Layer, in_shape=CIFAR_SHAPE) -> Dict[str, Tuple[in
             read.update(used.input_channels(part))
         per_channel = [0] * made.output_shape()[1]
         for (channel, _), part in zip(made.placements(), made.parts):
-            flops = 2 * made.batch * made.rows(part) * made.cols * part.ci_per_group * made.k * made.k
+            flops = 2 * made.batch * made.rows(part) * made.cols * part.ci_per_group * made.kh * made.kw
             for c in range(channel, channel + part.c_out):
                 per_channel[c] += flops
         result[producer] = (sum(f for c, f in enumerate(per_channel) if c not in read), sum(per_channel))

@@ -158,7 +158,11 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
     residual_ends = {}                 # residual block's name -> index of its body's fused kernel
     for site in sites:
         module = model.get_submodule(site.torch_name)
-        op = site.operator(batch)
+        try:
+            op = site.operator(batch)
+        except ValueError as error:        # a conv sn.program has no operator for
+            fallbacks[site.torch_name] = str(error)
+            continue
         if isinstance(site.layer, TransformedConv):
             steps = list(site.layer.schedule.active_steps())
             weights, bias = list(module.weights), None

@@ -73,15 +73,44 @@ class Kernel:
     c_out: int
     h: int
     w: int
-    k: int
+    k: int               # window rows (and columns, unless ``k_w`` is set)
     stride: int
-    pad: int
+    pad: int             # zero rows above and below (and columns, unless ``pad_w`` is set)
     oh: int              # untransformed output rows / columns
     ow: int
     parts: Tuple[KernelPart, ...]
     bh: int = 1          # spatial bottleneck factors (strided output rows / columns)
     bw: int = 1
     weight_block: int = 0  # >0: TVM weights packed as [co / block, ci, kh, kw, block]
+    k_w: int = 0           # window columns when they differ from the rows (a k x 1 or 1 x k window)
+    pad_w: int = -1        # zero columns left and right when they differ from ``pad``
+    dilation: int = 1      # spacing of the window's taps (rows and columns)
+
+    # ---- window -------------------------------------------------------------
+    @property
+    def kh(self) -> int:
+        return self.k
+
+    @property
+    def kw(self) -> int:
+        return self.k_w or self.k
+
+    @property
+    def pad_h(self) -> int:
+        return self.pad
+
+    @property
+    def pad_cols(self) -> int:
+        return self.pad if self.pad_w < 0 else self.pad_w
+
+    @property
+    def padding(self) -> Tuple[int, int]:
+        """(rows, columns) of zero padding on each side."""
+        return (self.pad_h, self.pad_cols)
+
+    def window_span(self) -> Tuple[int, int]:
+        """Input rows and columns one output reads: ``dilation * (k - 1) + 1`` each."""
+        return (self.dilation * (self.kh - 1) + 1, self.dilation * (self.kw - 1) + 1)
 
     # ---- shape bookkeeping -------------------------------------------------
     def rows(self, part: KernelPart) -> int:
@@ -137,7 +166,7 @@ class Kernel:
     def weight_shapes(self) -> List[Tuple[int, ...]]:
         if self.kind == "dense":
             return [(p.c_out, p.ci_per_group) for p in self.parts]
-        return [(p.c_out, p.ci_per_group, self.k, self.k) for p in self.parts]
+        return [(p.c_out, p.ci_per_group, self.kh, self.kw) for p in self.parts]
 
     def params(self) -> int:
         total = 0
@@ -153,7 +182,7 @@ class Kernel:
         total = 0
         for part in self.parts:
             total += (2 * self.batch * part.c_out * self.rows(part) * self.cols
-                      * part.ci_per_group * self.k * self.k)
+                      * part.ci_per_group * self.kh * self.kw)
         return total
 
     def tvm_weight_shapes(self) -> List[Tuple[int, ...]]:
@@ -178,7 +207,7 @@ class Kernel:
         if self.kind == "dense":
             return {"n": self.batch, "co": part.c_out, "ci": part.ci_per_group}
         return {"n": self.batch, "co": part.c_out, "oh": self.rows(part), "ow": self.cols,
-                "ci": part.ci_per_group, "kh": self.k, "kw": self.k}
+                "ci": part.ci_per_group, "kh": self.kh, "kw": self.kw}
 
     def input_channels(self, part: KernelPart) -> List[int]:
         """Input channel read by each (group, ci) pair, in weight order.
@@ -220,7 +249,8 @@ class Kernel:
                    for i, s in enumerate(self.tvm_weight_shapes())]
         # a channel shuffle every part shares is done by the padding copy (the convolution
         # then reads contiguous channels); otherwise by the convolution's input index
-        shuffle = self._shared_shuffle() if self.kind == "conv2d" and (self.pad or prologue) else None
+        padded_input = self.kind == "conv2d" and (self.pad_h or self.pad_cols or prologue)
+        shuffle = self._shared_shuffle() if padded_input else None
         in_scale = te.placeholder((self.c_in,), name="in_scale") if prologue else None
         in_shift = te.placeholder((self.c_in,), name="in_shift") if prologue else None
 
@@ -229,8 +259,8 @@ class Kernel:
                 return data[n, c, y, x]
             return te.max(data[n, c, y, x] * in_scale[c] + in_shift[c], te.const(0.0, "float32"))
 
-        if self.kind == "conv2d" and (self.pad or prologue):
-            p = self.pad
+        if padded_input:
+            ph, pw = self.padding
 
             def source(c):
                 if shuffle is None:
@@ -242,11 +272,11 @@ class Kernel:
                                        start + _input_offset(shuffle, local // span_g, local % span_g), c)
 
             padded = te.compute(
-                (self.batch, self.c_in, self.h + 2 * p, self.w + 2 * p),
+                (self.batch, self.c_in, self.h + 2 * ph, self.w + 2 * pw),
                 lambda n, c, y, x: te.if_then_else(
-                    te.all(y >= p, y < self.h + p, x >= p, x < self.w + p),
-                    read(n, source(c), y - p, x - p), te.const(0.0, "float32")),
-                name="pad" if p else "prologue")
+                    te.all(y >= ph, y < self.h + ph, x >= pw, x < self.w + pw),
+                    read(n, source(c), y - ph, x - pw), te.const(0.0, "float32")),
+                name="pad" if ph or pw else "prologue")
         else:
             padded = data
         outputs = [self._te_part(part, padded, weight, name, shuffled=shuffle is not None)
@@ -296,9 +326,9 @@ class Kernel:
             return te.compute((self.batch, part.c_out),
                               lambda n, co: te.sum(padded[n, channel(co)] * weight[co, ci],
                                                    axis=[ci]), name=name)
-        kh = te.reduce_axis((0, self.k), name="kh")
-        kw = te.reduce_axis((0, self.k), name="kw")
-        s, bh, bw, b = self.stride, self.bh, self.bw, self.weight_block
+        kh = te.reduce_axis((0, self.kh), name="kh")
+        kw = te.reduce_axis((0, self.kw), name="kw")
+        s, bh, bw, b, d = self.stride, self.bh, self.bw, self.weight_block, self.dilation
 
         def w(co):
             return weight[co // b, ci, kh, kw, co % b] if b else weight[co, ci, kh, kw]
@@ -306,7 +336,7 @@ class Kernel:
         return te.compute(
             (self.batch, part.c_out, self.rows(part), self.cols),
             lambda n, co, oh, ow: te.sum(
-                padded[n, channel(co), (part.oh_start + oh * bh) * s + kh, ow * bw * s + kw]
+                padded[n, channel(co), (part.oh_start + oh * bh) * s + kh * d, ow * bw * s + kw * d]
                 * w(co), axis=[ci, kh, kw]),
             name=name)
 

@@ -129,8 +129,9 @@ def time_torch_conv(op, repeat: int = 5, threads: Optional[int] = None) -> float
     if kernel.kind == "dense":
         module = torch.nn.Linear(kernel.c_in, kernel.c_out, bias=False)
     else:
-        module = torch.nn.Conv2d(kernel.c_in, kernel.c_out, kernel.k, kernel.stride,
-                                 kernel.pad, groups=kernel.parts[0].groups, bias=False)
+        module = torch.nn.Conv2d(kernel.c_in, kernel.c_out, (kernel.kh, kernel.kw), kernel.stride,
+                                 kernel.padding, dilation=kernel.dilation, groups=kernel.parts[0].groups,
+                                 bias=False)
     module.eval()
     x = torch.randn(kernel.input_shape())
     return statistics.median(time_torch(module, x, repeat, threads=threads))

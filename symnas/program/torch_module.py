@@ -107,7 +107,10 @@ class TorchKernelModule(nn.Module):
         parts = ", ".join(f"[co {p.co_start}:{p.co_stop}/{p.co_factor}, oh {p.oh_start}:"
                           f"{p.oh_stop}, g={p.groups}{' shuffled' if p.shuffle else ''}, ci/{p.ci_factor}]"
                           for p in k.parts)
-        return (f"{k.kind} {k.c_in}->{k.c_out} k={k.k} s={k.stride} p={k.pad} "
+        window = f"{k.kh}" if k.kh == k.kw else f"{k.kh}x{k.kw}"
+        pad = f"{k.pad_h}" if k.pad_h == k.pad_cols else f"{k.pad_h}x{k.pad_cols}"
+        dilation = f" d={k.dilation}" if k.dilation != 1 else ""
+        return (f"{k.kind} {k.c_in}->{k.c_out} k={window}{dilation} s={k.stride} p={pad} "
                 f"spatial/({k.bh},{k.bw}) parts: {parts}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,12 +121,13 @@ class TorchKernelModule(nn.Module):
         if self._plain:
             # one part that is an ordinary (grouped, strided) convolution of the selected channels:
             # torch pads inside the convolution, no padded copy, no slicing
-            return F.conv2d(self._select(x, 0), self.weights[0], stride=k.stride, padding=k.pad,
-                            groups=k.parts[0].groups)
+            return F.conv2d(self._select(x, 0), self.weights[0], stride=k.stride, padding=k.padding,
+                            dilation=k.dilation, groups=k.parts[0].groups)
         if k.kind == "dense":
             outputs = [self._dense_part(x, i) for i in range(len(k.parts))]
         else:
-            padded = F.pad(x, [k.pad] * 4) if k.pad else x
+            ph, pw = k.padding
+            padded = F.pad(x, [pw, pw, ph, ph]) if ph or pw else x
             outputs = [self._conv_part(padded, i) for i in range(len(k.parts))]
         if len(outputs) == 1:
             return outputs[0]
@@ -156,8 +160,9 @@ class TorchKernelModule(nn.Module):
         step_h, step_w = k.stride * k.bh, k.stride * k.bw
         top = part.oh_start * k.stride
         xs = self._select(padded, i)
-        xs = xs[:, :, top:top + (rows - 1) * step_h + k.k, :(cols - 1) * step_w + k.k]
-        y = F.conv2d(xs, self.weights[i], stride=(step_h, step_w), groups=part.groups)
+        span_h, span_w = k.window_span()
+        xs = xs[:, :, top:top + (rows - 1) * step_h + span_h, :(cols - 1) * step_w + span_w]
+        y = F.conv2d(xs, self.weights[i], stride=(step_h, step_w), dilation=k.dilation, groups=part.groups)
         return y[:, :, :rows, :cols]
 
     def _dense_part(self, x: torch.Tensor, i: int) -> torch.Tensor:

@@ -63,8 +63,8 @@ def torch_conv_timings(ops: List[Any]) -> List[float]:
     from symnas.program.measure import time_torch  # pylint: disable=import-outside-toplevel
     result = []
     for op in ops:
-        conv = torch.nn.Conv2d(op.c_in, op.c_out, op.k, stride=op.stride, padding=op.pad, groups=op.groups,
-                               bias=False).eval()
+        conv = torch.nn.Conv2d(op.c_in, op.c_out, op.window, stride=op.stride, padding=op.pads,
+                               dilation=op.dilation, groups=op.groups, bias=False).eval()
         with torch.no_grad():
             result.append(min(time_torch(conv, torch.randn(1, op.c_in, op.h, op.w), repeat=5, min_repeat_ms=20.0)))
     return result
