@@ -4,8 +4,8 @@
 input shape it receives; ``replace_convs(net, kernel, solution, targets)`` puts one at every
 target conv of ``net`` (each with its own solved sizes). ``lower_to_layers`` rewrites a kernel
 that is a chain of convolution-like primitives (FC, unfold + FC, unfold + per-channel scale +
-fold, square Conv, ReLU) as ``sn.nn.Conv``/``ReLU`` layers, which ``sn.nn.compile_network``
-compiles to TVM kernels; ``transfer_weights`` copies a trained kernel's weights into them.
+fold, Conv; k x k, k x 1 or 1 x k windows, dilated or not; ReLU) as ``sn.nn.Conv``/``ReLU`` layers,
+which ``sn.nn.compile_network`` compiles to TVM kernels; ``transfer_weights`` copies a trained kernel's weights into them.
 
 Example::
 
@@ -95,7 +95,9 @@ def assign_kernels(net, assignments: Sequence) -> Any:
 
 def lower_to_layers(kernel: Kernel, env: Dict[str, int]) -> Optional[List[Any]]:
     """``sn.nn`` layers computing the same function, or None when the kernel is not a chain of
-    convolution-like primitives with square kernels, dilation 1 (what TVM's templates cover)."""
+    convolution-like primitives (FC; unfold along H, W or both + FC; unfold + per-channel scale +
+    fold; Conv; ReLU). Windows may be k x k, k x 1 or 1 x k and dilated: ``sn.program`` has TVM
+    operators for all of them (``sn.nn.compile_network``)."""
     plan = _conv_plan(kernel, env)
     if plan is None:
         return None
@@ -104,8 +106,9 @@ def lower_to_layers(kernel: Kernel, env: Dict[str, int]) -> Optional[List[Any]]:
         if item[0] == "relu":
             out.append(L.ReLU())
         else:
-            _, c_out, k, groups, depthwise, stride, _ = item
-            out.append(L.Conv(c_out, k, stride=stride, groups=1 if depthwise else groups, depthwise=depthwise))
+            _, c_out, (kh, kw), groups, depthwise, stride, dilation, _ = item
+            out.append(L.Conv(c_out, kh if kh == kw else (kh, kw), stride=stride,
+                              groups=1 if depthwise else groups, depthwise=depthwise, dilation=dilation))
     return out
 
 
@@ -117,7 +120,7 @@ def transfer_weights(module: KernelModule, kernel: Kernel, built: nn.Module) -> 
     convs = [m for m in built.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
         for item, conv in zip([p for p in plan if p[0] == "conv"], convs):
-            source, how = item[6]
+            source, how = item[-1]
             weight = module.layers[source].weight
             if how == "fc":
                 conv.weight.copy_(weight.reshape(conv.weight.shape))
@@ -129,7 +132,8 @@ def transfer_weights(module: KernelModule, kernel: Kernel, built: nn.Module) -> 
 
 
 def _conv_plan(kernel: Kernel, env: Dict[str, int]):
-    """[("conv", c_out, k, groups, depthwise, stride, (layer index, how)) | ("relu",)] or None."""
+    """[("conv", c_out, (kh, kw), groups, depthwise, stride, dilation, (layer index, how)) | ("relu",)]
+    or None."""
     a = kernel.analyze()
     steps = kernel.steps()
     for i, (_, _, inputs) in enumerate(steps, start=1):
@@ -137,46 +141,54 @@ def _conv_plan(kernel: Kernel, env: Dict[str, int]):
             return None
     stride = env.get("S", 1)
     plan, i, layer = [], 0, 0
+
+    def unfolded(shape) -> bool:
+        return shape[S.KH] is not None or shape[S.KW] is not None or shape[S.D] is not None
+
+    def groups_of(shape):
+        g = 1 if shape[S.G] is None else shape[S.G].int_value(env)
+        return g, shape[S.C] is not None and shape[S.C].is_one() and g > 1
+
+    def strided(first: int, last: int) -> int:
+        """The stride of steps ``first..last`` (node numbers of their input and output)."""
+        return stride if (a.strided[last] and not a.strided[first]) else 1
+
     while i < len(steps):
         cls, params, _ = steps[i]
         node_in, node_out = a.shapes[i], a.shapes[i + 1]
-        step_stride = stride if (a.strided[i + 1] and not a.strided[i]) else 1
         kind = cls.kind
         if kind == "activation" and params[0] == "relu":
             plan.append(("relu",))
         elif kind == "group":
             pass
         elif kind == "fc":
-            if node_in[S.KH] is not None or node_in[S.KW] is not None or node_in[S.D] is not None:
+            if unfolded(node_in):
                 return None
-            g = 1 if node_in[S.G] is None else node_in[S.G].int_value(env)
-            depthwise = node_in[S.C] is not None and node_in[S.C].is_one() and g > 1
-            plan.append(("conv", node_out[S.C].int_value(env), 1, g, depthwise, step_stride, (layer, "fc")))
+            g, depthwise = groups_of(node_in)
+            plan.append(("conv", node_out[S.C].int_value(env), (1, 1), g, depthwise, strided(i, i + 1), 1,
+                         (layer, "fc")))
             layer += 1
         elif kind == "conv":
             kh, kw, d, depthwise, _ = params
-            if kh != kw or d != 1:
-                return None
             g = 1 if node_in[S.G] is None else node_in[S.G].int_value(env)
-            plan.append(("conv", node_out[S.C].int_value(env), kh, g, depthwise, step_stride, (layer, "conv")))
+            plan.append(("conv", node_out[S.C].int_value(env), (kh, kw), g, depthwise, strided(i, i + 1), d,
+                         (layer, "conv")))
             layer += 1
-        elif kind == "unfold" and params[0] == "HW" and params[2] == 1 and i + 1 < len(steps):
+        elif kind == "unfold" and i + 1 < len(steps) and not unfolded(node_in):
+            axis, k, d = params
+            window = (k if "H" in axis else 1, k if "W" in axis else 1)
             nxt, nparams, _ = steps[i + 1]
-            k = params[1]
-            out_stride = stride if (a.strided[i + 2] and not a.strided[i]) else 1
             if nxt.kind == "fc":
-                g = 1 if node_in[S.G] is None else node_in[S.G].int_value(env)
-                depthwise = node_in[S.C] is not None and node_in[S.C].is_one() and g > 1
-                plan.append(("conv", a.shapes[i + 2][S.C].int_value(env), k, g, depthwise, out_stride, (layer, "fc")))
+                g, depthwise = groups_of(node_in)
+                plan.append(("conv", a.shapes[i + 2][S.C].int_value(env), window, g, depthwise, strided(i, i + 2),
+                             d, (layer, "fc")))
                 layer += 1
                 i += 2
                 continue
-            if nxt.kind == "scale" and i + 2 < len(steps) and steps[i + 2][0].kind == "fold" and \
-                    steps[i + 2][1] == ("K", "avg") and node_in[S.G] is None and nparams[0] in ("channel",) and \
-                    node_in[S.KH] is None and node_in[S.KW] is None:
+            if axis == "HW" and nxt.kind == "scale" and i + 2 < len(steps) and steps[i + 2][0].kind == "fold" and \
+                    steps[i + 2][1] == ("K", "avg") and node_in[S.G] is None and nparams[0] in ("channel",):
                 c = S.channels(node_in).int_value(env)
-                plan.append(("conv", c, k, c, True, stride if (a.strided[i + 3] and not a.strided[i]) else 1,
-                             (layer, "scale")))
+                plan.append(("conv", c, window, c, True, strided(i, i + 3), d, (layer, "scale")))
                 layer += 1
                 i += 3
                 continue
