@@ -18,6 +18,9 @@ Sub-commands (each prints its table; ``--json`` keeps the figures):
   ``sn.nn.compile_network``, ONNX Runtime, ``torch.compile``), with zero-cost proxy scores beside the
   original's; the fastest candidate whose proxy stays above ``--min-proxy`` x the original's wins
   (``--save-winner``); the networks are written to ``--export`` as JSON for ``benchmarks/train_cifar.py``.
+- ``layers``: per conv shape, the original conv and a kernel (``--kernel``, sized by ``--budget``) at
+  batch 1 through each route (``sn.kas.layer_latencies``: TVM kernels of the lowered convs, ONNX
+  Runtime, Inductor), interleaved, with the network-weighted total (each shape times its count).
 - ``trainstep``: training-step time in torch of the original and a kernel's network, with the
   native ops (``sn.kas.KernelModule``'s default) and primitive by primitive.
 
@@ -26,6 +29,7 @@ Usage::
     python benchmarks/kas_search.py sampler --backbone resnet34 --proposals 500 [--baseline ../main]
     python benchmarks/kas_search.py rediscover --backbone resnet34
     SYMNAS_DATA=../shared/data python benchmarks/kas_search.py search --backbone resnet34 --trials 40 --export runs/kas
+    python benchmarks/kas_search.py layers --backbone resnet34 --kernel spatially_separable --routes tvm ort
     python benchmarks/kas_search.py networks --backbone resnet34 --kernel depthwise_separable --budget 0.125 \\
         --export runs/kas --compare benchmarks/networks/resnet34_original.json benchmarks/networks/resnet34_cold33.json
 """
@@ -55,7 +59,8 @@ def _stamp() -> str:
 
 
 _KERNELS = {"depthwise_separable": sn.kas.depthwise_separable, "bottleneck_separable": sn.kas.bottleneck_separable,
-            "spatially_separable": sn.kas.spatially_separable, "involution": sn.kas.involution}
+            "spatially_separable": sn.kas.spatially_separable, "involution": sn.kas.involution,
+            "dilated_separable": lambda: sn.kas.depthwise_separable(dilation=2)}
 
 
 def _space(args) -> sn.kas.KernelSpace:
@@ -365,6 +370,44 @@ def cmd_combine(args) -> dict:
     return {"when": _stamp(), "choice": {k: str(v) for k, v in result.choice.items()}}
 
 
+def cmd_layers(args) -> dict:
+    """Per conv shape: the original conv and the kernel through each route (``sn.kas.layer_latencies``)."""
+    net = sn.nn.backbone(args.backbone)
+    targets = sn.kas.conv_targets(net, kernel_size=tuple(args.kernel_sizes))
+    kernel = _kernel(args.kernel[0])
+    solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=args.budget))
+    print(f"kas layers: {_stamp()}\n  {args.backbone}, {' -> '.join(kernel.names())} at budget {args.budget} "
+          f"(FLOPs {solution.flops / solution.baseline_flops:.3f} of the replaced convs'); batch 1, min of "
+          f"{args.rounds} interleaved rounds of {args.number} calls (ms)")
+    rows = sn.kas.layer_latencies(targets, kernel, solution, routes=args.routes, rounds=args.rounds,
+                                  number=args.number)
+    print(f"  {_stamp()}: timed")
+    head = "".join(f"{'conv ' + r:>11s}" for r in args.routes) + "".join(f"{'kernel ' + r:>13s}" for r in args.routes)
+    print(f"  {'conv shape':22s} {'count':>5s}{head}   sizes")
+    totals = {("conv", r): 0.0 for r in args.routes}
+    totals.update({("kernel", r): 0.0 for r in args.routes})
+    for t, row in zip(targets, rows):
+        cells = "".join(f"{row['conv'][r]:11.3f}" for r in args.routes) + "".join(
+            f"{row['kernel'][r]:13.3f}" if row["kernel"][r] is not None else f"{'-':>13s}" for r in args.routes)
+        print(f"  {row['target']:22s} {row['count']:5d}{cells}   {solution.for_target(t)}")
+        for r in args.routes:
+            totals[("conv", r)] += row["conv"][r] * row["count"]
+            if row["kernel"][r] is not None:
+                totals[("kernel", r)] += row["kernel"][r] * row["count"]
+    cells = "".join(f"{totals[('conv', r)]:11.2f}" for r in args.routes) + "".join(
+        f"{totals[('kernel', r)]:13.2f}" for r in args.routes)
+    print(f"  {'weighted by count':22s} {sum(t.count for t in targets):5d}{cells}")
+    best_conv = min(totals[("conv", r)] for r in args.routes)
+    for r in args.routes:
+        if totals[("kernel", r)]:
+            print(f"  kernel via {r}: {best_conv / totals[('kernel', r)]:.2f}x the best original route's "
+                  f"sum ({best_conv:.2f} ms), {totals[('conv', r)] / totals[('kernel', r)]:.2f}x the conv via {r}")
+    for row in rows:
+        for r, why in row["why"].items():
+            print(f"  {row['target']}: no {r} kernel ({why})")
+    return {"when": _stamp(), "rows": rows, "totals": {f"{a}|{r}": v for (a, r), v in totals.items()}}
+
+
 def cmd_trainstep(args) -> dict:
     """Training-step time in torch: the original, a kernel's network with native ops, the same network
     run primitive by primitive (``native=False``), all in one process, interleaved."""
@@ -450,6 +493,11 @@ def main(argv=None) -> dict:
     p.add_argument("--depth", type=int, nargs=4, default=None, help="a small resnet instead of --backbone")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--save", default=None)
+    p = sub.add_parser("layers", parents=[common])
+    p.add_argument("--kernel", nargs=1, default=["spatially_separable"])
+    p.add_argument("--routes", nargs="+", default=["tvm", "ort"], choices=["tvm", "ort", "inductor"])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--number", type=int, default=10)
     p = sub.add_parser("trainstep", parents=[common])
     p.add_argument("--kernel", nargs=1, default=["depthwise_separable"])
     p.add_argument("--batch", type=int, default=32)
@@ -465,7 +513,7 @@ def main(argv=None) -> dict:
         if not os.path.isfile(path):
             parser.error(f"no such network file: {path}")
     result = {"sampler": cmd_sampler, "rediscover": cmd_rediscover, "search": cmd_search,
-              "networks": cmd_networks, "combine": cmd_combine, "trainstep": cmd_trainstep}[args.command](args)
+              "networks": cmd_networks, "combine": cmd_combine, "layers": cmd_layers, "trainstep": cmd_trainstep}[args.command](args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1, default=str)

@@ -48,6 +48,7 @@ _LAZY = {
     "network_proxy": "symnas.kas.evaluate",
     "train_step_times": "symnas.kas.evaluate",
     "fastest_per_shape": "symnas.kas.evaluate",
+    "layer_latencies": "symnas.kas.evaluate",
     "set_native": "symnas.kas.torch_module",
     "CanvasPruning": "symnas.kas.pruning",
     "ProxyFilter": "symnas.kas.pruning",

@@ -4,9 +4,13 @@ Two back ends, chosen per kernel:
 
 - ``"tvm"``: a kernel that is a chain of convolution-like primitives (``lower_to_layers``) becomes
   ``sn.nn.Conv``/``ReLU`` layers that ``sn.nn.compile_network`` compiles to TVM kernels
-  (``sn.program``'s conv operators, the fastest measured CPU template each);
-- ``"inductor"``: any other kernel (unfold, shift, broadcast, fold, softmax, matmul...) through
+  (``sn.program``'s conv operators: k x k, k x 1, 1 x k windows, dilated or not; the fastest measured
+  CPU template each);
+- ``"inductor"``: any other kernel (shift, broadcast, fold, softmax, matmul...) through
   ``torch.compile`` (Inductor, weights frozen), since ``sn.program`` has no operator for those.
+
+A third, ``"ort"`` (ONNX Runtime on the torch module exported to ONNX, native ops as plain convs),
+serves any kernel when asked for by name.
 
 ``compile_kernel(kernel, env)`` returns ``(callable, backend)``; ``compile_conv(env, backend)``
 the original ``3x3`` conv through the same back end; ``time_callable`` the batch-1 latency.
@@ -75,10 +79,19 @@ def _tvm(layers, in_shape, weights_from=None, kernel=None):
     return run
 
 
+def _ort(module: torch.nn.Module, example: torch.Tensor) -> Callable:
+    from symnas.nn.runtimes import ONNXRuntime  # pylint: disable=import-outside-toplevel
+    runtime = ONNXRuntime()
+    if runtime.missing():
+        raise ValueError(f"back end 'ort': {runtime.missing()}")
+    return runtime.prepare(module.eval(), example)
+
+
 def compile_kernel(kernel: Kernel, env: Dict[str, int], backend: Optional[str] = None,
                    module: Optional[KernelModule] = None) -> Tuple[Callable, str]:
     """(batch-1 callable, back end) for ``kernel`` at ``env``; ``backend`` None picks TVM where it covers
-    the kernel. ``module`` supplies trained weights (else fresh ones)."""
+    the kernel, else Inductor; ``"ort"``: ONNX Runtime. ``module`` supplies trained weights (else fresh
+    ones)."""
     module = module if module is not None else KernelModule(kernel, env)
     backend = backend or kernel_backend(kernel, module.env)
     in_shape = (module.env["C"], module.env["H"], module.env["W"])
@@ -87,8 +100,10 @@ def compile_kernel(kernel: Kernel, env: Dict[str, int], backend: Optional[str] =
         if layers is None:
             raise ValueError(f"the kernel {' -> '.join(kernel.names())} does not lower to TVM conv kernels")
         return _tvm(layers, in_shape, module, kernel), "tvm"
+    if backend == "ort":
+        return _ort(module, torch.randn(1, *in_shape)), "ort"
     if backend != "inductor":
-        raise ValueError(f"unknown backend {backend!r}: 'tvm' or 'inductor'")
+        raise ValueError(f"unknown backend {backend!r}: 'tvm', 'ort' or 'inductor'")
     return compile_module(module, torch.randn(1, *in_shape)), "inductor"
 
 
@@ -99,6 +114,10 @@ def compile_conv(env: Dict[str, int], backend: str, k: int = 3, groups: int = 1)
     layer = snn.Conv(env.get("O", env["C"]), k, stride=env.get("S", 1), groups=groups)
     if backend == "tvm":
         return _tvm([layer], in_shape)
+    if backend == "ort":
+        return _ort(layer.build(in_shape), torch.randn(1, *in_shape))
+    if backend != "inductor":
+        raise ValueError(f"unknown backend {backend!r}: 'tvm', 'ort' or 'inductor'")
     return compile_module(layer.build(in_shape), torch.randn(1, *in_shape))
 
 

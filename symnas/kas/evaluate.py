@@ -13,7 +13,8 @@
   process, interleaved, each through the routes asked for; ``network_proxy`` scores a network at
   initialisation by a zero-cost proxy (``sn.proxies``), to compare a kernel's network with the original;
   ``train_step_times`` times training steps (forward, backward, SGD update) of torch models, interleaved;
-  ``fastest_per_shape`` gives each conv shape the candidate kernel that runs fastest there (or keeps the conv).
+  ``fastest_per_shape`` gives each conv shape the candidate kernel that runs fastest there (or keeps the conv);
+  ``layer_latencies`` times, per conv shape, the original conv and a kernel through each route, interleaved.
 
 Example::
 
@@ -36,7 +37,8 @@ from symnas.kas.patterns import FAMILIES, classify
 from symnas.kas.pruning import ProxyFilter
 from symnas.kas.targets import Budget, conv_targets
 
-__all__ = ["rediscover", "ProxyTask", "lower_network", "network_latencies", "network_proxy", "train_step_times"]
+__all__ = ["rediscover", "ProxyTask", "lower_network", "network_latencies", "network_proxy", "train_step_times",
+           "fastest_per_shape", "layer_latencies", "interleaved_min"]
 
 
 def rediscover(space, seed: int = 0, max_samples: int = 20000, families: Sequence[str] = FAMILIES
@@ -179,6 +181,72 @@ def fastest_per_shape(net, targets: Sequence, solved: Sequence, backend: Optiona
     return assign_kernels(net, picks), flops / base, choices
 
 
+def interleaved_min(calls: Dict[Any, Any], x, rounds: int, number: int = 0, min_ms: float = 100.0,
+                    settle: float = 0.05) -> Dict[Any, float]:
+    """Batch latency (ms) of each callable on ``x``: the min over ``rounds`` rounds, each timing every
+    callable in turn for ``number`` calls (0: at least 5 calls and ``min_ms``).
+
+    Before each timed block the process sleeps ``settle`` seconds and makes one untimed call: the
+    runtimes' thread pools (TVM's, ONNX Runtime's, OpenMP's under Inductor) spin for a while after
+    their work, and on a 2-core machine a pool still spinning took the cores from the next runtime's
+    (a TVM conv timed right after ONNX Runtime's ran 8x slower, 2026-12-07)."""
+    import torch  # pylint: disable=import-outside-toplevel
+    best = {key: float("inf") for key in calls}
+    with torch.no_grad():
+        for fn in calls.values():
+            fn(x)
+        for _ in range(rounds):
+            for key, fn in calls.items():
+                if settle:
+                    time.sleep(settle)
+                fn(x)
+                start = time.perf_counter()
+                n = 0
+                while n < (number or 5) or (not number and time.perf_counter() - start < min_ms / 1000):
+                    fn(x)
+                    n += 1
+                best[key] = min(best[key], (time.perf_counter() - start) * 1000 / n)
+    return best
+
+
+def layer_latencies(targets: Sequence, kernel, solution, routes: Sequence[str] = ("tvm", "ort"),
+                    rounds: int = 5, number: int = 10, settle: float = 0.05) -> List[Dict[str, Any]]:
+    """Per conv shape of ``targets``: batch-1 latency (ms, min over ``rounds`` interleaved rounds of the
+    mean of ``number`` calls, ``interleaved_min``) of the original conv and of ``kernel`` (sizes from
+    ``solution``) through each route ('tvm', 'ort', 'inductor'; ``compile_conv`` / ``compile_kernel``),
+    all compiled first.
+
+    Returns ``[{"target", "count", "conv": {route: ms}, "kernel": {route: ms or None}, "why": {route:
+    reason}}]``; a kernel that does not lower to TVM gets None for 'tvm' and the reason. Example::
+
+        import symnas as sn
+        targets = sn.kas.conv_targets(sn.nn.resnet((1, 1, 1, 1), width=8))
+        kernel = sn.kas.spatially_separable()
+        solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=0.5))
+        rows = sn.kas.layer_latencies(targets[:1], kernel, solution, routes=("tvm",), rounds=2, number=2)
+        assert rows[0]["kernel"]["tvm"] > 0
+    """
+    import torch  # pylint: disable=import-outside-toplevel
+    from symnas.kas.compile import compile_conv, compile_kernel  # pylint: disable=import-outside-toplevel
+    from symnas.kas.torch_module import KernelModule  # pylint: disable=import-outside-toplevel
+    rows = []
+    for t in targets:
+        env = {"C": t.c_in, "O": t.c_out, "H": t.h, "W": t.w, "S": t.stride}
+        module = KernelModule(kernel, dict(env, G=kernel.groups, **solution.for_target(t))).eval()
+        calls, why = {}, {}
+        for route in routes:
+            calls[("conv", route)] = compile_conv(env, route, k=t.k, groups=t.groups)
+            try:
+                calls[("kernel", route)] = compile_kernel(kernel, module.env, backend=route, module=module)[0]
+            except ValueError as error:             # the kernel does not lower to TVM
+                why[route] = str(error)
+        best = interleaved_min(calls, torch.randn(1, t.c_in, t.h, t.w), rounds, number=number, settle=settle)
+        rows.append({"target": t.key, "count": t.count,
+                     "conv": {r: best[("conv", r)] for r in routes},
+                     "kernel": {r: best.get(("kernel", r)) for r in routes}, "why": why})
+    return rows
+
+
 def lower_network(net):
     """``net`` with every lowerable ``KernelConv`` replaced by its conv layers (TVM-compilable)."""
     from symnas import nn as snn  # pylint: disable=import-outside-toplevel
@@ -222,11 +290,13 @@ def _input_shapes(net, paths) -> Dict[str, tuple]:
     return found
 
 
-def network_latencies(models: Dict[str, Tuple[Any, Any, str]], rounds: int = 7) -> Dict[str, float]:
+def network_latencies(models: Dict[str, Tuple[Any, Any, str]], rounds: int = 7,
+                      settle: float = 0.05) -> Dict[str, float]:
     """Batch-1 latency (ms, min over ``rounds`` interleaved rounds) of each ``name: (symbolic net, built
     model, route)``; route 'tvm' = ``sn.nn.compile_network`` (tuned templates), 'inductor' =
     ``torch.compile`` with frozen weights, 'ort' = ONNX Runtime (``sn.nn.ONNXRuntime``: the model
-    exported to ONNX, every graph optimisation), 'eager' = torch as is."""
+    exported to ONNX, every graph optimisation), 'eager' = torch as is. Each timed block runs for at
+    least 0.1 s, after a ``settle`` pause (``interleaved_min``)."""
     import torch  # pylint: disable=import-outside-toplevel
     from symnas import nn as snn  # pylint: disable=import-outside-toplevel
     from symnas.kas.compile import compile_module  # pylint: disable=import-outside-toplevel
@@ -247,16 +317,4 @@ def network_latencies(models: Dict[str, Tuple[Any, Any, str]], rounds: int = 7) 
             runs[name] = model
         else:
             raise ValueError(f"unknown route {route!r}: tvm, inductor, ort or eager")
-    best = {name: float("inf") for name in runs}
-    with torch.no_grad():
-        for fn in runs.values():
-            fn(x)
-        for _ in range(rounds):
-            for name, fn in runs.items():
-                start = time.perf_counter()
-                n = 0
-                while n < 5 or time.perf_counter() - start < 0.1:
-                    fn(x)
-                    n += 1
-                best[name] = min(best[name], (time.perf_counter() - start) * 1000 / n)
-    return best
+    return interleaved_min(runs, x, rounds, settle=settle)

@@ -33,9 +33,10 @@ __all__ = ["depthwise_separable", "bottleneck_separable", "spatially_separable",
 FAMILIES = ("depthwise_separable", "spatially_separable", "involution_like")
 
 
-def depthwise_separable(k: int = 3, out: str = "O") -> Kernel:
-    """A k x k depthwise conv (unfold, a per-channel weight, fold) then a 1x1 conv to ``out``."""
-    return Kernel([Unfold("HW", k), Scale("channel"), Fold("K"), FC(out)], out_channels=_channels(out))
+def depthwise_separable(k: int = 3, out: str = "O", dilation: int = 1) -> Kernel:
+    """A k x k depthwise conv (unfold, a per-channel weight, fold; taps ``dilation`` apart) then a 1x1
+    conv to ``out``."""
+    return Kernel([Unfold("HW", k, dilation), Scale("channel"), Fold("K"), FC(out)], out_channels=_channels(out))
 
 
 def bottleneck_separable(k: int = 3, mid: str = "x0", out: str = "O") -> Kernel:
@@ -44,9 +45,11 @@ def bottleneck_separable(k: int = 3, mid: str = "x0", out: str = "O") -> Kernel:
     return Kernel([FC(mid), Unfold("HW", k), Scale("channel"), Fold("K"), FC(out)], out_channels=_channels(out))
 
 
-def spatially_separable(k: int = 3, mid: str = "x0", out: str = "O") -> Kernel:
-    """A k x 1 conv to ``mid`` channels, then a 1 x k conv to ``out`` (Inception v3)."""
-    return Kernel([Unfold("H", k), FC(mid), Unfold("W", k), FC(out)], out_channels=_channels(out))
+def spatially_separable(k: int = 3, mid: str = "x0", out: str = "O", dilation: int = 1) -> Kernel:
+    """A k x 1 conv to ``mid`` channels, then a 1 x k conv to ``out`` (Inception v3); taps ``dilation``
+    apart."""
+    return Kernel([Unfold("H", k, dilation), FC(mid), Unfold("W", k, dilation), FC(out)],
+                  out_channels=_channels(out))
 
 
 def involution(k: int = 3, groups: int = 4, out: str = "O") -> Kernel:

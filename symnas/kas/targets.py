@@ -107,7 +107,8 @@ class Budget(pg.Object):
 def conv_targets(net, in_shape=(3, 32, 32), kernel_size=3, paths: Optional[Sequence[str]] = None,
                  same_channels: Optional[bool] = None) -> List[ConvTarget]:
     """The distinct convs inside the blocks of a symbolic ``sn.nn`` network whose kernel size is
-    ``kernel_size`` (an int or a tuple of them: ``(1, 3)`` also replaces the 1x1 convs).
+    ``kernel_size`` (an int or a tuple of them: ``(1, 3)`` also replaces the 1x1 convs); square,
+    undilated windows only.
 
     ``paths`` keeps only those convs; ``same_channels=True`` keeps only convs with
     ``c_in == c_out`` (False: only the others). Raises ValueError when none is left.
@@ -116,8 +117,12 @@ def conv_targets(net, in_shape=(3, 32, 32), kernel_size=3, paths: Optional[Seque
     from symnas.nn import backbones  # pylint: disable=import-outside-toplevel
     found: Dict[tuple, dict] = {}
     for site in backbones.transformable_convs(net, in_shape):
-        op = site.operator()
-        if op.k not in sizes or (paths is not None and site.path not in paths):
+        try:
+            op = site.operator()
+        except ValueError:                  # unequal strides: not a conv a target describes
+            continue
+        if op.k not in sizes or op.window != (op.k, op.k) or op.dilation != 1 or \
+                (paths is not None and site.path not in paths):
             continue
         if same_channels is not None and (op.c_in == op.c_out) != same_channels:
             continue
