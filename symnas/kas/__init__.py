@@ -32,7 +32,7 @@ from symnas.kas.solver import solve_budget
 from symnas.kas.space import Decoded, KernelDesign, KernelSpace
 from symnas.kas.targets import Budget, ConvTarget, conv_targets
 # KernelConv is a layer of saved networks: loaded here so `sn.load` finds it (this imports torch).
-from symnas.kas.layer import KernelConv, assign_kernels, lower_to_layers, replace_convs, transfer_weights
+from symnas.kas.layer import KernelConv, assign_kernels, conv_chain, lower_to_layers, replace_convs, transfer_weights
 
 # The rest loads on first use.
 _LAZY = {
@@ -68,4 +68,4 @@ __all__ = ["primitives", "shapes", "sizes", "Size", "Kernel", "Analysis", "Solut
            "Softmax", "Activation", "ElementWise", "Broadcast", "BMM", "KernelSpace", "KernelDesign",
            "Decoded", "ConvTarget", "Budget", "conv_targets", "solve_budget", "classify", "reference_kernels",
            "depthwise_separable", "bottleneck_separable", "spatially_separable", "involution", "KernelConv",
-           "lower_to_layers", "replace_convs", "assign_kernels", "transfer_weights"] + list(_LAZY)
+           "lower_to_layers", "replace_convs", "assign_kernels", "transfer_weights", "conv_chain"] + list(_LAZY)

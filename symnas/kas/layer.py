@@ -30,7 +30,7 @@ from symnas.kas.kernel import Kernel, KernelRejected, Solution
 from symnas.kas.torch_module import KernelModule
 from symnas.nn import backbones, layers as L
 
-__all__ = ["KernelConv", "replace_convs", "assign_kernels", "lower_to_layers", "transfer_weights"]
+__all__ = ["KernelConv", "replace_convs", "assign_kernels", "lower_to_layers", "transfer_weights", "conv_chain"]
 
 
 @pg.members([
@@ -110,6 +110,33 @@ def lower_to_layers(kernel: Kernel, env: Dict[str, int]) -> Optional[List[Any]]:
             out.append(L.Conv(c_out, kh if kh == kw else (kh, kw), stride=stride,
                               groups=1 if depthwise else groups, depthwise=depthwise, dilation=dilation))
     return out
+
+
+def conv_chain(kernel: Kernel, env: Dict[str, int]):
+    """The kernel as one ``sn.program.ConvChain`` (two convs, a ReLU between or not) at the sizes of
+    ``env`` (``C``, ``H``, ``W``, ``S`` and the solved variables), or None when it lowers to another
+    number of convs or not at all. Example::
+
+        import symnas as sn
+        chain = sn.kas.conv_chain(sn.kas.spatially_separable(), {"C": 16, "O": 16, "H": 8, "W": 8, "S": 1, "x0": 8})
+        assert (chain.first.window, chain.second.window) == ((3, 1), (1, 3))
+    """
+    from symnas import program  # pylint: disable=import-outside-toplevel
+    plan = _conv_plan(kernel, env)
+    if plan is None:
+        return None
+    kinds = [p[0] for p in plan]
+    if kinds not in (["conv", "conv"], ["conv", "relu", "conv"]):
+        return None
+    ops, c, h, w = [], env["C"], env["H"], env["W"]
+    for _, c_out, (kh, kw), groups, depthwise, stride, dilation, _ in (p for p in plan if p[0] == "conv"):
+        pads = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)   # sn.nn.Conv's 'same' padding
+        op = program.Conv2d(c_in=c, c_out=c_out, h=h, w=w, k=kh, kw=None if kw == kh else kw, stride=stride,
+                            padding=pads[0] if pads[0] == pads[1] else pads, groups=c if depthwise else groups,
+                            dilation=dilation)
+        ops.append(op)
+        _, c, h, w = op.kernel().output_shape()
+    return program.ConvChain(ops[0], ops[1], relu="relu" in kinds)
 
 
 def transfer_weights(module: KernelModule, kernel: Kernel, built: nn.Module) -> None:

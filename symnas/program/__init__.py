@@ -17,6 +17,7 @@ os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
 # pylint: disable=wrong-import-position
 from symnas._deprecation import renamed_names
+from symnas.program.chain import ConvChain, chain_candidates, fastest_chain, row_tile_template
 from symnas.program.errors import IllegalTransformation
 from symnas.program.kernel import Kernel, KernelPart
 from symnas.program.lower_tvm import cuda_target, host_target, resolve_target
@@ -33,7 +34,7 @@ from symnas.program.transformations import (Bind, CacheRead, CacheWrite, Compute
 from symnas.program.torch_tvm import TVMKernelModule, torch_threads
 from symnas.program.tuning import TuningResult, tune_metaschedule
 
-__all__ = ["IllegalTransformation", "Kernel", "KernelPart", "cuda_target", "host_target",
+__all__ = ["ConvChain", "chain_candidates", "fastest_chain", "row_tile_template", "IllegalTransformation", "Kernel", "KernelPart", "cuda_target", "host_target",
            "resolve_target", "Measurement", "TuningResult", "time_torch", "time_torch_conv",
            "tune_metaschedule", "Bottleneck", "ChannelShuffle", "Depthwise", "Group", "NeuralStep", "Partition",
            "Conv2d", "DepthwiseConv2d", "Linear", "Operator", "Schedule", "cpu_conv_template",
