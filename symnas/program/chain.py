@@ -240,14 +240,16 @@ def _numpy(value) -> np.ndarray:
 def chain_candidates(first: Conv2d, second: Conv2d, relu: bool = False, lanes: Optional[int] = None):
     """``(one_function, fused)``: the chain with each conv on its CPU templates (``cpu_templates``, the
     first two each), and the chain fused at row tiles (``row_tile_template`` with the register blocks
-    ``cpu_templates`` would pick: co_block x oh_block in 4/8/16 x 1/2/4 that divide the second conv)."""
+    ``cpu_templates`` would pick: co_block x oh_block in 4/8/16 x 1/2/4 that divide the second conv).
+    A strided second conv gets no fused candidates: it never reads some of the first conv's rows, and
+    TVM's ``compute_at`` then refuses the partly written intermediate."""
     from symnas.program.search_space import cpu_templates  # pylint: disable=import-outside-toplevel
     one = [ConvChain(first, second, relu=relu, first_steps=a, second_steps=b)
            for a in cpu_templates(first, lanes)[:2] for b in cpu_templates(second, lanes)[:2]]
     kernel = second.kernel()
     fused = [ConvChain(first, second, relu=relu, second_steps=row_tile_template(cb, ob), fuse_at="n*oh.0")
              for cb in (8, 4, 16) for ob in (1, 2, 4)
-             if kernel.c_out % cb == 0 and kernel.oh % ob == 0 and kernel.oh // ob >= 2]
+             if kernel.c_out % cb == 0 and kernel.oh % ob == 0 and kernel.oh // ob >= 2 and second.stride == 1]
     return one, fused
 
 
@@ -275,6 +277,6 @@ def fastest_chain(first: Conv2d, second: Conv2d, relu: bool = False, repeat: int
             repeat=repeat, min_repeat_ms=min_repeat_ms).latency_ms))
     result["two_functions"] = (separate[0][0] + separate[1][0], [separate[0][1], separate[1][1]])
     one, fused = chain_candidates(first, second, relu)
-    for name, candidates in (("one_function", one), ("fused", fused)):
+    for name, candidates in (("one_function", one), ("fused", fused)):       # (inf, None) when none
         result[name] = fastest(candidates, lambda c: c.measure(repeat=repeat, min_repeat_ms=min_repeat_ms).latency_ms)
     return result
