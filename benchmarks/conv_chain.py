@@ -59,11 +59,13 @@ def main(argv=None) -> dict:
                 continue
             best = sn.program.fastest_chain(chain.first, chain.second, chain.relu, repeat=args.repeat)
             ms = {k: v[0] for k, v in best.items()}
+            fused = best["fused"][1]
+            if fused is None:          # a strided second conv: not fused; the total counts two functions
+                how, ms["fused"] = "not fused (strided second conv): two functions counted", ms["two_functions"]
+            else:
+                how = f"co {fused.second_steps[0].factor} x rows {fused.second_steps[1].factor}"
             for k in totals:
                 totals[k] += ms[k] * t.count
-            fused = best["fused"][1]
-            how = (f"co {fused.second_steps[0].factor} x rows {fused.second_steps[1].factor}"
-                   if fused is not None else "-")
             print(f"  {t.key:22s} {t.count:5d} {ms['two_functions']:14.3f} {ms['one_function']:13.3f} "
                   f"{ms['fused']:8.3f} {ms['fused'] / ms['two_functions']:10.2f}   {how}")
             rows.append({"target": t.key, "count": t.count, "ms": ms, "fused_schedule": how})

@@ -277,7 +277,7 @@ def cmd_networks(args) -> dict:
     candidates = _candidates(args, net, targets)
     x, y, source = _proxy_batch(args.proxy_batch)
     scores = {"original": {p: sn.kas.network_proxy(net, x, y, p) for p in args.proxy}}
-    models = {f"original|{route}": net for route in args.routes}
+    models = {f"original|{route}": net for route in args.routes if route != "tvm_unfused"}   # (no chains to fuse)
     for path in args.compare:
         models[f"{os.path.splitext(os.path.basename(path))[0]}|tvm"] = _load(path)
     lowering = {}
@@ -289,9 +289,9 @@ def cmd_networks(args) -> dict:
               + ", ".join(f"{p} {scores[name][p]:.4g} ({scores[name][p] / scores['original'][p]:.3f} x the original's)"
                           for p in args.proxy))
         for route in args.routes:
-            if route == "tvm" and n_low == n_all:
-                models[f"{name}|tvm"] = lowered
-            elif route != "tvm":
+            if route.startswith("tvm") and n_low == n_all:
+                models[f"{name}|{route}"] = lowered
+            elif not route.startswith("tvm"):
                 models[f"{name}|{route}"] = ours
     print(f"  proxies: {', '.join(args.proxy)} on {args.proxy_batch} {source} images, the same seed for every "
           f"network; the original's: " + ", ".join(f"{p} {v:.4g}" for p, v in scores["original"].items()))
@@ -475,8 +475,10 @@ def main(argv=None) -> dict:
                    help="budgets each candidate kernel is solved for (default: --budget)")
     p.add_argument("--per-layer", action="store_true",
                    help="one more candidate: per conv shape, the candidate kernel that compiles fastest there")
-    p.add_argument("--routes", nargs="+", default=["tvm", "ort"], choices=["tvm", "ort", "inductor", "eager"],
-                   help="how the original and the candidates run (the NAS-PTE networks: tvm)")
+    p.add_argument("--routes", nargs="+", default=["tvm", "ort"],
+                   choices=["tvm", "tvm_unfused", "ort", "inductor", "eager"],
+                   help="how the original and the candidates run (the NAS-PTE networks: tvm); tvm_unfused: TVM "
+                        "without fusing a kernel's two convs into one function")
     p.add_argument("--proxy", nargs="+", default=["naswot", "fisher"],
                    help="zero-cost proxies (sn.proxies) compared with the original's; the first admits the winner")
     p.add_argument("--proxy-batch", type=int, default=64)

@@ -77,3 +77,29 @@ def test_kas_conv_chain_builds_the_spatially_separable_kernels_two_convs():
     fused = P.chain_candidates(chain.first, chain.second)[1][0]
     with torch.no_grad():
         np.testing.assert_allclose(fused.run(x, weights), module(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_compile_network_fuses_a_kernels_two_convs_into_one_tvm_function():
+    L = sn.nn
+    body = L.Sequential([L.Conv(16, 3, depthwise=True), L.Conv(32, 1), L.BatchNorm(), L.ReLU(),
+                         L.Conv(16, (3, 1)), L.ReLU(), L.Conv(16, (1, 3)), L.BatchNorm()])
+    net = L.Sequential([L.Residual(body, post=L.ReLU())])
+    model = net.build((16, 8, 8)).eval()
+    torch.manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    x = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+    compiled = sn.nn.compile_network(net, model, in_shape=(16, 8, 8), tune=False)
+    assert compiled.fallbacks == {}
+    chains = [s for s in compiled.schedules.values() if isinstance(s, P.ConvChain)]
+    assert len(chains) == 2 and len(compiled.schedules) == 2
+    assert sum("computed in" in v for v in compiled.fused.values()) == 2
+    torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-4)     # the flat plan
+    assert compiled.plan_status.startswith("flat plan: 2 kernels")
+    apart = sn.nn.compile_network(net, net.build((16, 8, 8)), in_shape=(16, 8, 8), tune=False, fuse_chains=False)
+    assert len(apart.schedules) == 4

@@ -293,7 +293,8 @@ def _input_shapes(net, paths) -> Dict[str, tuple]:
 def network_latencies(models: Dict[str, Tuple[Any, Any, str]], rounds: int = 7,
                       settle: float = 0.05) -> Dict[str, float]:
     """Batch-1 latency (ms, min over ``rounds`` interleaved rounds) of each ``name: (symbolic net, built
-    model, route)``; route 'tvm' = ``sn.nn.compile_network`` (tuned templates), 'inductor' =
+    model, route)``; route 'tvm' = ``sn.nn.compile_network`` (tuned templates, a kernel's two convs fused
+    into one function where measured faster), 'tvm_unfused' = the same without fusing chains, 'inductor' =
     ``torch.compile`` with frozen weights, 'ort' = ONNX Runtime (``sn.nn.ONNXRuntime``: the model
     exported to ONNX, every graph optimisation), 'eager' = torch as is. Each timed block runs for at
     least 0.1 s, after a ``settle`` pause (``interleaved_min``)."""
@@ -304,8 +305,8 @@ def network_latencies(models: Dict[str, Tuple[Any, Any, str]], rounds: int = 7,
     runs = {}
     for name, (net, model, route) in models.items():
         model = model.eval()
-        if route == "tvm":
-            runs[name] = snn.compile_network(net, copy.deepcopy(model), tune=True)
+        if route in ("tvm", "tvm_unfused"):
+            runs[name] = snn.compile_network(net, copy.deepcopy(model), tune=True, fuse_chains=route == "tvm")
         elif route == "inductor":
             runs[name] = compile_module(copy.deepcopy(model), x)
         elif route == "ort":
@@ -316,5 +317,5 @@ def network_latencies(models: Dict[str, Tuple[Any, Any, str]], rounds: int = 7,
         elif route == "eager":
             runs[name] = model
         else:
-            raise ValueError(f"unknown route {route!r}: tvm, inductor, ort or eager")
+            raise ValueError(f"unknown route {route!r}: tvm, tvm_unfused, inductor, ort or eager")
     return interleaved_min(runs, x, rounds, settle=settle)

@@ -122,7 +122,7 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
                     batch: int = 1, programs: Optional[Dict[str, List]] = None, tune: bool = True,
                     glue_threads: int = 1, repeat: int = 3, fold_batchnorm: bool = True,
                     fuse_residual: bool = True, fuse_preactivation: bool = True,
-                    plan: bool = True) -> CompiledNetwork:
+                    plan: bool = True, fuse_chains: bool = True) -> CompiledNetwork:
     """Compiles every convolution of the symbolic network ``net`` to a TVM kernel.
 
     ``model`` is ``net.build(in_shape)`` with the weights to use (built here when None;
@@ -138,7 +138,11 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
     (and ``fold_batchnorm``), a conv that ends a residual block's body (``sn.nn.Residual``
     with no ``post`` or a ReLU ``post``) adds the shortcut and applies the ReLU in its
     kernel; the block then runs its body and shortcut and hands both to that kernel.
-    ``plan``: run the flat plan (module docstring) instead of the modules.
+    ``plan``: run the flat plan (module docstring) instead of the modules. With ``fuse_chains``, two plain
+    convs in a row of a ``Sequential`` (a ReLU between or not; no bias on the first; a one-row window on
+    the second, as a searched kernel's depthwise + pointwise or k x 1 + 1 x k convs lower) become one
+    ``sn.program.ConvChain`` function, the first conv computed per row tile of the second, where that is
+    faster than the two kernels measured apart (with ``tune``; without, wherever it fits).
     """
     from symnas import program  # pylint: disable=import-outside-toplevel
     from symnas.program.torch_tvm import TVMKernelModule  # pylint: disable=import-outside-toplevel
@@ -156,14 +160,22 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
     preactivation = fold_batchnorm and fuse_preactivation
     schedules, fallbacks, fused = {}, {}, {}
     residual_ends = {}                 # residual block's name -> index of its body's fused kernel
+    chains = _conv_chains(model, sites, programs, batch, tune, repeat) if fuse_chains else {}
+    firsts = {first.torch_name: second for second, (first, _, _) in chains.items()}
     for site in sites:
+        if site.torch_name in firsts:
+            continue                       # computed inside the next conv's kernel
         module = model.get_submodule(site.torch_name)
         try:
             op = site.operator(batch)
         except ValueError as error:        # a conv sn.program has no operator for
             fallbacks[site.torch_name] = str(error)
             continue
-        if isinstance(site.layer, TransformedConv):
+        chain = chains.get(site.torch_name)
+        if chain is not None:
+            first, between, schedule = chain
+            steps, weights, bias = None, [model.get_submodule(first.torch_name).weight, module.weight], module.bias
+        elif isinstance(site.layer, TransformedConv):
             steps = list(site.layer.schedule.active_steps())
             weights, bias = list(module.weights), None
         elif isinstance(module, nn.Conv2d):
@@ -171,10 +183,13 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
         else:
             fallbacks[site.torch_name] = f"unexpected module {type(module).__name__}"
             continue
-        pre_bn, pre_relu = _batchnorm_relu_before(model, site.torch_name) if preactivation else (None, None)
-        neural = [s for s in steps if isinstance(s, program.NeuralStep)]
-        has_program = any(isinstance(s, program.ProgramStep) for s in steps)
-        if site.path in programs:
+        pre_bn, pre_relu = (_batchnorm_relu_before(model, site.torch_name) if preactivation and chain is None
+                            else (None, None))
+        neural = [s for s in steps or [] if isinstance(s, program.NeuralStep)]
+        has_program = any(isinstance(s, program.ProgramStep) for s in steps or [])
+        if chain is not None:
+            pass
+        elif site.path in programs:
             steps = neural + programs[site.path]
         elif not has_program:
             key = (pg.format(op, compact=True), pg.format(neural, compact=True), pre_bn is not None)
@@ -184,10 +199,14 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
                 fallbacks[site.torch_name] = "no CPU template fits this kernel"
                 continue
             steps = neural + chosen[key]
-        schedule = program.Schedule(op, steps)
+        if chain is None:
+            schedule = program.Schedule(op, steps)
         batchnorm, relu = _batchnorm_relu_after(model, site.torch_name) if fold_batchnorm else (None, None)
         in_scale, in_shift = _batchnorm_affine(model.get_submodule(pre_bn)) if pre_bn else (None, None)
-        if batchnorm is not None:
+        if batchnorm is not None and chain is not None:      # the second conv's weights take the batch norm
+            second, bias = _fold_batchnorm(schedule.kernels()[1], weights[1:], bias, model.get_submodule(batchnorm))
+            weights = weights[:1] + second
+        elif batchnorm is not None:
             weights, bias = _fold_batchnorm(schedule.kernel(), weights, bias, model.get_submodule(batchnorm))
         block = (_residual_block_ended_by(model, site.torch_name, batchnorm)
                  if fold_batchnorm and fuse_residual and relu is None else None)
@@ -200,9 +219,11 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
             continue
         model.set_submodule(site.torch_name, fast)
         schedules[site.torch_name] = schedule
-        for name in (batchnorm, relu, pre_bn, pre_relu):
+        for name in (batchnorm, relu, pre_bn, pre_relu) + ((first.torch_name, between) if chain else ()):
             if name is not None:
                 model.set_submodule(name, nn.Identity())
+        if chain is not None:
+            fused[first.torch_name] = f"computed in {site.torch_name}'s kernel ({schedule.describe()})"
         if block is not None:
             residual_ends[block] = int(site.torch_name.rpartition(".")[2])
             fused[site.torch_name] = ("batch norm + " if batchnorm else "") + "residual add" + (
@@ -474,6 +495,66 @@ def _fold_batchnorm(kernel, weights: List[torch.Tensor], bias: Optional[torch.Te
             folded.append(weight.detach() * factor)
         new_bias = shift if bias is None else bias.detach() * scale + shift
     return folded, new_bias
+
+
+def _conv_chains(model: nn.Module, sites, programs, batch: int, tune: bool, repeat: int) -> Dict[str, tuple]:
+    """{second conv's module name: (first conv's site, name of a ReLU between or None, ConvChain)} for every
+    pair of plain convs in a row of a Sequential that a fused chain computes faster (``fuse_chains``)."""
+    from symnas import program  # pylint: disable=import-outside-toplevel
+    by_name = {s.torch_name: s for s in sites}
+    found, taken, decided = {}, set(), {}     # decided: the chain per (operators, ReLU), or None
+    for site in sites:
+        parent_name, _, index = site.torch_name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if site.torch_name in taken or not isinstance(parent, nn.Sequential) or not index.isdigit():
+            continue
+        i, prefix = int(index), f"{parent_name}." if parent_name else ""
+        between = None
+        j = i + 1
+        if j < len(parent) and isinstance(parent[j], nn.ReLU):
+            between, j = f"{prefix}{j}", j + 1
+        second = by_name.get(f"{prefix}{j}")
+        first_module = model.get_submodule(site.torch_name)
+        if second is None or second.torch_name in taken or {site.path, second.path} & set(programs):
+            continue
+        if isinstance(site.layer, TransformedConv) or isinstance(second.layer, TransformedConv):
+            continue
+        if not isinstance(first_module, nn.Conv2d) or first_module.bias is not None:
+            continue
+        try:
+            ops = site.operator(batch), second.operator(batch)
+        except ValueError:
+            continue
+        if ops[1].window[0] != 1:          # row tiles of the second conv would recompute the first's rows
+            continue
+        key = (pg.format(ops[0], compact=True), pg.format(ops[1], compact=True), between is not None)
+        if key not in decided:
+            decided[key] = _pick_chain(ops, between is not None, tune, repeat)
+        if decided[key] is None:
+            continue
+        found[second.torch_name] = (site, between, decided[key])
+        taken.update((site.torch_name, second.torch_name))
+    return found
+
+
+def _pick_chain(ops, relu: bool, tune: bool, repeat: int):
+    """The fused chain of two conv operators: the fastest measured, if faster than the two convs apart
+    (``tune``), else the first that lowers; None when none fits or wins."""
+    from symnas import program  # pylint: disable=import-outside-toplevel
+    _, fused = program.chain_candidates(*ops, relu=relu)
+    if not fused:
+        return None
+    if tune:
+        best = program.fastest_chain(*ops, relu=relu, repeat=repeat, ways=("two_functions", "fused"))
+        faster = best["fused"][1] is not None and best["fused"][0] < best["two_functions"][0]
+        return best["fused"][1] if faster else None
+    for chain in fused:
+        try:
+            chain.lower()
+            return chain
+        except program.IllegalTransformation:
+            continue
+    return None
 
 
 def _pick_template(op, neural: List, tune: bool, repeat: int, prologue: bool = False) -> Optional[List]:

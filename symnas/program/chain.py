@@ -25,7 +25,7 @@ import numpy as np
 import pyglove as pg
 
 from symnas.program.errors import IllegalTransformation, tvm_reason
-from symnas.program.kernel import Kernel
+from symnas.program.kernel import EPILOGUES, Kernel
 from symnas.program.loop_nest import LoopNest, StepError
 from symnas.program.lower_tvm import TargetLike, compile_module, schedule_helper_blocks, target_kind
 from symnas.program.operators import Conv2d
@@ -79,10 +79,13 @@ class ConvChain(pg.Object):
         first, second = self.kernels()
         return [first.weight_shapes()[0], second.weight_shapes()[0]]
 
-    def te_tensors(self):
-        """(input, first weight, second weight, output) TE tensors."""
+    def te_tensors(self, epilogue: Optional[str] = None):
+        """(input, first weight, second weight, [bias, [residual,]] output) TE tensors; ``epilogue`` as in
+        ``Kernel.te_tensors`` (a per-channel bias, a residual input, a ReLU in the output write)."""
         from tvm import te  # pylint: disable=import-outside-toplevel
 
+        if epilogue not in EPILOGUES:
+            raise ValueError(f"unknown epilogue {epilogue!r}: use one of {EPILOGUES}")
         first, second = self.kernels()
         data = te.placeholder(first.input_shape(), name="data")
         w1 = te.placeholder(first.tvm_weight_shapes()[0], name="weight0")
@@ -91,17 +94,33 @@ class ConvChain(pg.Object):
         if self.relu:
             mid = te.compute(mid.shape, lambda *i: te.max(mid(*i), te.const(0.0, "float32")), name="relu")
         out = second._te_part(second.parts[0], _padded(mid, second, "pad_mid"), w2, "conv2")
-        return [data, w1, w2, out]
+        if epilogue is None:
+            return [data, w1, w2, out]
+        bias = te.placeholder((out.shape[1],), name="bias")
+        residual = (te.placeholder(tuple(out.shape), name="residual")
+                    if epilogue.startswith("bias_residual") else None)
 
-    def lower(self, target: TargetLike = None):
-        """The scheduled IRModule (CPU); raises IllegalTransformation naming the bad step."""
+        def fused(n, c, h, w):
+            value = out[n, c, h, w] + bias[c]
+            if residual is not None:
+                value = value + residual[n, c, h, w]
+            return te.max(value, te.const(0.0, "float32")) if epilogue.endswith("_relu") else value
+
+        extra = [bias] if residual is None else [bias, residual]
+        return [data, w1, w2] + extra + [te.compute(out.shape, fused, name="epilogue")]
+
+    def lower(self, target: TargetLike = None, epilogue: Optional[str] = None, prologue: bool = False):
+        """The scheduled IRModule (CPU); raises IllegalTransformation naming the bad step. ``epilogue``:
+        see ``te_tensors``; a prologue (pre-activation) is not implemented for chains."""
         from tvm import s_tir, te  # pylint: disable=import-outside-toplevel
 
         kind = target_kind(target)
         if kind != "llvm":
             raise ValueError("ConvChain is scheduled for CPUs only")
+        if prologue:
+            raise ValueError("ConvChain has no fused prologue (a batch norm before the first conv)")
         first, second = self.kernels()
-        sch = s_tir.Schedule(te.create_prim_func(self.te_tensors()))
+        sch = s_tir.Schedule(te.create_prim_func(self.te_tensors(epilogue)))
         names = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
         nest = LoopNest(list(second.loop_extents()), sch, sch.get_sblock("conv2"), target_kind=kind)
         _apply(nest, self.second_steps, "second")
@@ -136,8 +155,9 @@ class ConvChain(pg.Object):
             raise IllegalTransformation(f"helper blocks: {tvm_reason(error)}") from None
         return sch.mod
 
-    def build(self, target: TargetLike = None):
-        mod = self.lower(target)
+    def build(self, target: TargetLike = None, epilogue: Optional[str] = None, prologue: bool = False):
+        """Compiles for this CPU (cached by structural hash)."""
+        mod = self.lower(target, epilogue, prologue)
         try:
             return compile_module(mod, target)
         except (RuntimeError, ValueError) as error:
@@ -147,6 +167,20 @@ class ConvChain(pg.Object):
         rng = np.random.default_rng(seed)
         x = rng.uniform(-1, 1, tuple(self.input_shape)).astype("float32")
         return x, [rng.uniform(-1, 1, s).astype("float32") for s in self.weight_shapes]
+
+    def describe(self) -> str:
+        """One line: the two convs and how they are scheduled."""
+        def conv(op):
+            window = "x".join(str(k) for k in op.window)
+            return (f"conv {op.c_in}->{op.c_out} {window}" + (f" d{op.dilation}" if op.dilation > 1 else "")
+                    + (f" s{op.stride}" if op.stride > 1 else "") + (f" g{op.groups}" if op.groups > 1 else ""))
+        how = f"fused under {self.fuse_at}" if self.fuse_at else "one function"
+        steps = " -> ".join(pg.format(s, compact=True) for s in self.second_steps[:2])
+        return f"{conv(self.first)}{' + relu' if self.relu else ''} then {conv(self.second)} ({how}; {steps})"
+
+    def pack_weight_at(self, index: int, weight) -> np.ndarray:
+        """The ``index``-th OIHW weight (0: first conv, 1: second) in the layout the function takes."""
+        return self.kernels()[index].pack_weight(_numpy(weight))
 
     def packed_weights(self, weights) -> list:
         """OIHW weights in the layouts the function takes (``PackWeights`` steps)."""
@@ -254,10 +288,11 @@ def chain_candidates(first: Conv2d, second: Conv2d, relu: bool = False, lanes: O
 
 
 def fastest_chain(first: Conv2d, second: Conv2d, relu: bool = False, repeat: int = 3,
-                  min_repeat_ms: float = 10.0):
+                  min_repeat_ms: float = 10.0, ways: Sequence[str] = ("two_functions", "one_function", "fused")):
     """The chain timed three ways on this CPU: ``{"two_functions": (ms, [steps1, steps2]),
     "one_function": (ms, ConvChain), "fused": (ms, ConvChain)}``, each the fastest of its candidates
-    (TVM's time evaluator, median of ``repeat``; two functions: the sum of each conv's fastest template)."""
+    (TVM's time evaluator, median of ``repeat``; two functions: the sum of each conv's fastest template);
+    only the ``ways`` asked for."""
     from symnas.program.search_space import cpu_templates  # pylint: disable=import-outside-toplevel
 
     def fastest(candidates, measure):
@@ -271,12 +306,15 @@ def fastest_chain(first: Conv2d, second: Conv2d, relu: bool = False, repeat: int
         return best
 
     result = {}
-    separate = []
-    for op in (first, second):
-        separate.append(fastest(cpu_templates(op), lambda steps, op=op: Schedule(op, steps).measure(
-            repeat=repeat, min_repeat_ms=min_repeat_ms).latency_ms))
-    result["two_functions"] = (separate[0][0] + separate[1][0], [separate[0][1], separate[1][1]])
+    if "two_functions" in ways:
+        separate = []
+        for op in (first, second):
+            separate.append(fastest(cpu_templates(op), lambda steps, op=op: Schedule(op, steps).measure(
+                repeat=repeat, min_repeat_ms=min_repeat_ms).latency_ms))
+        result["two_functions"] = (separate[0][0] + separate[1][0], [separate[0][1], separate[1][1]])
     one, fused = chain_candidates(first, second, relu)
     for name, candidates in (("one_function", one), ("fused", fused)):       # (inf, None) when none
-        result[name] = fastest(candidates, lambda c: c.measure(repeat=repeat, min_repeat_ms=min_repeat_ms).latency_ms)
+        if name in ways:
+            result[name] = fastest(candidates,
+                                   lambda c: c.measure(repeat=repeat, min_repeat_ms=min_repeat_ms).latency_ms)
     return result

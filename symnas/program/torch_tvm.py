@@ -35,7 +35,8 @@ _ALIGNMENT = 64   # bytes; what TVM's generated code assumes of every buffer
 
 
 class TVMKernelModule(nn.Module):
-    """Runs ``schedule``'s compiled CPU kernel on torch tensors (float32, inference only).
+    """Runs ``schedule``'s compiled CPU kernel on torch tensors (float32, inference only); ``schedule``
+    may also be a ``ConvChain`` (two convs in one function: its two weights, the epilogue on the second).
 
     ``weights`` are the kernel's weights in OIHW order (one per kernel part, as
     ``schedule.weight_shapes``); ``bias`` (optional, one value per output channel) and,
@@ -53,7 +54,8 @@ class TVMKernelModule(nn.Module):
         super().__init__()
         if target_kind(target) != "llvm":
             raise ValueError("TVMKernelModule runs kernels compiled for this CPU; use a CPU target")
-        kernel = schedule.kernel()
+        # a Schedule packs each weight by its kernel; a ConvChain by its conv (pack_weight_at)
+        pack = getattr(schedule, "pack_weight_at", None) or (lambda i, w, kernel=schedule.kernel(): kernel.pack_weight(w))
         shapes = [tuple(s) for s in schedule.weight_shapes]
         weights = list(weights) if isinstance(weights, (list, tuple, nn.ParameterList)) else [weights]
         if len(weights) != len(shapes):
@@ -85,7 +87,7 @@ class TVMKernelModule(nn.Module):
         self._func = self._runtime["main"]
         for i, w in enumerate(weights):
             array = w.detach().cpu().numpy() if hasattr(w, "detach") else np.asarray(w)
-            packed = kernel.pack_weight(np.ascontiguousarray(array, dtype=np.float32))
+            packed = pack(i, np.ascontiguousarray(array, dtype=np.float32))
             # clone: torch's allocator aligns to 64 bytes, numpy's only to 16, and TVM's
             # vector loads assume the 64-byte alignment (misaligned buffers segfault)
             self.register_buffer(f"weight{i}", torch.from_numpy(np.ascontiguousarray(packed)).clone())
