@@ -63,7 +63,8 @@ def main(argv=None) -> dict:
             if fused is None:          # a strided second conv: not fused; the total counts two functions
                 how, ms["fused"] = "not fused (strided second conv): two functions counted", ms["two_functions"]
             else:
-                how = f"co {fused.second_steps[0].factor} x rows {fused.second_steps[1].factor}"
+                how = (f"co {fused.second_steps[0].factor} x rows {fused.second_steps[1].factor}"
+                       + (f", first conv {fused.first_block} channels a block" if fused.first_block else ""))
             for k in totals:
                 totals[k] += ms[k] * t.count
             print(f"  {t.key:22s} {t.count:5d} {ms['two_functions']:14.3f} {ms['one_function']:13.3f} "

@@ -53,6 +53,7 @@ class ConvChain(pg.Object):
     first_steps: List[Step] = []        # program steps of the first conv (ignored under ``fuse_at``)
     second_steps: List[Step] = []
     fuse_at: Optional[str] = None       # a loop of ``second_steps`` to compute the first conv under
+    first_block: int = 0                # under ``fuse_at``: the first conv's output channels per register block
 
     def kernels(self) -> Sequence[Kernel]:
         """(first, second) kernels; raises ValueError when the first's output is not the second's input."""
@@ -133,7 +134,7 @@ class ConvChain(pg.Object):
                 for name in ("pad_mid", "relu", "conv1"):      # consumer first: each lands under ``at``
                     if name in names:
                         sch.compute_at(sch.get_sblock(name), at)
-                _schedule_under(sch, sch.get_sblock("conv1"), at, first)
+                _schedule_under(sch, sch.get_sblock("conv1"), at, first, self.first_block)
                 for name in ("pad_mid", "relu"):
                     if name in names:
                         _vectorize_inner(sch, sch.get_sblock(name))
@@ -242,9 +243,10 @@ def _apply(nest: LoopNest, steps, which: str) -> None:
             raise IllegalTransformation(f"{which} conv: {tvm_reason(error)}", step, position) from None
 
 
-def _schedule_under(sch, block, at, kernel: Kernel) -> None:
+def _schedule_under(sch, block, at, kernel: Kernel, co_block: int = 0) -> None:
     """The first conv's loops under the fused loop ``at``: reductions outside, the row vectorized
-    inside (compute_at drops loops of extent 1, so the loops are told apart by the kernel's extents)."""
+    inside, with ``co_block`` output channels unrolled around it (compute_at drops loops of extent 1,
+    so the loops are told apart by the kernel's extents)."""
     loops = sch.get_loops(block)
     outer = [sch.get_sref(lp) for lp in loops]
     under = loops[[i for i, ref in enumerate(outer) if ref.same_as(sch.get_sref(at))][0] + 1:]
@@ -252,8 +254,14 @@ def _schedule_under(sch, block, at, kernel: Kernel) -> None:
     reduce_count = sum(1 for name in ("ci", "kh", "kw") if extents[name] > 1)
     spatial, reduce = under[:len(under) - reduce_count], under[len(under) - reduce_count:]
     if kernel.cols > 1 and spatial:
-        ow = spatial[-1]
-        sch.reorder(*spatial[:-1], *reduce, ow)
+        ow, rest = spatial[-1], spatial[:-1]
+        inner = []
+        if co_block and rest and extents["co"] > co_block and extents["co"] % co_block == 0:
+            co_outer, co_inner = sch.split(rest[0], [None, co_block])
+            rest, inner = [co_outer] + rest[1:], [co_inner]
+        sch.reorder(*rest, *reduce, *inner, ow)
+        for loop in inner:
+            sch.unroll(loop)
         sch.vectorize(ow)
     if reduce:
         sch.decompose_reduction(block, reduce[0])
@@ -274,15 +282,18 @@ def _numpy(value) -> np.ndarray:
 def chain_candidates(first: Conv2d, second: Conv2d, relu: bool = False, lanes: Optional[int] = None):
     """``(one_function, fused)``: the chain with each conv on its CPU templates (``cpu_templates``, the
     first two each), and the chain fused at row tiles (``row_tile_template`` with the register blocks
-    ``cpu_templates`` would pick: co_block x oh_block in 4/8/16 x 1/2/4 that divide the second conv).
+    ``cpu_templates`` would pick: co_block x oh_block in 4/8/16 x 1/2/4 that divide the second conv; a dense
+    first conv also with 4 of its output channels per register block, ``first_block``).
     A strided second conv gets no fused candidates: it never reads some of the first conv's rows, and
     TVM's ``compute_at`` then refuses the partly written intermediate."""
     from symnas.program.search_space import cpu_templates  # pylint: disable=import-outside-toplevel
     one = [ConvChain(first, second, relu=relu, first_steps=a, second_steps=b)
            for a in cpu_templates(first, lanes)[:2] for b in cpu_templates(second, lanes)[:2]]
     kernel = second.kernel()
-    fused = [ConvChain(first, second, relu=relu, second_steps=row_tile_template(cb, ob), fuse_at="n*oh.0")
-             for cb in (8, 4, 16) for ob in (1, 2, 4)
+    dense = first.kernel().parts[0].ci_per_group > 1      # (a depthwise first conv has one input per output)
+    fused = [ConvChain(first, second, relu=relu, second_steps=row_tile_template(cb, ob), fuse_at="n*oh.0",
+                       first_block=fb)
+             for fb in ((0, 4) if dense else (0,)) for cb in (8, 4, 16) for ob in (1, 2, 4)
              if kernel.c_out % cb == 0 and kernel.oh % ob == 0 and kernel.oh // ob >= 2 and second.stride == 1]
     return one, fused
 
