@@ -28,6 +28,7 @@ from symnas.program.errors import IllegalTransformation, tvm_reason
 from symnas.program.kernel import EPILOGUES, Kernel
 from symnas.program.loop_nest import LoopNest, StepError
 from symnas.program.lower_tvm import TargetLike, compile_module, schedule_helper_blocks, target_kind
+from symnas.program.lower_tvm import _parallel_copy as parallel_copy
 from symnas.program.operators import Conv2d
 from symnas.program.schedule import Schedule
 from symnas.program.transformations import (CacheWrite, DecomposeReduction, Fuse, Parallel, Reorder, Split, Step,
@@ -146,8 +147,7 @@ class ConvChain(pg.Object):
             try:
                 for name in ("relu", "pad_mid"):
                     if name in names:
-                        from symnas.program.lower_tvm import _parallel_copy  # pylint: disable=import-outside-toplevel
-                        _parallel_copy(sch, sch.get_sblock(name))
+                        parallel_copy(sch, sch.get_sblock(name))
             except (RuntimeError, ValueError) as error:
                 raise IllegalTransformation(f"helper blocks: {tvm_reason(error)}") from None
         try:
