@@ -91,10 +91,13 @@ class ConvSite:
         if stride[0] != stride[1]:
             raise ValueError(f"{self.path}: sn.program convs take one stride for both axes, got {stride}")
         groups = self.in_shape[0] if conv.depthwise else conv.groups
+        if conv.padding is None and kh % 2 and kw % 2:
+            padding = None        # the operator's default pads the same (and keeps saved kernel tables' keys)
+        elif padding[0] == padding[1]:
+            padding = padding[0]
         return program.Conv2d(c_in=self.in_shape[0], c_out=self.out_shape[0], h=self.in_shape[1],
                               w=self.in_shape[2], k=kh, kw=None if kw == kh else kw, stride=stride[0],
-                              padding=padding if padding[0] != padding[1] else padding[0], groups=groups,
-                              dilation=conv.dilation, batch=batch)
+                              padding=padding, groups=groups, dilation=conv.dilation, batch=batch)
 
     def kernel(self):
         """The ``sn.program.Kernel`` this conv computes (its neural steps applied), batch 1."""

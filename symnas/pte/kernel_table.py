@@ -26,6 +26,8 @@ from typing import Any, Dict, Optional, Sequence
 
 import pyglove as pg
 
+from symnas.program.operators import Conv2d, DepthwiseConv2d
+
 __all__ = ["KernelTable", "KernelTableError", "steps_key", "this_machine"]
 
 
@@ -38,13 +40,21 @@ def this_machine() -> str:
     return f"{platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
+# conv operator fields added on 2026-12-07 (rectangular windows, dilation): left out of a key at these
+# values, so a square, undilated conv keeps the key of the tables written before
+_LATER_CONV_FIELDS = {"kw": None, "dilation": 1}
+
+
 def _frozen(value):
     if isinstance(value, (list, tuple)):
         return tuple(_frozen(v) for v in value)
     if isinstance(value, dict):
         return tuple((k, _frozen(v)) for k, v in value.items())
     if isinstance(value, pg.Object):
-        return (type(value).__name__, _frozen(dict(value.sym_init_args.sym_items())))
+        items = dict(value.sym_init_args.sym_items())
+        if isinstance(value, (Conv2d, DepthwiseConv2d)):
+            items = {k: v for k, v in items.items() if k not in _LATER_CONV_FIELDS or v != _LATER_CONV_FIELDS[k]}
+        return (type(value).__name__, _frozen(items))
     return value
 
 
