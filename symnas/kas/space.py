@@ -278,6 +278,7 @@ class _Options:
         self.envs: Dict[int, list] = {}
         self.low_envs: Dict[int, list] = {}
         self.bound_caches: Dict[int, dict] = {}
+        self.static_caches: Dict[int, dict] = {}      # per G: sizes' per-target values for the budget solver
         self.limits = space.budget.limits(self.targets)
         self.counts = [t.count for t in self.targets]
         self.group_values = space.group_list()
@@ -296,6 +297,7 @@ class _Options:
             self.cap_caches[groups] = {}
             self.infer_caches[groups] = {}
             self.bound_caches[groups] = {}
+            self.static_caches[groups] = {}
         return self.envs[groups]
 
     def legal(self, sizes, groups: int) -> bool:
@@ -865,7 +867,8 @@ class Builder:
         rh, rw = a.receptive
         if min(rh, GLOBAL) * min(rw, GLOBAL) < o.min_receptive:
             raise KernelRejected(f"receptive field {rh}x{rw} is below {o.min_receptive} pixels")
-        solution = solve_sizes(a, o.targets, self.groups, o.budget, o.max_tensor_ratio, self.cache, o.limits)
+        solution = solve_sizes(a, o.targets, self.groups, o.budget, o.max_tensor_ratio, self.cache, o.limits,
+                               o.static_caches[self.groups])
         return Decoded(steps, self.groups, o.out_channels, solution, structural_hash(steps))
 
 
