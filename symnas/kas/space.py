@@ -273,6 +273,7 @@ class _Options:
         self.infer_caches: Dict[int, dict] = {}
         self.pair_caches: Dict[int, Dict[int, int]] = {}
         self.closing_ids: Dict[int, object] = {}
+        self.structures: Dict[tuple, tuple] = {}       # (kind, params, shape ids) -> what it gives for any G
         self.node_infos: Dict[int, tuple] = {}
         self.cap_caches: Dict[int, Dict[Size, bool]] = {}
         self.envs: Dict[int, list] = {}
@@ -325,28 +326,51 @@ class _Options:
         return self._infer_uncached(kind, params, ids, groups, True) is not None
 
     def _infer_uncached(self, kind: str, params: tuple, ids: tuple, groups: int, first: bool):
-        cls = PRIMITIVES[kind]
-        ins = tuple(self.shape_list[i] for i in ids)
-        try:
-            out, extra = cls.infer(params, ins)
-            return ("ok", out, extra, self._flops_bound(cls, params, ins, out, groups)) \
-                if self._sizes_ok(out, extra, groups) and _invariant(cls, params, ins, out) else None
-        except PrimitiveError:
-            pass
+        kind_structure = self.structure(kind, params, ids)
+        if kind_structure[0] == "ok":
+            _, out, extra, invariant, terms = kind_structure
+            return ("ok", out, extra, self.bound_of(terms, groups)) \
+                if invariant and self._sizes_ok(out, extra, groups) else None
         options = []
-        for var, value in cls.solutions(params, ins):
+        for var, value, out, extra, invariant, terms in kind_structure[1]:
             if not self.legal([value], groups):
                 continue
-            trial = tuple(S.substitute(x, var, value) for x in ins)
-            try:
-                out, extra = cls.infer(params, trial)
-            except PrimitiveError:
-                continue
-            if self._sizes_ok(out, extra, groups) and _invariant(cls, params, trial, out):
-                options.append((var, value, out, extra, self._flops_bound(cls, params, trial, out, groups)))
+            if invariant and self._sizes_ok(out, extra, groups):
+                options.append((var, value, out, extra, self.bound_of(terms, groups)))
                 if first:
                     break
         return ("solve", options) if options else None
+
+    def structure(self, kind: str, params: tuple, ids: tuple) -> tuple:
+        """What applying a primitive to input shapes (ids) gives whatever the value of G, cached:
+        ("ok", out, extra, invariant, FLOPs terms) when it applies as is, else ("solve", [(var, value, out,
+        extra, invariant, FLOPs terms), ...]) for the shape-matching solver's substitutions under which it
+        applies (maybe none). :meth:`infer` adds the checks that depend on G (integral sizes, tensor caps,
+        the FLOPs bound)."""
+        key = (kind, _SAME_INFER.get(params, params), ids)
+        hit = self.structures.get(key)
+        if hit is not None:
+            return hit
+        cls = PRIMITIVES[kind]
+        flops = "flops" in self.limits
+        ins = tuple(self.shape_list[i] for i in ids)
+        try:
+            out, extra = cls.infer(params, ins)
+            hit = ("ok", out, extra, _invariant(cls, params, ins, out),
+                   cls.cost(params, ins, out)[:2] if flops else ())
+        except PrimitiveError:
+            options = []
+            for var, value in cls.solutions(params, ins):
+                trial = tuple(S.substitute(x, var, value) for x in ins)
+                try:
+                    out, extra = cls.infer(params, trial)
+                except PrimitiveError:
+                    continue
+                options.append((var, value, out, extra, _invariant(cls, params, trial, out),
+                                cls.cost(params, trial, out)[:2] if flops else ()))
+            hit = ("solve", options)
+        self.structures[key] = hit
+        return hit
 
     def _sizes_ok(self, out, extra, groups: int) -> bool:
         if len(S.dynamic_vars(out)) > 1:
