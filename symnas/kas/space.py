@@ -799,12 +799,14 @@ class Builder:
     def _can_merge_after(self, inputs, out) -> bool:
         """One step of look-ahead: when every later step must merge two branches, some pair of the open
         branches left by this step has to merge (a broadcast or a matmul applies)."""
-        leaves = [v for v, u in enumerate(self.users) if u == 0 and v not in inputs]
-        if not leaves:
-            return True
+        users = self.users
+        # The open branches this step leaves, counted first (most steps need no look-ahead).
+        count = self.open - (users[inputs[0]] == 0) - (len(inputs) > 1 and inputs[1] != inputs[0] and
+                                                       users[inputs[1]] == 0)
         merges_left = self.n - self.t - 2          # steps after this one, before the closing step
-        if len(leaves) < merges_left:
+        if not count or count < merges_left:
             return True
+        leaves = [v for v, u in enumerate(users) if u == 0 and v not in inputs]
         nodes = [(self.vars[v], self.canon[v]) for v in leaves] + [self.o.node_info(self.o.shape_id(out))]
         pairs, o, groups = self.pairs, self.o, self.groups
         for i, (va, ca) in enumerate(nodes):
