@@ -612,6 +612,9 @@ def broadcast_match(lhs: S.Shape, rhs: S.Shape):
     The common prefix and suffix are stripped; the rest of ``lhs`` (``lhs_pi``) is repeated
     ``multiplier = rhs_pi / lhs_pi`` times along the outer part of the rest of ``rhs``.
     """
+    last = _LAST_MATCH[0]               # infer and then solutions ask for the same pair
+    if last[0] is lhs and last[1] is rhs:
+        return last[2]
     a, b = S.present(lhs), S.present(rhs)
     suffix = 0
     while suffix < min(len(a), len(b)) and a[-1 - suffix] == b[-1 - suffix]:
@@ -625,7 +628,12 @@ def broadcast_match(lhs: S.Shape, rhs: S.Shape):
     rhs_pi = _ONE
     for s in b[prefix:len(b) - suffix]:
         rhs_pi = rhs_pi * s
-    return prefix, suffix, lhs_pi, rhs_pi, rhs_pi / lhs_pi
+    result = prefix, suffix, lhs_pi, rhs_pi, rhs_pi / lhs_pi
+    _LAST_MATCH[0] = (lhs, rhs, result)
+    return result
+
+
+_LAST_MATCH = [(None, None, None)]      # the latest (lhs, rhs, match), replaced as one tuple
 
 
 @_members([("op", pg.typing.Enum("add", list(BROADCAST_OPS)), "add, sub, mul, max or min")])

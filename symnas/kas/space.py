@@ -560,7 +560,10 @@ class Builder:
         delta_max, last = self._limits(t)
         self.t = t
         tried = []
+        no_unary = delta_max < 0                # a merge step: one-input kinds have no application
         for kind in kinds:
+            if (no_unary or last and kind == "unfold") and kind not in _TWO_INPUT_KINDS:
+                continue                        # (what _candidates would say, without listing)
             cands = self._candidates(kind, delta_max, last)
             if not cands:
                 continue
@@ -910,6 +913,7 @@ _BMM_BY_MASK = tuple(tuple(p for p, bit in zip(_BMM_PARAMS, _BMM_BITS) if m & bi
 _BMM_APPLY_BY_MASK = tuple(tuple(p for p, bit in zip(_BMM_PARAMS, _BMM_BITS) if m & bit and p in _BMM_APPLY)
                            for m in range(16))
 _SAME_INFER = {**{(op,): ("add",) for op in ("sub", "mul", "max", "min")}, ("gram", True): ("gram", False)}
+_TWO_INPUT_KINDS = frozenset(k for k, cls in PRIMITIVES.items() if cls.arity == 2)
 _PAIR = 1 << 32                                # pair key: a * _PAIR + b (shape ids)
 # Kinds whose output has its input's channels (at the last step, only a closable input can close).
 _KEEPS_CHANNELS = {"activation", "elementwise", "shift", "scale", "softmax", "group"}
