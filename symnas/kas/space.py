@@ -729,9 +729,10 @@ class Builder:
         self.code_set.add(code)
         self.producers.append((kind, params))
         self.steps.append((cls, params, tuple(inputs)))
-        known = set(self.dynamic_sizes)
-        self.dynamic_sizes.extend(x for x in {*[y for y in out if y is not None], *extra}
-                                  if not x.is_static() and x not in known)
+        dynamic = self.dynamic_sizes           # (order does not matter: every one must stay legal)
+        for x in (*out, *extra):
+            if x is not None and x._dyn and x not in dynamic:
+                dynamic.append(x)
         self.flops_bound += bound
         if not last:
             self.terms.extend(t for t in cls.cost(params, [self.shapes[j] for j in inputs], out)[:2] if t is not None)
