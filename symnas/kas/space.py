@@ -328,14 +328,13 @@ class _Options:
     def _infer_uncached(self, kind: str, params: tuple, ids: tuple, groups: int, first: bool):
         kind_structure = self.structure(kind, params, ids)
         if kind_structure[0] == "ok":
-            _, out, extra, invariant, terms = kind_structure
-            return ("ok", out, extra, self.bound_of(terms, groups)) \
-                if invariant and self._sizes_ok(out, extra, groups) else None
+            _, out, extra, sized, terms = kind_structure
+            return ("ok", out, extra, self.bound_of(terms, groups)) if self._fits(sized, groups) else None
         options = []
-        for var, value, out, extra, invariant, terms in kind_structure[1]:
+        for var, value, out, extra, sized, terms in kind_structure[1]:
             if not self.legal([value], groups):
                 continue
-            if invariant and self._sizes_ok(out, extra, groups):
+            if self._fits(sized, groups):
                 options.append((var, value, out, extra, self.bound_of(terms, groups)))
                 if first:
                     break
@@ -343,10 +342,10 @@ class _Options:
 
     def structure(self, kind: str, params: tuple, ids: tuple) -> tuple:
         """What applying a primitive to input shapes (ids) gives whatever the value of G, cached:
-        ("ok", out, extra, invariant, FLOPs terms) when it applies as is, else ("solve", [(var, value, out,
-        extra, invariant, FLOPs terms), ...]) for the shape-matching solver's substitutions under which it
-        applies (maybe none). :meth:`infer` adds the checks that depend on G (integral sizes, tensor caps,
-        the FLOPs bound)."""
+        ("ok", out, extra, sizes, FLOPs terms) when it applies as is, else ("solve", [(var, value, out,
+        extra, sizes, FLOPs terms), ...]) for the shape-matching solver's substitutions under which it
+        applies (maybe none); ``sizes`` is what :meth:`_fits` checks per G (None: never fits). :meth:`infer`
+        adds the checks that depend on G (integral sizes, tensor caps, the FLOPs bound)."""
         key = (kind, _SAME_INFER.get(params, params), ids)
         hit = self.structures.get(key)
         if hit is not None:
@@ -356,7 +355,7 @@ class _Options:
         ins = tuple(self.shape_list[i] for i in ids)
         try:
             out, extra = cls.infer(params, ins)
-            hit = ("ok", out, extra, _invariant(cls, params, ins, out),
+            hit = ("ok", out, extra, _sized(cls, params, ins, out, extra),
                    cls.cost(params, ins, out)[:2] if flops else ())
         except PrimitiveError:
             options = []
@@ -366,19 +365,21 @@ class _Options:
                     out, extra = cls.infer(params, trial)
                 except PrimitiveError:
                     continue
-                options.append((var, value, out, extra, _invariant(cls, params, trial, out),
+                options.append((var, value, out, extra, _sized(cls, params, trial, out, extra),
                                 cls.cost(params, trial, out)[:2] if flops else ()))
             hit = ("solve", options)
         self.structures[key] = hit
         return hit
 
-    def _sizes_ok(self, out, extra, groups: int) -> bool:
-        if len(S.dynamic_vars(out)) > 1:
+    def _fits(self, sized, groups: int) -> bool:
+        """The size checks on what :func:`_sized` prepared: every size an integer for every target, the
+        output within the tensor cap."""
+        if sized is None:
             return False
-        if not self.legal([x for x in out if x is not None], groups) or not self.legal(extra, groups):
+        sizes, n = sized
+        if not self.legal(sizes, groups):
             return False
-        n = S.numel(out)
-        if n.is_static():
+        if n is not None:
             fits = self.cap_caches[groups].get(n)
             if fits is None:
                 fits = self.cap_caches[groups][n] = all(n.float_value(env) <= cap
@@ -950,6 +951,16 @@ class _Candidates:
 
 def _renamed(shape, mapping) -> tuple:
     return tuple(None if x is None else x.rename(mapping) for x in shape)
+
+
+def _sized(cls, params, ins, out, extra) -> Optional[tuple]:
+    """The part of the size checks that does not depend on G: None when the output holds more than one
+    free variable or (``cls`` given) the weights depend on the image size; else (the sizes that must be
+    integers, the output's element count when it is static, or None)."""
+    if len(S.dynamic_vars(out)) > 1 or cls is not None and not _invariant(cls, params, ins, out):
+        return None
+    n = S.numel(out)
+    return tuple(x for x in out if x is not None) + tuple(extra), (n if n.is_static() else None)
 
 
 def _invariant(cls, params, ins, out) -> bool:
