@@ -665,28 +665,36 @@ class Builder:
         # is an open branch, b != a when only b is) or must merge two open branches (-1).
         leaves = [v for v in range(nodes) if users[v] == 0]
         everything = range(nodes)
+        if closable is not None:
+            all_b, leaf_b = [b for b in everything if closable[b]], [b for b in leaves if closable[b]]
+        else:
+            all_b, leaf_b = everything, leaves
+        skip_self = broadcast or delta_max < 0   # x op x: sqr, 0 or x itself (Canvas prunes these);
+        c0 = [c[0] for c in canon]               # a merge needs two branches
+        c1 = [c[1] for c in canon]
+        get, groups, append = pairs.get, self.groups, segments.append
         for a in (leaves if delta_max < 0 else everything):
-            leaf_a = users[a] == 0
-            ca = canon[a][0]
+            bs = all_b if delta_max > 0 or (delta_max == 0 and users[a] == 0) else leaf_b
+            base = c0[a] * _PAIR
             va = vs[a]
-            for b in (everything if delta_max > 0 or (delta_max == 0 and leaf_a) else leaves):
-                if a == b and (broadcast or delta_max < 0):
-                    continue      # x op x: sqr, 0 or x itself (Canvas prunes these); a merge needs two branches
-                if closable is not None and not closable[b]:
+            # The shapes must fit (checked on names x0/x1: legality does not depend on them).
+            if va is None:
+                keys = [base + c0[b] for b in bs]
+            else:
+                keys = [base + (c1[b] if vs[b] is not None and vs[b] != va else c0[b]) for b in bs]
+            for b, key in zip(bs, keys):
+                if b == a and skip_self:
                     continue
-                # The shapes must fit (checked on names x0/x1: legality does not depend on them).
-                vb = vs[b]
-                key = ca * _PAIR + canon[b][0 if vb is None or vb == va or va is None else 1]
-                mask = pairs.get(key)
+                mask = get(key)
                 if mask is None:
-                    mask = o.pair_mask(key, self.groups)
+                    mask = o.pair_mask(key, groups)
                 if broadcast:
                     if mask & _BROADCAST_BIT:
-                        segments.append((_BROADCAST_PARAMS, (a, b)))
+                        append((_BROADCAST_PARAMS, (a, b)))
                     continue
                 params = table[mask]
                 if params:
-                    segments.append((params, (a, b)))
+                    append((params, (a, b)))
         return _Candidates(segments)
 
     # ---- applying one candidate ------------------------------------------------------------------------
