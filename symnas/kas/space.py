@@ -521,11 +521,13 @@ class Builder:
 
     def clone(self) -> "Builder":
         other = object.__new__(Builder)
-        other.__dict__.update(self.__dict__)
-        for name in ("shapes", "ids", "vars", "canon", "users", "codes", "producers", "steps", "dynamic_sizes",
-                     "record", "terms"):
-            setattr(other, name, list(getattr(self, name)))
-        other.code_set = set(self.code_set)
+        d = other.__dict__
+        d.update(self.__dict__)
+        d["shapes"], d["ids"], d["vars"], d["canon"] = self.shapes[:], self.ids[:], self.vars[:], self.canon[:]
+        d["users"], d["codes"], d["producers"], d["steps"] = self.users[:], self.codes[:], self.producers[:], \
+            self.steps[:]
+        d["dynamic_sizes"], d["record"], d["terms"] = self.dynamic_sizes[:], self.record[:], self.terms[:]
+        d["code_set"] = set(self.code_set)
         return other
 
     # ---- the loop --------------------------------------------------------------------------------
@@ -845,23 +847,33 @@ class Builder:
     def _infer(self, kind: str, params: tuple, inputs: tuple, new_var: bool):
         """``_Options.infer`` with the free variables renamed x0, x1, ... in order (so one cached
         result serves every kernel whose shapes differ only in variable names), renamed back."""
-        vs = [self.vars[j] for j in inputs]
-        if not new_var and all(v is None for v in vs):
-            return self.o.infer(kind, params, tuple(self.ids[j] for j in inputs), self.groups)
+        vars_ = self.vars
+        if not new_var:
+            if len(inputs) == 1:
+                if vars_[inputs[0]] is None:
+                    return self.o.infer(kind, params, (self.ids[inputs[0]],), self.groups)
+            elif vars_[inputs[0]] is None and vars_[inputs[1]] is None:
+                return self.o.infer(kind, params, (self.ids[inputs[0]], self.ids[inputs[1]]), self.groups)
         assigned: Dict[int, int] = {}
         ids = []
-        for j, v in zip(inputs, vs):
+        identity = True                          # the canonical names are the node's own
+        for j in inputs:
+            v = vars_[j]
             if v is None:
                 ids.append(self.ids[j])
             else:
-                ids.append(self.canon[j][assigned.setdefault(v, len(assigned))])
+                c = assigned.setdefault(v, len(assigned))
+                identity = identity and c == v
+                ids.append(self.canon[j][c])
+        if new_var:
+            identity = identity and len(assigned) == self.next_var
+            params = _fresh(kind, params, len(assigned))
+        r = self.o.infer(kind, params, tuple(ids), self.groups)
+        if r is None or identity:
+            return r
         back = {c: v for v, c in assigned.items()}
         if new_var:
             back[len(assigned)] = self.next_var
-            params = _fresh(kind, params, len(assigned))
-        r = self.o.infer(kind, params, tuple(ids), self.groups)
-        if r is None or all(c == v for c, v in back.items()):
-            return r
         if r[0] == "ok":
             return ("ok", _renamed(r[1], back), [x.rename(back) for x in r[2]], r[3])
         return ("solve", [(back.get(var, var), value.rename(back), _renamed(out, back), [x.rename(back) for x in extra],
