@@ -326,7 +326,7 @@ class _Options:
         return self._infer_uncached(kind, params, ids, groups, True) is not None
 
     def _infer_uncached(self, kind: str, params: tuple, ids: tuple, groups: int, first: bool):
-        kind_structure = self.structure(kind, params, ids)
+        kind_structure = self.structure(kind, params, ids, groups)
         if kind_structure[0] == "ok":
             _, out, extra, sized, terms = kind_structure
             return ("ok", out, extra, self.bound_of(terms, groups)) if self._fits(sized, groups) else None
@@ -340,12 +340,13 @@ class _Options:
                     break
         return ("solve", options) if options else None
 
-    def structure(self, kind: str, params: tuple, ids: tuple) -> tuple:
+    def structure(self, kind: str, params: tuple, ids: tuple, groups: int) -> tuple:
         """What applying a primitive to input shapes (ids) gives whatever the value of G, cached:
         ("ok", out, extra, sizes, FLOPs terms) when it applies as is, else ("solve", [(var, value, out,
         extra, sizes, FLOPs terms), ...]) for the shape-matching solver's substitutions under which it
         applies (maybe none); ``sizes`` is what :meth:`_fits` checks per G (None: never fits). :meth:`infer`
-        adds the checks that depend on G (integral sizes, tensor caps, the FLOPs bound)."""
+        adds the checks that depend on G (integral sizes, tensor caps, the FLOPs bound). ``groups`` (any
+        value whose envs are set) only drops substitutions that no G makes integral."""
         key = (kind, _SAME_INFER.get(params, params), ids)
         hit = self.structures.get(key)
         if hit is not None:
@@ -360,6 +361,8 @@ class _Options:
         except PrimitiveError:
             options = []
             for var, value in cls.solutions(params, ins):
+                if not value.uses("G") and not self.legal([value], groups):
+                    continue                 # not an integer for some target, whatever G is
                 trial = tuple(S.substitute(x, var, value) for x in ins)
                 try:
                     out, extra = cls.infer(params, trial)
