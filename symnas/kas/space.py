@@ -35,6 +35,7 @@ import bisect
 import dataclasses
 import hashlib
 import math
+from itertools import chain
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import pyglove as pg
@@ -328,25 +329,29 @@ class _Options:
     def _infer_uncached(self, kind: str, params: tuple, ids: tuple, groups: int, first: bool):
         kind_structure = self.structure(kind, params, ids, groups)
         if kind_structure[0] == "ok":
-            _, out, extra, sized, terms = kind_structure
-            return ("ok", out, extra, self.bound_of(terms, groups)) if self._fits(sized, groups) else None
+            _, out, extra, n, macs, ops = kind_structure
+            return ("ok", out, extra, self.bound_of((macs, ops), groups)) if self._fits(out, extra, n, groups) \
+                else None
         options = []
-        for var, value, out, extra, sized, terms in kind_structure[1]:
+        for var, value, out, extra, n, macs, ops in kind_structure[1]:
             if not self.legal([value], groups):
                 continue
-            if self._fits(sized, groups):
-                options.append((var, value, out, extra, self.bound_of(terms, groups)))
+            if self._fits(out, extra, n, groups):
+                options.append((var, value, out, extra, self.bound_of((macs, ops), groups)))
                 if first:
                     break
         return ("solve", options) if options else None
 
     def structure(self, kind: str, params: tuple, ids: tuple, groups: int) -> tuple:
         """What applying a primitive to input shapes (ids) gives whatever the value of G, cached:
-        ("ok", out, extra, sizes, FLOPs terms) when it applies as is, else ("solve", [(var, value, out,
-        extra, sizes, FLOPs terms), ...]) for the shape-matching solver's substitutions under which it
-        applies (maybe none); ``sizes`` is what :meth:`_fits` checks per G (None: never fits). :meth:`infer`
-        adds the checks that depend on G (integral sizes, tensor caps, the FLOPs bound). ``groups`` (any
-        value whose envs are set) only drops substitutions that no G makes integral."""
+        ("ok", out, extra, n, macs, ops) when it applies as is, else ("solve", ((var, value, out, extra, n,
+        macs, ops), ...)) for the shape-matching solver's substitutions under which it applies (maybe
+        none). ``n`` is the output's element count when static (checked against the tensor cap), None
+        when not, False when the output can never be used (more than one free variable, or weights that
+        depend on the image size); ``macs`` and ``ops`` are the FLOPs terms. :meth:`infer` adds the checks
+        that depend on G (integral sizes, tensor caps, the FLOPs bound). ``groups`` (any value whose envs
+        are set) only drops substitutions that no G makes integral. Entries are tuples, empty ones
+        shared, so the collector tracks few objects per entry."""
         key = (kind, _SAME_INFER.get(params, params), ids)
         hit = self.structures.get(key)
         if hit is not None:
@@ -356,8 +361,8 @@ class _Options:
         ins = tuple(self.shape_list[i] for i in ids)
         try:
             out, extra = cls.infer(params, ins)
-            hit = ("ok", out, extra, _sized(cls, params, ins, out, extra),
-                   cls.cost(params, ins, out)[:2] if flops else ())
+            macs, ops = cls.cost(params, ins, out)[:2] if flops else (None, None)
+            hit = ("ok", out, tuple(extra), _count(cls, params, ins, out), macs, ops)
         except PrimitiveError:
             options = []
             for var, value in cls.solutions(params, ins):
@@ -368,19 +373,18 @@ class _Options:
                     out, extra = cls.infer(params, trial)
                 except PrimitiveError:
                     continue
-                options.append((var, value, out, extra, _sized(cls, params, trial, out, extra),
-                                cls.cost(params, trial, out)[:2] if flops else ()))
-            hit = ("solve", options)
+                macs, ops = cls.cost(params, trial, out)[:2] if flops else (None, None)
+                options.append((var, value, out, tuple(extra), _count(cls, params, trial, out), macs, ops))
+            hit = ("solve", tuple(options))
         self.structures[key] = hit
         return hit
 
-    def _fits(self, sized, groups: int) -> bool:
-        """The size checks on what :func:`_sized` prepared: every size an integer for every target, the
-        output within the tensor cap."""
-        if sized is None:
+    def _fits(self, out, extra, n, groups: int) -> bool:
+        """The size checks that depend on G, on what :meth:`structure` prepared: every size an integer
+        for every target, the output within the tensor cap."""
+        if n is False:
             return False
-        sizes, n = sized
-        if not self.legal(sizes, groups):
+        if not self.legal(chain(filter(None, out), extra), groups):
             return False
         if n is not None:
             fits = self.cap_caches[groups].get(n)
@@ -976,14 +980,14 @@ def _renamed(shape, mapping) -> tuple:
     return tuple(None if x is None else x.rename(mapping) for x in shape)
 
 
-def _sized(cls, params, ins, out, extra) -> Optional[tuple]:
-    """The part of the size checks that does not depend on G: None when the output holds more than one
-    free variable or (``cls`` given) the weights depend on the image size; else (the sizes that must be
-    integers, the output's element count when it is static, or None)."""
-    if len(S.dynamic_vars(out)) > 1 or cls is not None and not _invariant(cls, params, ins, out):
-        return None
+def _count(cls, params, ins, out):
+    """The G-independent part of the size checks: False when the output holds more than one free
+    variable or the weights depend on the image size; else the output's element count when static, or
+    None."""
+    if len(S.dynamic_vars(out)) > 1 or not _invariant(cls, params, ins, out):
+        return False
     n = S.numel(out)
-    return tuple(x for x in out if x is not None) + tuple(extra), (n if n.is_static() else None)
+    return n if n.is_static() else None
 
 
 def _invariant(cls, params, ins, out) -> bool:
