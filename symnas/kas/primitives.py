@@ -588,7 +588,7 @@ BROADCAST_OPS = ("add", "sub", "mul", "max", "min")
 
 
 def _spatial(size: Size) -> bool:
-    return size.uses("H") or size.uses("W") or size.uses("S")
+    return size.spatial
 
 
 def _inner_is_channel(block: List[Size], lhs_pi: Size) -> bool:
@@ -604,6 +604,11 @@ def _inner_is_channel(block: List[Size], lhs_pi: Size) -> bool:
         if inner == lhs_pi:
             return True
     return not any(_spatial(size) for size in block)
+
+
+def _present_between(shape: S.Shape, prefix: int, suffix: int) -> List[Size]:
+    present = S.present(shape)
+    return present[prefix:len(present) - suffix]
 
 
 def broadcast_match(lhs: S.Shape, rhs: S.Shape):
@@ -648,13 +653,13 @@ class Broadcast(Primitive):
     @classmethod
     def infer(cls, params, shapes):
         lhs, rhs = shapes
-        who = cls.name_of(params)
         prefix, suffix, lhs_pi, rhs_pi, mult = broadcast_match(lhs, rhs)
-        if _spatial(lhs_pi) or not _inner_is_channel(S.present(rhs)[prefix:len(S.present(rhs)) - suffix], lhs_pi):
-            raise PrimitiveError(lambda: f"{who}: {S.text(lhs)} onto {S.text(rhs)} would spread values across image "
+        who = lambda: cls.name_of(params)       # noqa: E731 (named only in messages)
+        if _spatial(lhs_pi) or not _inner_is_channel(_present_between(rhs, prefix, suffix), lhs_pi):
+            raise PrimitiveError(lambda: f"{who()}: {S.text(lhs)} onto {S.text(rhs)} would spread values across image "
                                  f"positions (not spatially invariant): image axes must match or be repeated over")
         if any(mult.power_of(v) < 0 for v in mult.dynamic_vars()):
-            raise PrimitiveError(lambda: f"{who}: {S.text(lhs)} onto {S.text(rhs)} needs the dynamic sizes solved "
+            raise PrimitiveError(lambda: f"{who()}: {S.text(lhs)} onto {S.text(rhs)} needs the dynamic sizes solved "
                                  f"(multiplier {mult})")
         return rhs, [lhs_pi, mult]
 
@@ -734,7 +739,7 @@ class BMM(Primitive):
             dyn = have.dynamic_vars()
             if len(dyn) == 1 and have.power_of(dyn[0]) == 1 and dyn[0] not in want.dynamic_vars():
                 value = want / (have / Size.dynamic(dyn[0]))
-                if not (value.uses("H") or value.uses("W") or value.uses("S")):
+                if not value.spatial:
                     return [(dyn[0], value)]
         return []
 

@@ -995,7 +995,7 @@ def _invariant(cls, params, ins, out) -> bool:
     if not cls.weighted:
         return True
     weights = cls.cost(params, ins, out)[2]
-    return weights is None or not (weights.uses("H") or weights.uses("W") or weights.uses("S"))
+    return weights is None or not weights.spatial
 
 
 def _fresh(kind: str, params: tuple, next_var: int) -> tuple:
