@@ -98,15 +98,15 @@ class _Terms:
     def __init__(self, terms: Sequence[Size], envs, variables: List[int], statics: Optional[dict] = None):
         statics = {} if statics is None else statics
         position = {v: j for j, v in enumerate(variables)}
-        compiled = []
+        self.compiled = []              # (coefficient per target, ((variable position, power), ...))
         for t in terms:
             coefs, dyn = _static_of(t, envs, statics)
-            compiled.append((coefs, tuple((position[v], p) for v, p in dyn)))
-        self.per_target = [[(coefs[i], powers) for coefs, powers in compiled] for i in range(len(envs))]
+            self.compiled.append((coefs, tuple((position[v], p) for v, p in dyn)))
 
     def value(self, i: int, x: Sequence[int]) -> float:
         total = 0.0
-        for coef, powers in self.per_target[i]:
+        for coefs, powers in self.compiled:
+            coef = coefs[i]
             for j, p in powers:
                 coef *= x[j] ** p
             total += coef
@@ -120,6 +120,15 @@ def _static_of(size: Size, envs, statics: dict) -> tuple:
     if hit is None:
         hit = statics[size] = (tuple(float(size.static_value(env)) for env in envs),
                                tuple((v, size.power_of(v)) for v in size.dynamic_vars()))
+    return hit
+
+
+def _numel_of(shape: S.Shape, statics: dict) -> Size:
+    """``S.numel(shape)``, remembered in ``statics`` (a shape's element count does not depend on the envs)."""
+    key = ("numel", shape)
+    hit = statics.get(key)
+    if hit is None:
+        hit = statics[key] = S.numel(shape)
     return hit
 
 
@@ -175,18 +184,20 @@ def solve_sizes(analysis: Analysis, targets: Sequence, groups: int, budget: Budg
     limits = limits if limits is not None else budget.limits(targets)
     costs = {what: _Terms(analysis.cost_terms(what), envs, variables, statics) for what in limits}
     counts = [t.count for t in targets]
-    numels = [S.numel(s) for s in analysis.effective]
     position = {v: j for j, v in enumerate(variables)}
-    compiled = [_static_of(n, envs, statics) for n in numels]
-    node_terms = [[(coefs[i], tuple((position[v], p) for v, p in dyn)) for coefs, dyn in compiled]
-                  for i in range(len(envs))]
+    node_terms = []                     # per node: (element count per target, its free variables' powers)
+    for shape in analysis.effective:
+        coefs, dyn = _static_of(_numel_of(shape, statics), envs, statics)
+        node_terms.append((coefs, tuple((position[v], p) for v, p in dyn)))
     caps = [max_tensor_ratio * t.c_in * t.h * t.w for t in targets]
 
     def too_big(i: int, xi: Sequence[int]) -> bool:
-        for coef, powers in node_terms[i]:
+        cap = caps[i]
+        for coefs, powers in node_terms:
+            coef = coefs[i]
             for j, p in powers:
                 coef *= xi[j] ** p
-            if coef > caps[i]:
+            if coef > cap:
                 return True
         return False
 
