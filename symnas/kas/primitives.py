@@ -606,8 +606,19 @@ def _inner_is_channel(block: List[Size], lhs_pi: Size) -> bool:
     return not any(_spatial(size) for size in block)
 
 
-def _present_between(shape: S.Shape, prefix: int, suffix: int) -> List[Size]:
-    present = S.present(shape)
+def _present(shape: S.Shape) -> Tuple[Size, ...]:
+    """``S.present`` as a tuple, remembered per shape (broadcast matching asks for the same shapes often)."""
+    hit = _PRESENT.get(shape)
+    if hit is None:
+        hit = _PRESENT[shape] = tuple(S.present(shape))
+    return hit
+
+
+_PRESENT: Dict[tuple, tuple] = {}
+
+
+def _present_between(shape: S.Shape, prefix: int, suffix: int) -> Tuple[Size, ...]:
+    present = _present(shape)
     return present[prefix:len(present) - suffix]
 
 
@@ -620,7 +631,7 @@ def broadcast_match(lhs: S.Shape, rhs: S.Shape):
     last = _LAST_MATCH[0]               # infer and then solutions ask for the same pair
     if last[0] is lhs and last[1] is rhs:
         return last[2]
-    a, b = S.present(lhs), S.present(rhs)
+    a, b = _present(lhs), _present(rhs)
     suffix = 0
     while suffix < min(len(a), len(b)) and a[-1 - suffix] == b[-1 - suffix]:
         suffix += 1
