@@ -17,5 +17,6 @@ cp -rs "$_repo/symnas/." "$_src/symnas/"
 ln -sfn "$_repo/algorithms" "$_src/symnas/algorithms"
 ln -sfn "$_repo/spaces" "$_src/symnas/spaces"
 export PYTHONPATH=$_src:$_repo${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYTHON
-"$PYTHON" -c "import symnas, symnas.algorithms, symnas.spaces" || echo "gpu_env: symnas does not import" >&2
+# Checked from the link tree: run from the checkout's root, `python -c` would find its bare symnas/ first.
+(cd "$_src" && "$PYTHON" -c "import symnas, symnas.algorithms, symnas.spaces") || echo "gpu_env: symnas does not import" >&2
 unset _repo _src

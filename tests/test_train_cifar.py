@@ -174,12 +174,18 @@ def test_gpu_env_makes_a_checkout_importable_without_installing_it(tmp_path):
     # A bare machine (the lent GPU) has no editable install: python -S skips the .pth files that make
     # one, so only gpu_env.sh's link tree can map algorithms/ and spaces/ into the package.
     site_packages = ":".join(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
-    script = (f'PYTHON={sys.executable} SYMNAS_SRC={tmp_path}/src . {ROOT}/benchmarks/gpu_env.sh && '
-              f'PYTHONPATH=$PYTHONPATH:{site_packages} {sys.executable} -S -c '
+    bare_python = tmp_path / "python"
+    bare_python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare_python.chmod(0o755)
+    script = (f'export PYTHONPATH={site_packages}; PYTHON={bare_python} SYMNAS_SRC={tmp_path}/src '
+              f'. {ROOT}/benchmarks/gpu_env.sh && cd {tmp_path} && {bare_python} -c '
               '"import symnas, symnas.algorithms, symnas.spaces; '
               'print(symnas.__file__); print(symnas.algorithms.__file__); print(symnas.algorithms.Random.__name__)"')
-    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    # Sourced from the checkout's root, as on the GPU machine: its bare symnas/ must not shadow the link tree
+    # in gpu_env's own check.
+    done = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    assert "does not import" not in done.stderr, done.stderr
     package, algorithms, random_class = done.stdout.split()
     assert package == f"{tmp_path}/src/symnas/__init__.py"
     assert os.path.realpath(algorithms) == str(ROOT / "algorithms" / "__init__.py")
