@@ -210,11 +210,33 @@ def test_native_torch_ops_equal_the_generic_primitive_chain(stride):
         torch.testing.assert_close(xs.grad, xg.grad, atol=1e-4, rtol=1e-4)
 
 
+def test_depthwise_kernel_trains_like_the_torch_convolutions_it_equals():
+    # One SGD step moves the kernel exactly as it moves a depthwise + pointwise conv pair with the same
+    # weights: the averaging fold's 1/9 does not shrink the depthwise weights' learning rate 81-fold.
+    torch.manual_seed(0)
+    m = sn.kas.KernelModule(sn.kas.depthwise_separable(), {"C": 8, "O": 16, "H": 8, "W": 8})
+    scale = m.layers[0].weight
+    assert 0 < scale.abs().max() <= 1 / 3 and scale.std() > 0.05      # a conv's initialisation, not ones
+    ref = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+                              torch.nn.Conv2d(8, 16, 1, bias=False))
+    with torch.no_grad():
+        ref[0].weight.copy_(scale.reshape(8, 1, 3, 3))
+        ref[1].weight.copy_(m.layers[1].weight)
+    x = torch.randn(4, 8, 8, 8)
+    for model in (m, ref):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        model(x).square().mean().backward()
+        optimizer.step()
+    torch.testing.assert_close(m(x), ref(x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(m.layers[0].weight.reshape(8, 1, 3, 3), ref[0].weight)
+
+
 def test_depthwise_separable_module_matches_torch_convolutions():
+    # The Scale's weight is the depthwise conv's weight (the averaging fold's 1/9 is folded into it).
     m = sn.kas.KernelModule(sn.kas.depthwise_separable(), {"C": 8, "O": 16, "H": 8, "W": 8})
     dw, pw = torch.randn(8, 1, 3, 3), torch.randn(16, 8, 1, 1)
     with torch.no_grad():
-        m.layers[0].weight.copy_(dw.reshape(m.layers[0].weight.shape) * 9)
+        m.layers[0].weight.copy_(dw.reshape(m.layers[0].weight.shape))
         m.layers[1].weight.copy_(pw)
     x = torch.randn(2, 8, 8, 8)
     ref = torch.nn.functional.conv2d(torch.nn.functional.conv2d(x, dw, padding=1, groups=8), pw)

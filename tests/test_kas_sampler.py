@@ -96,3 +96,75 @@ def test_broadcast_ops_and_gram_softmax_do_not_change_shapes_so_one_cache_entry_
             base = outcome(P.Broadcast, ("add",), (lhs, rhs))
             assert all(outcome(P.Broadcast, (op,), (lhs, rhs)) == base for op in ("sub", "mul", "max", "min"))
             assert outcome(P.BMM, ("gram", True), (lhs, rhs)) == outcome(P.BMM, ("gram", False), (lhs, rhs))
+
+
+def _direct_infer(o, kind, params, ids, groups):
+    """Shape inference straight from the primitive, for one G (what ``_Options.infer`` caches)."""
+    P = sn.kas.primitives
+    cls = P.PRIMITIVES[kind]
+    ins = tuple(o.shape_list[i] for i in ids)
+
+    def sizes_ok(out, extra):
+        if len(sn.kas.shapes.dynamic_vars(out)) > 1 or not o.legal([x for x in out if x is not None] + list(extra),
+                                                                    groups):
+            return False
+        n = sn.kas.shapes.numel(out)
+        return not n.is_static() or all(n.float_value(env) <= cap for env, cap in zip(o.envs[groups], o.caps))
+
+    try:
+        out, extra = cls.infer(params, ins)
+        ok = sizes_ok(out, extra) and kas_space._invariant(cls, params, ins, out)
+        return ("ok", out, list(extra), o._flops_bound(cls, params, ins, out, groups)) if ok else None
+    except P.PrimitiveError:
+        pass
+    options = []
+    for var, value in cls.solutions(params, ins):
+        if not o.legal([value], groups):
+            continue
+        trial = tuple(sn.kas.shapes.substitute(x, var, value) for x in ins)
+        try:
+            out, extra = cls.infer(params, trial)
+        except P.PrimitiveError:
+            continue
+        if sizes_ok(out, extra) and kas_space._invariant(cls, params, trial, out):
+            options.append((var, value, out, list(extra), o._flops_bound(cls, params, trial, out, groups)))
+    return ("solve", options) if options else None
+
+
+def test_shape_inference_cached_once_for_every_g_equals_inferring_directly_per_g():
+    space, _, _, _ = _sample("resnet18", 4, 8, max_primitives=10)
+    o = space.options()
+    groups = list(o.infer_caches)
+    assert len(groups) > 1 and len(o.structures) > 0
+    rng = random.Random(1)
+    ids = list(range(min(len(o.shape_list), 30)))
+    unary = [(kind, params) for kind in ("fc", "conv", "unfold", "fold", "mix", "scale", "group", "shift")
+             for sid in ids[:6] for params in o.variants(kind, sid, None)[:3]]
+    outcomes = set()
+    for _ in range(300):
+        if rng.random() < 0.5:
+            kind, params, pair = "broadcast", (rng.choice(("add", "mul")),), (rng.choice(ids), rng.choice(ids))
+        else:
+            (kind, params), pair = rng.choice(unary), (rng.choice(ids),)
+        for g in groups:
+            expected = _direct_infer(o, kind, params, pair, g)
+            got = o.infer(kind, params, pair, g)
+            got = got if got is None or got[0] == "solve" else (got[0], got[1], list(got[2]), got[3])
+            if got is not None and got[0] == "solve":
+                got = ("solve", [(v, x, out, list(extra), b) for v, x, out, extra, b in got[1]])
+            assert got == expected, (kind, params, pair, g)
+            outcomes.add(None if got is None else got[0])
+    assert outcomes == {None, "ok", "solve"}
+
+
+def test_budget_solver_gives_the_same_sizes_with_its_per_size_cache():
+    kernel = sn.kas.Kernel([sn.kas.primitives.Unfold("HW", 3), sn.kas.primitives.FC("x0"),
+                            sn.kas.primitives.Activation("relu"), sn.kas.primitives.FC("O")])
+    targets = sn.kas.conv_targets(sn.nn.backbone("resnet34"))
+    budget = sn.kas.Budget(flops=0.25)
+    plain = sn.kas.solver.solve_sizes(kernel.analyze(), targets, 2, budget)
+    statics = {}
+    first = sn.kas.solver.solve_sizes(kernel.analyze(), targets, 2, budget, statics=statics)
+    again = sn.kas.solver.solve_sizes(kernel.analyze(), targets, 2, budget, statics=statics)
+    assert statics and first == plain == again
+    assert plain["flops"] <= 0.25 * plain["baseline_flops"]

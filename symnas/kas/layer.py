@@ -153,7 +153,8 @@ def transfer_weights(module: KernelModule, kernel: Kernel, built: nn.Module) -> 
                 conv.weight.copy_(weight.reshape(conv.weight.shape))
             elif how == "scale":
                 k2 = conv.weight.shape[-1] * conv.weight.shape[-2]
-                conv.weight.copy_(weight.reshape(conv.weight.shape) / k2)
+                gain = module.layers[source].gain
+                conv.weight.copy_(weight.reshape(conv.weight.shape) * (gain / k2))
             else:
                 conv.weight.copy_(weight)
 

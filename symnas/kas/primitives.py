@@ -588,7 +588,7 @@ BROADCAST_OPS = ("add", "sub", "mul", "max", "min")
 
 
 def _spatial(size: Size) -> bool:
-    return size.uses("H") or size.uses("W") or size.uses("S")
+    return size.spatial
 
 
 def _inner_is_channel(block: List[Size], lhs_pi: Size) -> bool:
@@ -606,13 +606,32 @@ def _inner_is_channel(block: List[Size], lhs_pi: Size) -> bool:
     return not any(_spatial(size) for size in block)
 
 
+def _present(shape: S.Shape) -> Tuple[Size, ...]:
+    """``S.present`` as a tuple, remembered per shape (broadcast matching asks for the same shapes often)."""
+    hit = _PRESENT.get(shape)
+    if hit is None:
+        hit = _PRESENT[shape] = tuple(S.present(shape))
+    return hit
+
+
+_PRESENT: Dict[tuple, tuple] = {}
+
+
+def _present_between(shape: S.Shape, prefix: int, suffix: int) -> Tuple[Size, ...]:
+    present = _present(shape)
+    return present[prefix:len(present) - suffix]
+
+
 def broadcast_match(lhs: S.Shape, rhs: S.Shape):
     """Canvas's broadcast matching: (prefix, suffix, lhs_pi, rhs_pi, multiplier) on the present sizes.
 
     The common prefix and suffix are stripped; the rest of ``lhs`` (``lhs_pi``) is repeated
     ``multiplier = rhs_pi / lhs_pi`` times along the outer part of the rest of ``rhs``.
     """
-    a, b = S.present(lhs), S.present(rhs)
+    last = _LAST_MATCH[0]               # infer and then solutions ask for the same pair
+    if last[0] is lhs and last[1] is rhs:
+        return last[2]
+    a, b = _present(lhs), _present(rhs)
     suffix = 0
     while suffix < min(len(a), len(b)) and a[-1 - suffix] == b[-1 - suffix]:
         suffix += 1
@@ -625,7 +644,12 @@ def broadcast_match(lhs: S.Shape, rhs: S.Shape):
     rhs_pi = _ONE
     for s in b[prefix:len(b) - suffix]:
         rhs_pi = rhs_pi * s
-    return prefix, suffix, lhs_pi, rhs_pi, rhs_pi / lhs_pi
+    result = prefix, suffix, lhs_pi, rhs_pi, rhs_pi / lhs_pi
+    _LAST_MATCH[0] = (lhs, rhs, result)
+    return result
+
+
+_LAST_MATCH = [(None, None, None)]      # the latest (lhs, rhs, match), replaced as one tuple
 
 
 @_members([("op", pg.typing.Enum("add", list(BROADCAST_OPS)), "add, sub, mul, max or min")])
@@ -640,13 +664,13 @@ class Broadcast(Primitive):
     @classmethod
     def infer(cls, params, shapes):
         lhs, rhs = shapes
-        who = cls.name_of(params)
         prefix, suffix, lhs_pi, rhs_pi, mult = broadcast_match(lhs, rhs)
-        if _spatial(lhs_pi) or not _inner_is_channel(S.present(rhs)[prefix:len(S.present(rhs)) - suffix], lhs_pi):
-            raise PrimitiveError(lambda: f"{who}: {S.text(lhs)} onto {S.text(rhs)} would spread values across image "
+        who = lambda: cls.name_of(params)       # noqa: E731 (named only in messages)
+        if _spatial(lhs_pi) or not _inner_is_channel(_present_between(rhs, prefix, suffix), lhs_pi):
+            raise PrimitiveError(lambda: f"{who()}: {S.text(lhs)} onto {S.text(rhs)} would spread values across image "
                                  f"positions (not spatially invariant): image axes must match or be repeated over")
         if any(mult.power_of(v) < 0 for v in mult.dynamic_vars()):
-            raise PrimitiveError(lambda: f"{who}: {S.text(lhs)} onto {S.text(rhs)} needs the dynamic sizes solved "
+            raise PrimitiveError(lambda: f"{who()}: {S.text(lhs)} onto {S.text(rhs)} needs the dynamic sizes solved "
                                  f"(multiplier {mult})")
         return rhs, [lhs_pi, mult]
 
@@ -726,7 +750,7 @@ class BMM(Primitive):
             dyn = have.dynamic_vars()
             if len(dyn) == 1 and have.power_of(dyn[0]) == 1 and dyn[0] not in want.dynamic_vars():
                 value = want / (have / Size.dynamic(dyn[0]))
-                if not (value.uses("H") or value.uses("W") or value.uses("S")):
+                if not value.spatial:
                     return [(dyn[0], value)]
         return []
 

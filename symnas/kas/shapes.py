@@ -54,7 +54,14 @@ def positions(shape: Shape) -> Size:
 
 
 def numel(shape: Shape) -> Size:
-    return channels(shape) * positions(shape)
+    """The element count (channels times positions), remembered per shape (shapes and sizes are immutable)."""
+    hit = _NUMEL.get(shape)
+    if hit is None:
+        hit = _NUMEL[shape] = channels(shape) * positions(shape)
+    return hit
+
+
+_NUMEL: Dict[tuple, Size] = {}
 
 
 def present(shape: Shape) -> List[Size]:

@@ -41,6 +41,7 @@ _BITS, _OFF, _MASK = 6, 32, 63
 _ZERO = sum(_OFF << (_BITS * i) for i in range(_NSYM))
 _DYN_SHIFT = _BITS * _FIRST_DYN
 _ZERO_DYN = _ZERO >> _DYN_SHIFT
+_SPATIAL_SHIFTS = tuple(_BITS * _INDEX[name] for name in ("H", "W", "S"))
 
 
 def _pack(exps) -> int:
@@ -68,7 +69,7 @@ class Size:
     identity (C speed in the sampler's dict keys) and the algebra is memoized per operand pair.
     """
 
-    __slots__ = ("num", "den", "pw", "_dyn", "_exps")
+    __slots__ = ("num", "den", "pw", "_dyn", "_exps", "spatial")
 
     def __new__(cls, num: int = 1, den: int = 1, pw: int = _ZERO):
         key = (num, den, pw)
@@ -91,6 +92,8 @@ class Size:
             self._dyn = () if d == _ZERO_DYN else \
                 tuple(i for i in range(NUM_DYNAMIC) if ((d >> (_BITS * i)) & _MASK) != _OFF)
             self._exps = None
+            # Whether it uses H, W or S (an image size: never a channel size; read in the sampler's loops).
+            self.spatial = any(((pw >> shift) & _MASK) != _OFF for shift in _SPATIAL_SHIFTS)
             self = _TABLE.setdefault(reduced, self)     # atomic: two threads get the same object
         _TABLE[key] = self
         return self

@@ -95,23 +95,50 @@ def check_static(sizes: Sequence[Size], envs: Sequence[Dict[str, int]], keys: Se
 class _Terms:
     """Cost monomials compiled for fast evaluation per target: sum of coef * prod(x_j ** p)."""
 
-    def __init__(self, terms: Sequence[Size], envs, variables: List[int]):
-        self.per_target = []
-        for env in envs:
-            compiled = []
-            for t in terms:
-                coef = float(t.static_value(env))
-                powers = tuple((variables.index(v), t.power_of(v)) for v in t.dynamic_vars())
-                compiled.append((coef, powers))
-            self.per_target.append(compiled)
+    def __init__(self, terms: Sequence[Size], envs, variables: List[int], statics: Optional[dict] = None):
+        statics = {} if statics is None else statics
+        position = {v: j for j, v in enumerate(variables)}
+        self.compiled = []              # (coefficient per target, ((variable position, power), ...))
+        for t in terms:
+            coefs, dyn = _static_of(t, envs, statics)
+            self.compiled.append((coefs, tuple((position[v], p) for v, p in dyn)))
 
     def value(self, i: int, x: Sequence[int]) -> float:
         total = 0.0
-        for coef, powers in self.per_target[i]:
+        for coefs, powers in self.compiled:
+            coef = coefs[i]
             for j, p in powers:
                 coef *= x[j] ** p
             total += coef
         return total
+
+
+def _static_of(size: Size, envs, statics: dict) -> tuple:
+    """(the size's value per env with its dynamic variables at 1, as floats; ((var, power), ...));
+    ``statics`` remembers it per size (for one list of envs)."""
+    hit = statics.get(size)
+    if hit is None:
+        hit = statics[size] = (tuple(float(size.static_value(env)) for env in envs),
+                               tuple((v, size.power_of(v)) for v in size.dynamic_vars()))
+    return hit
+
+
+def _numel_of(shape: S.Shape, statics: dict) -> Size:
+    """``S.numel(shape)``, remembered in ``statics`` (a shape's element count does not depend on the envs)."""
+    key = ("numel", shape)
+    hit = statics.get(key)
+    if hit is None:
+        hit = statics[key] = S.numel(shape)
+    return hit
+
+
+def _denominators_of(size: Size, envs, statics: dict) -> tuple:
+    """The denominators of the size's static part per env (cached in ``statics`` under a key of its own)."""
+    key = (size, "den")
+    hit = statics.get(key)
+    if hit is None:
+        hit = statics[key] = tuple(size.static_value(env).denominator for env in envs)
+    return hit
 
 
 def solve_budget(analysis: Analysis, targets: Sequence[ConvTarget], groups: int, budget: Budget,
@@ -127,9 +154,11 @@ def solve_budget(analysis: Analysis, targets: Sequence[ConvTarget], groups: int,
 
 def solve_sizes(analysis: Analysis, targets: Sequence, groups: int, budget: Budget,
                 max_tensor_ratio: float = 64.0, check_cache: Optional[dict] = None,
-                limits: Optional[Dict[str, float]] = None) -> dict:
+                limits: Optional[Dict[str, float]] = None, statics: Optional[dict] = None) -> dict:
     """:func:`solve_budget`'s work, returning the Solution's fields as a dict (the sampler's fast path;
-    ``check_cache`` remembers which static sizes were checked)."""
+    ``check_cache`` remembers which static sizes were checked, ``statics`` the sizes' per-target values:
+    both only for the same targets and G)."""
+    statics = {} if statics is None else statics
     targets = [t.data() if isinstance(t, ConvTarget) else t for t in targets]
     envs = [target_env(t, groups) for t in targets]
     keys = [t.key for t in targets]
@@ -145,25 +174,30 @@ def solve_sizes(analysis: Analysis, targets: Sequence, groups: int, budget: Budg
         if not dyn:
             continue
         j = variables.index(dyn[0])
-        for i, env in enumerate(envs):
-            lcms[i][j] = lcm((lcms[i][j], size.static_value(env).denominator))
+        for i, den in enumerate(_denominators_of(size, envs, statics)):
+            if den != 1:
+                lcms[i][j] = lcm((lcms[i][j], den))
     first = min(range(len(targets)), key=lambda i: targets[i].c_in)
     c1 = targets[first].c_in
     x = [[math.ceil(Fraction(t.c_in * lcms[first][j], c1 * lcms[i][j])) * lcms[i][j] for j in range(nv)]
          for i, t in enumerate(targets)]
     limits = limits if limits is not None else budget.limits(targets)
-    costs = {what: _Terms(analysis.cost_terms(what), envs, variables) for what in limits}
+    costs = {what: _Terms(analysis.cost_terms(what), envs, variables, statics) for what in limits}
     counts = [t.count for t in targets]
-    numels = [S.numel(s) for s in analysis.effective]
-    node_terms = [[(float(n.static_value(env)), tuple((variables.index(v), n.power_of(v)) for v in n.dynamic_vars()))
-                   for n in numels] for env in envs]
+    position = {v: j for j, v in enumerate(variables)}
+    node_terms = []                     # per node: (element count per target, its free variables' powers)
+    for shape in analysis.effective:
+        coefs, dyn = _static_of(_numel_of(shape, statics), envs, statics)
+        node_terms.append((coefs, tuple((position[v], p) for v, p in dyn)))
     caps = [max_tensor_ratio * t.c_in * t.h * t.w for t in targets]
 
     def too_big(i: int, xi: Sequence[int]) -> bool:
-        for coef, powers in node_terms[i]:
+        cap = caps[i]
+        for coefs, powers in node_terms:
+            coef = coefs[i]
             for j, p in powers:
                 coef *= xi[j] ** p
-            if coef > caps[i]:
+            if coef > cap:
                 return True
         return False
 
@@ -216,8 +250,8 @@ def solve_sizes(analysis: Analysis, targets: Sequence, groups: int, budget: Budg
             if not done:
                 break
     values = {keys[i]: {f"x{v}": int(x[i][j]) for j, v in enumerate(variables)} for i in range(len(targets))}
-    flops_terms = costs["flops"] if "flops" in costs else _Terms(analysis.cost_terms("flops"), envs, variables)
-    param_terms = costs["params"] if "params" in costs else _Terms(analysis.cost_terms("params"), envs, variables)
+    flops_terms = costs["flops"] if "flops" in costs else _Terms(analysis.cost_terms("flops"), envs, variables, statics)
+    param_terms = costs["params"] if "params" in costs else _Terms(analysis.cost_terms("params"), envs, variables, statics)
     return dict(values=values,
                 flops=int(sum(counts[i] * flops_terms.value(i, x[i]) for i in range(len(targets)))),
                 params=int(sum(counts[i] * param_terms.value(i, x[i]) for i in range(len(targets)))),

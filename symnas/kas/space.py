@@ -35,6 +35,7 @@ import bisect
 import dataclasses
 import hashlib
 import math
+from itertools import chain
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import pyglove as pg
@@ -273,11 +274,13 @@ class _Options:
         self.infer_caches: Dict[int, dict] = {}
         self.pair_caches: Dict[int, Dict[int, int]] = {}
         self.closing_ids: Dict[int, object] = {}
+        self.structures: Dict[tuple, tuple] = {}       # (kind, params, shape ids) -> what it gives for any G
         self.node_infos: Dict[int, tuple] = {}
         self.cap_caches: Dict[int, Dict[Size, bool]] = {}
         self.envs: Dict[int, list] = {}
         self.low_envs: Dict[int, list] = {}
         self.bound_caches: Dict[int, dict] = {}
+        self.static_caches: Dict[int, dict] = {}      # per G: sizes' per-target values for the budget solver
         self.limits = space.budget.limits(self.targets)
         self.counts = [t.count for t in self.targets]
         self.group_values = space.group_list()
@@ -296,6 +299,7 @@ class _Options:
             self.cap_caches[groups] = {}
             self.infer_caches[groups] = {}
             self.bound_caches[groups] = {}
+            self.static_caches[groups] = {}
         return self.envs[groups]
 
     def legal(self, sizes, groups: int) -> bool:
@@ -323,36 +327,66 @@ class _Options:
         return self._infer_uncached(kind, params, ids, groups, True) is not None
 
     def _infer_uncached(self, kind: str, params: tuple, ids: tuple, groups: int, first: bool):
-        cls = PRIMITIVES[kind]
-        ins = tuple(self.shape_list[i] for i in ids)
-        try:
-            out, extra = cls.infer(params, ins)
-            return ("ok", out, extra, self._flops_bound(cls, params, ins, out, groups)) \
-                if self._sizes_ok(out, extra, groups) and _invariant(cls, params, ins, out) else None
-        except PrimitiveError:
-            pass
+        kind_structure = self.structure(kind, params, ids, groups)
+        if kind_structure[0] == "ok":
+            _, out, extra, n, macs, ops = kind_structure
+            return ("ok", out, extra, self.bound_of((macs, ops), groups)) if self._fits(out, extra, n, groups) \
+                else None
         options = []
-        for var, value in cls.solutions(params, ins):
+        for var, value, out, extra, n, macs, ops in kind_structure[1]:
             if not self.legal([value], groups):
                 continue
-            trial = tuple(S.substitute(x, var, value) for x in ins)
-            try:
-                out, extra = cls.infer(params, trial)
-            except PrimitiveError:
-                continue
-            if self._sizes_ok(out, extra, groups) and _invariant(cls, params, trial, out):
-                options.append((var, value, out, extra, self._flops_bound(cls, params, trial, out, groups)))
+            if self._fits(out, extra, n, groups):
+                options.append((var, value, out, extra, self.bound_of((macs, ops), groups)))
                 if first:
                     break
         return ("solve", options) if options else None
 
-    def _sizes_ok(self, out, extra, groups: int) -> bool:
-        if len(S.dynamic_vars(out)) > 1:
+    def structure(self, kind: str, params: tuple, ids: tuple, groups: int) -> tuple:
+        """What applying a primitive to input shapes (ids) gives whatever the value of G, cached:
+        ("ok", out, extra, n, macs, ops) when it applies as is, else ("solve", ((var, value, out, extra, n,
+        macs, ops), ...)) for the shape-matching solver's substitutions under which it applies (maybe
+        none). ``n`` is the output's element count when static (checked against the tensor cap), None
+        when not, False when the output can never be used (more than one free variable, or weights that
+        depend on the image size); ``macs`` and ``ops`` are the FLOPs terms. :meth:`infer` adds the checks
+        that depend on G (integral sizes, tensor caps, the FLOPs bound). ``groups`` (any value whose envs
+        are set) only drops substitutions that no G makes integral. Entries are tuples, empty ones
+        shared, so the collector tracks few objects per entry."""
+        key = (kind, _SAME_INFER.get(params, params), ids)
+        hit = self.structures.get(key)
+        if hit is not None:
+            return hit
+        cls = PRIMITIVES[kind]
+        flops = "flops" in self.limits
+        ins = tuple(self.shape_list[i] for i in ids)
+        try:
+            out, extra = cls.infer(params, ins)
+            macs, ops = cls.cost(params, ins, out)[:2] if flops else (None, None)
+            hit = ("ok", out, tuple(extra), _count(cls, params, ins, out), macs, ops)
+        except PrimitiveError:
+            options = []
+            for var, value in cls.solutions(params, ins):
+                if not value.uses("G") and not self.legal([value], groups):
+                    continue                 # not an integer for some target, whatever G is
+                trial = tuple(S.substitute(x, var, value) for x in ins)
+                try:
+                    out, extra = cls.infer(params, trial)
+                except PrimitiveError:
+                    continue
+                macs, ops = cls.cost(params, trial, out)[:2] if flops else (None, None)
+                options.append((var, value, out, tuple(extra), _count(cls, params, trial, out), macs, ops))
+            hit = ("solve", tuple(options))
+        self.structures[key] = hit
+        return hit
+
+    def _fits(self, out, extra, n, groups: int) -> bool:
+        """The size checks that depend on G, on what :meth:`structure` prepared: every size an integer
+        for every target, the output within the tensor cap."""
+        if n is False:
             return False
-        if not self.legal([x for x in out if x is not None], groups) or not self.legal(extra, groups):
+        if not self.legal(chain(filter(None, out), extra), groups):
             return False
-        n = S.numel(out)
-        if n.is_static():
+        if n is not None:
             fits = self.cap_caches[groups].get(n)
             if fits is None:
                 fits = self.cap_caches[groups][n] = all(n.float_value(env) <= cap
@@ -494,11 +528,13 @@ class Builder:
 
     def clone(self) -> "Builder":
         other = object.__new__(Builder)
-        other.__dict__.update(self.__dict__)
-        for name in ("shapes", "ids", "vars", "canon", "users", "codes", "producers", "steps", "dynamic_sizes",
-                     "record", "terms"):
-            setattr(other, name, list(getattr(self, name)))
-        other.code_set = set(self.code_set)
+        d = other.__dict__
+        d.update(self.__dict__)
+        d["shapes"], d["ids"], d["vars"], d["canon"] = self.shapes[:], self.ids[:], self.vars[:], self.canon[:]
+        d["users"], d["codes"], d["producers"], d["steps"] = self.users[:], self.codes[:], self.producers[:], \
+            self.steps[:]
+        d["dynamic_sizes"], d["record"], d["terms"] = self.dynamic_sizes[:], self.record[:], self.terms[:]
+        d["code_set"] = set(self.code_set)
         return other
 
     # ---- the loop --------------------------------------------------------------------------------
@@ -534,7 +570,10 @@ class Builder:
         delta_max, last = self._limits(t)
         self.t = t
         tried = []
+        no_unary = delta_max < 0                # a merge step: one-input kinds have no application
         for kind in kinds:
+            if (no_unary or last and kind == "unfold") and kind not in _TWO_INPUT_KINDS:
+                continue                        # (what _candidates would say, without listing)
             cands = self._candidates(kind, delta_max, last)
             if not cands:
                 continue
@@ -635,28 +674,36 @@ class Builder:
         # is an open branch, b != a when only b is) or must merge two open branches (-1).
         leaves = [v for v in range(nodes) if users[v] == 0]
         everything = range(nodes)
+        if closable is not None:
+            all_b, leaf_b = [b for b in everything if closable[b]], [b for b in leaves if closable[b]]
+        else:
+            all_b, leaf_b = everything, leaves
+        skip_self = broadcast or delta_max < 0   # x op x: sqr, 0 or x itself (Canvas prunes these);
+        c0 = [c[0] for c in canon]               # a merge needs two branches
+        c1 = [c[1] for c in canon]
+        get, groups, append = pairs.get, self.groups, segments.append
         for a in (leaves if delta_max < 0 else everything):
-            leaf_a = users[a] == 0
-            ca = canon[a][0]
+            bs = all_b if delta_max > 0 or (delta_max == 0 and users[a] == 0) else leaf_b
+            base = c0[a] * _PAIR
             va = vs[a]
-            for b in (everything if delta_max > 0 or (delta_max == 0 and leaf_a) else leaves):
-                if a == b and (broadcast or delta_max < 0):
-                    continue      # x op x: sqr, 0 or x itself (Canvas prunes these); a merge needs two branches
-                if closable is not None and not closable[b]:
+            # The shapes must fit (checked on names x0/x1: legality does not depend on them).
+            if va is None:
+                keys = [base + c0[b] for b in bs]
+            else:
+                keys = [base + (c1[b] if vs[b] is not None and vs[b] != va else c0[b]) for b in bs]
+            for b, key in zip(bs, keys):
+                if b == a and skip_self:
                     continue
-                # The shapes must fit (checked on names x0/x1: legality does not depend on them).
-                vb = vs[b]
-                key = ca * _PAIR + canon[b][0 if vb is None or vb == va or va is None else 1]
-                mask = pairs.get(key)
+                mask = get(key)
                 if mask is None:
-                    mask = o.pair_mask(key, self.groups)
+                    mask = o.pair_mask(key, groups)
                 if broadcast:
                     if mask & _BROADCAST_BIT:
-                        segments.append((_BROADCAST_PARAMS, (a, b)))
+                        append((_BROADCAST_PARAMS, (a, b)))
                     continue
                 params = table[mask]
                 if params:
-                    segments.append((params, (a, b)))
+                    append((params, (a, b)))
         return _Candidates(segments)
 
     # ---- applying one candidate ------------------------------------------------------------------------
@@ -700,9 +747,10 @@ class Builder:
         self.code_set.add(code)
         self.producers.append((kind, params))
         self.steps.append((cls, params, tuple(inputs)))
-        known = set(self.dynamic_sizes)
-        self.dynamic_sizes.extend(x for x in {*[y for y in out if y is not None], *extra}
-                                  if not x.is_static() and x not in known)
+        dynamic = self.dynamic_sizes           # (order does not matter: every one must stay legal)
+        for x in (*out, *extra):
+            if x is not None and x._dyn and x not in dynamic:
+                dynamic.append(x)
         self.flops_bound += bound
         if not last:
             self.terms.extend(t for t in cls.cost(params, [self.shapes[j] for j in inputs], out)[:2] if t is not None)
@@ -773,12 +821,14 @@ class Builder:
     def _can_merge_after(self, inputs, out) -> bool:
         """One step of look-ahead: when every later step must merge two branches, some pair of the open
         branches left by this step has to merge (a broadcast or a matmul applies)."""
-        leaves = [v for v, u in enumerate(self.users) if u == 0 and v not in inputs]
-        if not leaves:
-            return True
+        users = self.users
+        # The open branches this step leaves, counted first (most steps need no look-ahead).
+        count = self.open - (users[inputs[0]] == 0) - (len(inputs) > 1 and inputs[1] != inputs[0] and
+                                                       users[inputs[1]] == 0)
         merges_left = self.n - self.t - 2          # steps after this one, before the closing step
-        if len(leaves) < merges_left:
+        if not count or count < merges_left:
             return True
+        leaves = [v for v, u in enumerate(users) if u == 0 and v not in inputs]
         nodes = [(self.vars[v], self.canon[v]) for v in leaves] + [self.o.node_info(self.o.shape_id(out))]
         pairs, o, groups = self.pairs, self.o, self.groups
         for i, (va, ca) in enumerate(nodes):
@@ -804,23 +854,33 @@ class Builder:
     def _infer(self, kind: str, params: tuple, inputs: tuple, new_var: bool):
         """``_Options.infer`` with the free variables renamed x0, x1, ... in order (so one cached
         result serves every kernel whose shapes differ only in variable names), renamed back."""
-        vs = [self.vars[j] for j in inputs]
-        if not new_var and all(v is None for v in vs):
-            return self.o.infer(kind, params, tuple(self.ids[j] for j in inputs), self.groups)
+        vars_ = self.vars
+        if not new_var:
+            if len(inputs) == 1:
+                if vars_[inputs[0]] is None:
+                    return self.o.infer(kind, params, (self.ids[inputs[0]],), self.groups)
+            elif vars_[inputs[0]] is None and vars_[inputs[1]] is None:
+                return self.o.infer(kind, params, (self.ids[inputs[0]], self.ids[inputs[1]]), self.groups)
         assigned: Dict[int, int] = {}
         ids = []
-        for j, v in zip(inputs, vs):
+        identity = True                          # the canonical names are the node's own
+        for j in inputs:
+            v = vars_[j]
             if v is None:
                 ids.append(self.ids[j])
             else:
-                ids.append(self.canon[j][assigned.setdefault(v, len(assigned))])
+                c = assigned.setdefault(v, len(assigned))
+                identity = identity and c == v
+                ids.append(self.canon[j][c])
+        if new_var:
+            identity = identity and len(assigned) == self.next_var
+            params = _fresh(kind, params, len(assigned))
+        r = self.o.infer(kind, params, tuple(ids), self.groups)
+        if r is None or identity:
+            return r
         back = {c: v for v, c in assigned.items()}
         if new_var:
             back[len(assigned)] = self.next_var
-            params = _fresh(kind, params, len(assigned))
-        r = self.o.infer(kind, params, tuple(ids), self.groups)
-        if r is None or all(c == v for c, v in back.items()):
-            return r
         if r[0] == "ok":
             return ("ok", _renamed(r[1], back), [x.rename(back) for x in r[2]], r[3])
         return ("solve", [(back.get(var, var), value.rename(back), _renamed(out, back), [x.rename(back) for x in extra],
@@ -865,7 +925,8 @@ class Builder:
         rh, rw = a.receptive
         if min(rh, GLOBAL) * min(rw, GLOBAL) < o.min_receptive:
             raise KernelRejected(f"receptive field {rh}x{rw} is below {o.min_receptive} pixels")
-        solution = solve_sizes(a, o.targets, self.groups, o.budget, o.max_tensor_ratio, self.cache, o.limits)
+        solution = solve_sizes(a, o.targets, self.groups, o.budget, o.max_tensor_ratio, self.cache, o.limits,
+                               o.static_caches[self.groups])
         return Decoded(steps, self.groups, o.out_channels, solution, structural_hash(steps))
 
 
@@ -881,6 +942,7 @@ _BMM_BY_MASK = tuple(tuple(p for p, bit in zip(_BMM_PARAMS, _BMM_BITS) if m & bi
 _BMM_APPLY_BY_MASK = tuple(tuple(p for p, bit in zip(_BMM_PARAMS, _BMM_BITS) if m & bit and p in _BMM_APPLY)
                            for m in range(16))
 _SAME_INFER = {**{(op,): ("add",) for op in ("sub", "mul", "max", "min")}, ("gram", True): ("gram", False)}
+_TWO_INPUT_KINDS = frozenset(k for k, cls in PRIMITIVES.items() if cls.arity == 2)
 _PAIR = 1 << 32                                # pair key: a * _PAIR + b (shape ids)
 # Kinds whose output has its input's channels (at the last step, only a closable input can close).
 _KEEPS_CHANNELS = {"activation", "elementwise", "shift", "scale", "softmax", "group"}
@@ -918,12 +980,22 @@ def _renamed(shape, mapping) -> tuple:
     return tuple(None if x is None else x.rename(mapping) for x in shape)
 
 
+def _count(cls, params, ins, out):
+    """The G-independent part of the size checks: False when the output holds more than one free
+    variable or the weights depend on the image size; else the output's element count when static, or
+    None."""
+    if len(S.dynamic_vars(out)) > 1 or not _invariant(cls, params, ins, out):
+        return False
+    n = S.numel(out)
+    return n if n.is_static() else None
+
+
 def _invariant(cls, params, ins, out) -> bool:
     """Whether the primitive's weights are independent of the image size (spatial invariance)."""
     if not cls.weighted:
         return True
     weights = cls.cost(params, ins, out)[2]
-    return weights is None or not (weights.uses("H") or weights.uses("W") or weights.uses("S"))
+    return weights is None or not weights.spatial
 
 
 def _fresh(kind: str, params: tuple, next_var: int) -> tuple:

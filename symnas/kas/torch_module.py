@@ -40,16 +40,30 @@ _SPATIAL = (S.H, S.W)
 
 
 class _Scale(nn.Module):
+    """A learned element-wise weight. Read by an averaging fold over ``fan_in`` of its own axes, it is a
+    conv's weight: it then multiplies by ``gain`` (= ``fan_in``, so the average is a plain weighted sum
+    and the parameter is the conv's weight, trained at the conv's learning rate rather than
+    ``fan_in ** 2`` times slower) and starts like a conv's (uniform in +-1/sqrt(fan_in), not ones)."""
+
     def __init__(self, shape: Sequence[int]):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(shape))
+        self.gain = 1.0
+        self.fan_in = 0
+
+    def as_weighted_sum(self, fan_in: int) -> None:
+        self.gain, self.fan_in = float(fan_in), fan_in
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            self.weight.fill_(1.0)
+            if self.fan_in:
+                bound = 1.0 / math.sqrt(self.fan_in)
+                self.weight.uniform_(-bound, bound)
+            else:
+                self.weight.fill_(1.0)
 
     def forward(self, x):
-        return x * self.weight
+        return x * self.weight if self.gain == 1.0 else x * (self.weight * self.gain)
 
 
 class _Mix(nn.Module):
@@ -97,6 +111,8 @@ class KernelModule(nn.Module):
             self._plan.append((fn, tuple(inputs), cut_index, index))
         self._stride = stride
         self._out_dims = dims[-1]
+        for scale, fan_in in _averaged_scales(kernel.steps(), a, dims):
+            self.layers[self._plan[scale - 1][3]].as_weighted_sum(fan_in)
         self.native_chains: List[Tuple[int, ...]] = []
         if native:
             for chain, fn, source in _native_chains(kernel.steps(), a, dims, stride):
@@ -141,6 +157,24 @@ def set_native(model: nn.Module, native: bool) -> nn.Module:
 
 def _skipped(layer, n):
     return None
+
+
+def _averaged_scales(steps, a, dims):
+    """[(Scale node, fan_in)] for each Scale whose only reader averages over axes along which the Scale's
+    weight varies (Unfold + Scale + Fold(K, avg) is a depthwise conv): fan_in = the averaged elements."""
+    out = []
+    for v, (cls, params, _) in enumerate(steps, start=1):
+        if cls.kind != "scale" or len(a.users[v]) != 1:
+            continue
+        f = a.users[v][0]
+        fold, fold_params, _ = steps[f - 1]
+        if fold.kind != "fold" or fold_params[1] != "avg":
+            continue
+        present = dict(dims[v])
+        averaged = [s for s in _slot_set(dims[v], fold_params[0]) if s in present]
+        if averaged and set(averaged) <= set(_slot_set(dims[v], params[0])):
+            out.append((v, _prod(present[s] for s in averaged)))
+    return out
 
 
 def _native_chains(steps, a, dims, stride):
@@ -195,7 +229,7 @@ def _conv_fn(reader, dims, src, chain, kh, kw, d, stride):
 
     def depthwise(layer, n, x):
         weight = layer.weight.reshape(layer.weight.shape[:1 + len(unfolded)]).expand(1, *unfolded)
-        weight = weight.reshape(c, 1, kh, kw) / (kh * kw)
+        weight = weight.reshape(c, 1, kh, kw) * (layer.gain / (kh * kw))
         y = F.conv2d(x.reshape(n, c, h, w), weight, None, st, pad, d, c)
         return y.reshape(n, *out_sizes)
     return depthwise
