@@ -27,10 +27,10 @@ import pyglove as pg
 from symnas.program.errors import IllegalTransformation, tvm_reason
 from symnas.program.kernel import EPILOGUES, Kernel
 from symnas.program.loop_nest import LoopNest, StepError
-from symnas.program.lower_tvm import TargetLike, compile_module, schedule_helper_blocks, target_kind
+from symnas.program.lower_tvm import TargetLike, schedule_helper_blocks, target_kind
 from symnas.program.lower_tvm import _parallel_copy as parallel_copy
 from symnas.program.operators import Conv2d
-from symnas.program.schedule import Schedule
+from symnas.program.schedule import Schedule, build_lowered
 from symnas.program.transformations import (CacheWrite, DecomposeReduction, Fuse, Parallel, Reorder, Split, Step,
                                             Unroll, Vectorize)
 
@@ -158,11 +158,7 @@ class ConvChain(pg.Object):
 
     def build(self, target: TargetLike = None, epilogue: Optional[str] = None, prologue: bool = False):
         """Compiles for this CPU (cached by structural hash)."""
-        mod = self.lower(target, epilogue, prologue)
-        try:
-            return compile_module(mod, target)
-        except (RuntimeError, ValueError) as error:
-            raise IllegalTransformation(f"build failed: {tvm_reason(error)}") from None
+        return build_lowered(self.lower(target, epilogue, prologue), target)
 
     def random_inputs(self, seed: int = 0):
         rng = np.random.default_rng(seed)

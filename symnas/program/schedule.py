@@ -111,13 +111,7 @@ class Schedule(pg.Object):
 
     def build(self, target: TargetLike = None, epilogue: Optional[str] = None, prologue: bool = False):
         """Compiles for `target` (this CPU by default); cached by structural hash."""
-        import tvm  # pylint: disable=import-outside-toplevel
-
-        mod = self.lower(target, epilogue, prologue)
-        try:
-            return compile_module(mod, target)
-        except (RuntimeError, ValueError) as error:
-            raise IllegalTransformation(f"build failed: {tvm_reason(error)}") from None
+        return build_lowered(self.lower(target, epilogue, prologue), target)
 
     def cuda_source(self) -> str:
         """The CUDA C source TVM generates (no GPU needed; needs bind steps)."""
@@ -200,3 +194,11 @@ def _numpy(value) -> np.ndarray:
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     return np.ascontiguousarray(np.asarray(value, dtype="float32"))
+
+
+def build_lowered(mod, target: TargetLike = None):
+    """Compiles a lowered module (cached); a TVM failure becomes IllegalTransformation naming it."""
+    try:
+        return compile_module(mod, target)
+    except (RuntimeError, ValueError) as error:
+        raise IllegalTransformation(f"build failed: {tvm_reason(error)}") from None
