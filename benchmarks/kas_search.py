@@ -355,11 +355,11 @@ def cmd_combine(args) -> dict:
     if n_low != n_all:
         raise SystemExit(f"combine: {n_all - n_low} of {n_all} kernels do not lower to conv layers")
     P = sn.program
-    options = [[P.Group(2)], [P.Group(4)], [P.Bottleneck(2, axis="ci")]]
-    menu = sn.pte.LayerMenu(options=options, channel_shuffle=True, max_templates=1)
+    steps = {"group2": P.Group(2), "group4": P.Group(4), "bottleneck2": P.Bottleneck(2, axis="ci")}
+    menu = sn.pte.LayerMenu(options=[[steps[name]] for name in args.menu], channel_shuffle=True, max_templates=1)
     print(f"kas combine: {_stamp()}\n  {args.backbone}, {' -> '.join(kernel.names())} (FLOPs "
           f"{solution.flops / solution.baseline_flops:.3f}), lowered; sn.pte.search, {args.trials} candidates, "
-          f"menu Group(2|4) + shuffle, Bottleneck(2, ci)")
+          f"menu {' | '.join(args.menu)} (groups with channel shuffle)")
     result = sn.pte.search(lowered, data=sn.data.CIFAR10(), legality="network", trials=args.trials, menu=menu,
                            kernel_table=sn.pte.KernelTable(repeat=2), fill=None, batch_size=args.batch,
                            measure=False, seed=args.seed, log=lambda line: print("  " + line))
@@ -495,6 +495,8 @@ def main(argv=None) -> dict:
     p.add_argument("--depth", type=int, nargs=4, default=None, help="a small resnet instead of --backbone")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--save", default=None)
+    p.add_argument("--menu", nargs="+", default=["group2", "group4", "bottleneck2"],
+                   choices=["group2", "group4", "bottleneck2"], help="NAS-PTE's steps offered per conv")
     p = sub.add_parser("layers", parents=[common])
     p.add_argument("--kernel", nargs=1, default=["spatially_separable"])
     p.add_argument("--routes", nargs="+", default=["tvm", "ort"], choices=["tvm", "ort", "inductor"])
