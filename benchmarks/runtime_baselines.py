@@ -7,7 +7,9 @@ f32), optionally TVM Relax (untuned, or MetaSchedule-tuned with ``--relax-trials
 (``sn.nn.compile_network``, flat plan). The best original is the fastest runtime on the original;
 the table gives symnas' searched network's speedup over it and over ONNX Runtime on the same searched
 network, then splits each symnas-compiled network into its TVM kernels and the rest (torch glue).
-A runtime that is not installed (``pip install -e ".[baselines]"``) or fails is listed by name.
+Networks with searched kernels (``sn.kas.KernelConv``) are lowered to conv layers first where they
+lower (``sn.kas.lower_network``; ``--keep-kernels`` times them as torch modules). A runtime that is
+not installed (``pip install -e ".[baselines]"``) or fails is listed by name.
 
 Usage::
 
@@ -70,6 +72,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--modules", action="store_true", help="also symnas through the torch modules (no flat plan)")
     parser.add_argument("--preactivation-in-torch", action="store_true",
                         help="also symnas with the batch norm + ReLU before a conv left to torch")
+    parser.add_argument("--keep-kernels", action="store_true",
+                        help="time searched kernels (KernelConv) as torch modules, not lowered to conv layers")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -89,6 +93,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     print(f"runtime_baselines: {date}, {platform.node()}, {os.cpu_count()} cores, load {load[0]:.2f} "
           f"{load[1]:.2f} {load[2]:.2f}, torch {torch.__version__} ({torch.get_num_threads()} threads)", flush=True)
     networks = {names[p]: sn.load(p) for p in names}   # JSON only: nothing in the file runs
+    if not args.keep_kernels:
+        for name, net in networks.items():
+            lowered, n_low, n_all = sn.kas.lower_network(net)
+            if n_all:
+                networks[name] = lowered
+                print(f"  {name}: {n_low} of {n_all} searched kernels lowered to conv layers (every runtime "
+                      f"runs the lowered network; --keep-kernels: the kernels as torch modules)", flush=True)
     result = sn.nn.compare_runtimes(networks, runtimes(args), rounds=args.rounds)
     x = torch.randn(1, 3, 32, 32)
     print(f"\n  batch 1, one process, best of {args.rounds} interleaved rounds (ms)")
