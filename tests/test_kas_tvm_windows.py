@@ -94,3 +94,29 @@ def test_lowered_resnet_with_a_spatially_separable_kernel_compiles_every_conv_to
         windows.update(op.window for op in ops)
     assert {(3, 1), (1, 3)} <= windows
     torch.testing.assert_close(compiled(x), expected, atol=1e-3, rtol=1e-3)
+
+
+def test_lowered_kernels_are_spliced_so_batch_norm_relu_and_residual_add_fuse_into_their_last_conv():
+    net = sn.nn.resnet((1, 1, 1, 1), width=8)
+    targets = sn.kas.conv_targets(net)
+    kernel = sn.kas.depthwise_separable()
+    solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=0.5))
+    lowered, count, total = sn.kas.lower_network(sn.kas.replace_convs(net, kernel, solution, targets))
+    assert count == total == 8
+    body = lowered.layers[3].body.layers         # depthwise, pointwise, BN, ReLU, depthwise, pointwise, BN
+    assert [type(layer).__name__ for layer in body] == ["Conv", "Conv", "BatchNorm", "ReLU", "Conv", "Conv",
+                                                        "BatchNorm"]
+    torch.manual_seed(0)
+    model = lowered.build((3, 32, 32)).train()
+    with torch.no_grad():                        # batch norms far from the identity, so folding shows
+        for _ in range(3):
+            model(3 * torch.randn(8, 3, 32, 32) + 1)
+    model.eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    compiled = sn.nn.compile_network(lowered, model, tune=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in compiled.model.modules())
+    ends = sorted(n for n, what in compiled.fused.items() if what == "batch norm + residual add + ReLU")
+    assert ends == ["3.body.5", "4.body.5", "5.body.5", "6.body.5"]
+    torch.testing.assert_close(compiled(x), expected, atol=1e-3, rtol=1e-3)
