@@ -8,7 +8,8 @@ f32), optionally TVM Relax (untuned, or MetaSchedule-tuned with ``--relax-trials
 the table gives symnas' searched network's speedup over it and over ONNX Runtime on the same searched
 network, then splits each symnas-compiled network into its TVM kernels and the rest (torch glue).
 Networks with searched kernels (``sn.kas.KernelConv``) are lowered to conv layers first where they
-lower (``sn.kas.lower_network``; ``--keep-kernels`` times them as torch modules). A runtime that is
+lower (``sn.kas.lower_network``; ``--keep-kernels`` times them as torch modules), and nested
+``Sequential``s are spliced (``sn.nn.flatten_sequentials``: the same function). A runtime that is
 not installed (``pip install -e ".[baselines]"``) or fails is listed by name.
 
 Usage::
@@ -93,13 +94,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     print(f"runtime_baselines: {date}, {platform.node()}, {os.cpu_count()} cores, load {load[0]:.2f} "
           f"{load[1]:.2f} {load[2]:.2f}, torch {torch.__version__} ({torch.get_num_threads()} threads)", flush=True)
     networks = {names[p]: sn.load(p) for p in names}   # JSON only: nothing in the file runs
-    if not args.keep_kernels:
-        for name, net in networks.items():
-            lowered, n_low, n_all = sn.kas.lower_network(net)
-            if n_all:
-                networks[name] = lowered
-                print(f"  {name}: {n_low} of {n_all} searched kernels lowered to conv layers (every runtime "
-                      f"runs the lowered network; --keep-kernels: the kernels as torch modules)", flush=True)
+    for name, net in networks.items():
+        lowered, n_low, n_all = (net, 0, 0) if args.keep_kernels else sn.kas.lower_network(net)
+        if n_all:
+            print(f"  {name}: {n_low} of {n_all} searched kernels lowered to conv layers (every runtime "
+                  f"runs the lowered network; --keep-kernels: the kernels as torch modules)", flush=True)
+        networks[name] = sn.nn.flatten_sequentials(lowered)    # the same function; see its docstring
     result = sn.nn.compare_runtimes(networks, runtimes(args), rounds=args.rounds)
     x = torch.randn(1, 3, 32, 32)
     print(f"\n  batch 1, one process, best of {args.rounds} interleaved rounds (ms)")

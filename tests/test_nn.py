@@ -167,3 +167,18 @@ def test_hyperparameter_space_makes_lr_decay_and_mixup_searchable():
     assert 1e-4 <= sample.optimizer.lr <= 1e-1 and 1e-6 <= sample.weight_decay <= 1e-2
     mixups = [a for a in sample.augmentation if isinstance(a, sn.train.Mixup)]
     assert len(mixups) == 1 and mixups[0].alpha in (0.0, 0.2, 0.4)
+
+
+def test_flatten_sequentials_splices_nested_sequentials_and_keeps_the_function():
+    inner = sn.nn.Sequential([sn.nn.Conv(8, 3), sn.nn.Sequential([sn.nn.Conv(8, 1), sn.nn.ReLU()])])
+    net = sn.nn.Residual(body=sn.nn.Sequential([inner, sn.nn.BatchNorm()]))
+    flat = sn.nn.flatten_sequentials(net)
+    assert [type(layer).__name__ for layer in flat.body.layers] == ["Conv", "Conv", "ReLU", "BatchNorm"]
+    assert isinstance(net.body.layers[0], sn.nn.Sequential)          # the input is left as it was
+    torch.manual_seed(0)
+    nested_model = net.build((8, 6, 6)).eval()
+    flat_model = flat.build((8, 6, 6)).eval()
+    flat_model.load_state_dict(dict(zip(flat_model.state_dict(), nested_model.state_dict().values())))
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(flat_model(x), nested_model(x))

@@ -249,38 +249,25 @@ def layer_latencies(targets: Sequence, kernel, solution, routes: Sequence[str] =
 
 def lower_network(net):
     """(``net`` with every lowerable ``KernelConv`` replaced by its conv layers, how many were lowered, how
-    many there are). Conv layers replacing a kernel inside a ``Sequential`` are spliced into it, so the
-    batch norm, ReLU and residual add after the kernel follow its last conv directly and
-    ``sn.nn.compile_network`` fuses them into that conv's TVM kernel, as it does for the original's convs."""
+    many there are). The conv layers are spliced into the ``Sequential`` around the kernel
+    (``sn.nn.flatten_sequentials``), so the batch norm, ReLU and residual add after it follow its last conv
+    directly and ``sn.nn.compile_network`` fuses them into that conv's TVM kernel, as for the original's."""
     from symnas import nn as snn  # pylint: disable=import-outside-toplevel
     from symnas.kas.layer import KernelConv, lower_to_layers  # pylint: disable=import-outside-toplevel
     sites = {str(k): v for k, v in pg.query(net, where=lambda v: isinstance(v, KernelConv)).items()}
     if not sites:
         return net, 0, 0
     shapes = _input_shapes(net, set(sites))
-    out = net.clone(deep=True)
-    nested, spliced = {}, {}     # path -> Sequential; path of a Sequential's layer list -> {index: layers}
+    updates = {}
     for path, layer in sites.items():
         layers = lower_to_layers(layer.kernel, layer.env(shapes[path]))
-        if layers is None:
-            continue
-        key = pg.KeyPath.parse(path)
-        owner = key.parent.parent.query(out) if key.parent is not None and key.parent.parent is not None else None
-        if isinstance(key.key, int) and key.parent.key == "layers" and isinstance(owner, snn.Sequential):
-            spliced.setdefault(key.parent, {})[key.key] = layers
-        elif len(key) == 1 and isinstance(key.key, int) and isinstance(out, snn.Sequential):
-            spliced.setdefault(pg.KeyPath(), {})[key.key] = layers
-        else:
-            nested[path] = snn.Sequential(layers)
-    if nested:
-        out.rebind(nested, skip_notification=True)
-    for parent in sorted(spliced, key=len, reverse=True):     # deepest first: shallower indices stay valid
-        current = list(parent.query(out)) if len(parent) else list(out.layers)
-        for index in sorted(spliced[parent], reverse=True):
-            current[index:index + 1] = spliced[parent][index]
-        out.rebind({str(parent) if len(parent) else "layers": current}, skip_notification=True)
-    lowered = len(nested) + sum(len(v) for v in spliced.values())
-    return out, lowered, len(sites)
+        if layers is not None:
+            updates[path] = snn.Sequential(layers)
+    if not updates:
+        return net, 0, len(sites)
+    out = net.clone(deep=True)
+    out.rebind(updates, skip_notification=True)
+    return snn.flatten_sequentials(out), len(updates), len(sites)
 
 
 def _input_shapes(net, paths) -> Dict[str, tuple]:

@@ -30,7 +30,7 @@ __all__ = [
     "Shape", "ShapeError", "Layer", "Conv", "ConvBN", "Identity", "MaxPool", "AvgPool", "Dense",
     "BatchNorm", "Activation", "ReLU", "ReLU6", "SiLU", "GELU", "Tanh", "Sigmoid", "Dropout",
     "Flatten", "GlobalPool", "Sequential", "Stacked", "Residual", "Concat", "MBConv",
-    "symbolize", "as_shape", "build", "output_shape",
+    "symbolize", "as_shape", "build", "output_shape", "flatten_sequentials",
 ]
 
 Shape = Tuple[Optional[int], ...]
@@ -152,6 +152,30 @@ def build(layer: Any, in_shape) -> nn.Module:
     if isinstance(layer, nn.Module):
         return copy.deepcopy(layer)
     raise TypeError(f"Expected a sn.nn layer or a torch module, got {type(layer).__name__}: {layer!r}.")
+
+
+def flatten_sequentials(net: Any) -> Any:
+    """A copy of ``net`` in which every ``Sequential`` directly in another ``Sequential``'s layers is spliced
+    into it: the same function, but a batch norm after a nested conv chain now follows its last conv
+    directly, so ``sn.nn.compile_network`` folds it (and the ReLU, residual add) into that conv's kernel.
+
+    Example::
+
+        import symnas as sn
+        net = sn.nn.Sequential([sn.nn.Sequential([sn.nn.Conv(8, 3), sn.nn.Conv(8, 1)]), sn.nn.BatchNorm()])
+        assert [type(l).__name__ for l in sn.nn.flatten_sequentials(net).layers] == ["Conv", "Conv", "BatchNorm"]
+    """
+    out = net.clone(deep=True)
+    found = pg.query(out, where=lambda v: isinstance(v, Sequential), enter_selected=True)
+    for path in sorted(found, key=lambda k: len(pg.KeyPath.parse(str(k))), reverse=True):   # deepest first
+        seq = found[path] if not str(path) else pg.KeyPath.parse(str(path)).query(out)
+        if not any(isinstance(layer, Sequential) for layer in seq.layers):
+            continue
+        spliced = []
+        for layer in seq.layers:
+            spliced.extend(layer.layers if isinstance(layer, Sequential) else [layer])
+        seq.rebind({"layers": [layer.clone(deep=True) for layer in spliced]}, skip_notification=True)
+    return out
 
 
 def symbolize(torch_module_class):
