@@ -53,6 +53,20 @@ def test_script_times_a_pre_activation_network_with_and_without_the_fused_prolog
     assert result["max_abs_error"]["orig"]["symnas, pre-activation in torch"] < 1e-3
 
 
+def test_script_lowers_a_kernel_network_to_conv_layers_before_timing_it(
+        tmp_path, load_script, cheap_runtimes, capsys):
+    original = sn.nn.resnet((1, 1, 1, 1), width=8)
+    targets = sn.kas.conv_targets(original)
+    kernel = sn.kas.depthwise_separable()
+    solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=0.5))
+    paths = [tmp_path / "orig.json", tmp_path / "kernels.json"]
+    for path, net in zip(paths, (original, sn.kas.replace_convs(original, kernel, solution, targets))):
+        path.write_text(pg.to_json_str(net))
+    result = load_script(SCRIPT).main(["--pair", *map(str, paths), "--rounds", "1"])
+    assert "kernels: 8 of 8 searched kernels lowered to conv layers" in capsys.readouterr().out
+    assert result["max_abs_error"]["kernels"]["symnas"] < 1e-3     # the lowered network, compiled to TVM
+
+
 @pytest.mark.parametrize("argv, message", [(["--pair", "no/such.json", "x.json"], "no such network file: no/such.json"),
                                            (["--relax-trials", "-1"], "--relax-trials must be >= 0"),
                                            (["--rounds", "0"], "--rounds must be >= 1")])
