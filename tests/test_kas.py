@@ -323,6 +323,23 @@ def test_proxy_filter_rejects_a_network_scoring_below_the_reference():
         sn.kas.ProxyFilter(proxy="snip", reference=score * 10).admit(model, x, y)
 
 
+def test_fisher_proxy_scores_a_network_whose_weighted_primitives_run_inside_native_convs():
+    net = sn.nn.resnet((1, 1, 1, 1), width=8)
+    targets = sn.kas.conv_targets(net)
+    kernel = sn.kas.spatially_separable()      # both FCs run inside native F.conv2d calls
+    solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=0.5))
+    fast = sn.kas.replace_convs(net, kernel, solution, targets)
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    with pytest.raises(sn.proxies.ProxyError, match="took no part"):    # hooks on native chains never fire
+        sn.proxies.get("fisher", seed=0).score(fast.build((3, 32, 32)), x, y)
+    assert sn.kas.network_proxy(fast, x, y, "fisher") > 0
+    torch.manual_seed(0)
+    model = fast.build((3, 32, 32))
+    assert sn.kas.ProxyFilter(proxy="fisher").score(model, x, y) > 0
+    assert any(m.native_chains for m in model.modules() if isinstance(m, sn.kas.KernelModule))   # left native
+
+
 def test_space_rejects_bad_settings_clearly():
     with pytest.raises(ValueError, match="G=3 does not divide"):
         small_space(group_values=[3])

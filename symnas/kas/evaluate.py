@@ -109,11 +109,13 @@ class ProxyTask(pg.Object):
 
 def network_proxy(net, inputs, targets, proxy: str = "fisher", seed: int = 0) -> float:
     """``proxy``'s total score (``sn.proxies``) of the symbolic network ``net`` built with seed ``seed``,
-    on one batch; the same seed and batch for every network compared."""
+    on one batch; the same seed and batch for every network compared. Kernels run primitive by primitive
+    (the same numbers as their native ops), so the proxy's hooks see every weighted primitive."""
     import torch  # pylint: disable=import-outside-toplevel
     from symnas import proxies  # pylint: disable=import-outside-toplevel
+    from symnas.kas.torch_module import set_native  # pylint: disable=import-outside-toplevel
     torch.manual_seed(seed)
-    model = net.build(tuple(inputs.shape[1:]))
+    model = set_native(net.build(tuple(inputs.shape[1:])), False)   # every weighted primitive a called module
     return float(proxies.get(proxy, seed=seed).score(model, inputs, targets).total)
 
 

@@ -20,12 +20,14 @@ Example::
 """
 from __future__ import annotations
 
+import copy
 from typing import List, Optional
 
 import pyglove as pg
 import torch
 
 from symnas.kas.kernel import KernelRejected
+from symnas.kas.torch_module import set_native
 from symnas.train.early_stopping import AccuracyCurveStopping
 
 __all__ = ["CanvasPruning", "ProxyFilter"]
@@ -65,8 +67,12 @@ class ProxyFilter(pg.Object):
         self._best: Optional[float] = None
 
     def score(self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+        """The proxy's total on a copy of ``model`` whose kernels run primitive by primitive (the same
+        numbers as the native ops, but every weighted primitive is called as a module, so the proxy's
+        hooks see it)."""
         from symnas import proxies  # pylint: disable=import-outside-toplevel
-        return proxies.get(self.proxy, seed=self.seed).score(model, inputs, targets).total
+        generic = set_native(copy.deepcopy(model), False)
+        return proxies.get(self.proxy, seed=self.seed).score(generic, inputs, targets).total
 
     def admit(self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
         """The network's score; raises KernelRejected (recorded as rejected) when it is too low."""
