@@ -131,7 +131,8 @@ def compile_network(net, model: Optional[nn.Module] = None, in_shape: Sequence[i
     or, with ``tune``, the fastest measured CPU template (else the first that compiles).
     With ``fold_batchnorm``, a ``BatchNorm2d`` (with running statistics) that directly
     follows a conv in a ``Sequential`` is folded into the conv's weights and a bias, and a
-    ``ReLU`` right after it is fused into the kernel; both modules become ``Identity``.
+    ``ReLU`` right after it is fused into the kernel; both modules become ``Identity`` (one after a
+    nested ``Sequential`` ending in a conv is not: ``sn.nn.flatten_sequentials(net)`` first).
     With ``fuse_preactivation`` (and ``fold_batchnorm``), a ``BatchNorm2d`` and ``ReLU`` right
     *before* a conv in a ``Sequential`` (pre-activation, as in DenseNet) are applied by the
     conv's kernel as it reads its input, and also become ``Identity``. With ``fuse_residual``

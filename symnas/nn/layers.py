@@ -167,8 +167,8 @@ def flatten_sequentials(net: Any) -> Any:
     """
     out = net.clone(deep=True)
     found = pg.query(out, where=lambda v: isinstance(v, Sequential), enter_selected=True)
-    for path in sorted(found, key=lambda k: len(pg.KeyPath.parse(str(k))), reverse=True):   # deepest first
-        seq = found[path] if not str(path) else pg.KeyPath.parse(str(path)).query(out)
+    for path in sorted(map(pg.KeyPath.parse, found), key=len, reverse=True):   # deepest first
+        seq = path.query(out)
         if not any(isinstance(layer, Sequential) for layer in seq.layers):
             continue
         spliced = []
