@@ -49,6 +49,20 @@ def load_script():
     return load
 
 
+@pytest.fixture
+def small_kernel_resnet():
+    """``make(kernel) -> (net, net with kernel in every conv)``: ResNet (1, 1, 1, 1) of width 8, the kernel
+    sized for each conv by the budget solver at half the convs' FLOPs."""
+    import symnas as sn  # pylint: disable=import-outside-toplevel
+
+    def make(kernel):
+        net = sn.nn.resnet((1, 1, 1, 1), width=8)
+        targets = sn.kas.conv_targets(net)
+        solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=0.5))
+        return net, sn.kas.replace_convs(net, kernel, solution, targets)
+    return make
+
+
 _EXIT_STATUS = pytest.StashKey[int]()
 
 

@@ -323,12 +323,8 @@ def test_proxy_filter_rejects_a_network_scoring_below_the_reference():
         sn.kas.ProxyFilter(proxy="snip", reference=score * 10).admit(model, x, y)
 
 
-def test_fisher_proxy_scores_a_network_whose_weighted_primitives_run_inside_native_convs():
-    net = sn.nn.resnet((1, 1, 1, 1), width=8)
-    targets = sn.kas.conv_targets(net)
-    kernel = sn.kas.spatially_separable()      # both FCs run inside native F.conv2d calls
-    solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=0.5))
-    fast = sn.kas.replace_convs(net, kernel, solution, targets)
+def test_fisher_proxy_scores_a_network_whose_weighted_primitives_run_inside_native_convs(small_kernel_resnet):
+    _, fast = small_kernel_resnet(sn.kas.spatially_separable())     # both FCs run inside native F.conv2d calls
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     with pytest.raises(sn.proxies.ProxyError, match="took no part"):    # hooks on native chains never fire

@@ -73,12 +73,8 @@ def test_compiled_kernel_runs_through_tvm_and_equals_the_torch_module(name):
         torch.testing.assert_close(run(x), module(x), atol=1e-4, rtol=1e-4)
 
 
-def test_lowered_resnet_with_a_spatially_separable_kernel_compiles_every_conv_to_tvm():
-    net = sn.nn.resnet((1, 1, 1, 1), width=8)
-    targets = sn.kas.conv_targets(net)
-    kernel = sn.kas.spatially_separable()
-    solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=0.5))
-    fast = sn.kas.replace_convs(net, kernel, solution, targets)
+def test_lowered_resnet_with_a_spatially_separable_kernel_compiles_every_conv_to_tvm(small_kernel_resnet):
+    _, fast = small_kernel_resnet(sn.kas.spatially_separable())
     lowered, count, total = sn.kas.lower_network(fast)
     assert count == total > 0
     model = lowered.build((3, 32, 32)).eval()
@@ -96,12 +92,9 @@ def test_lowered_resnet_with_a_spatially_separable_kernel_compiles_every_conv_to
     torch.testing.assert_close(compiled(x), expected, atol=1e-3, rtol=1e-3)
 
 
-def test_lowered_kernels_are_spliced_so_batch_norm_relu_and_residual_add_fuse_into_their_last_conv():
-    net = sn.nn.resnet((1, 1, 1, 1), width=8)
-    targets = sn.kas.conv_targets(net)
-    kernel = sn.kas.depthwise_separable()
-    solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=0.5))
-    lowered, count, total = sn.kas.lower_network(sn.kas.replace_convs(net, kernel, solution, targets))
+def test_lowered_kernels_are_spliced_so_batch_norm_relu_and_residual_add_fuse_into_their_last_conv(
+        small_kernel_resnet):
+    lowered, count, total = sn.kas.lower_network(small_kernel_resnet(sn.kas.depthwise_separable())[1])
     assert count == total == 8
     body = lowered.layers[3].body.layers         # depthwise, pointwise, BN, ReLU, depthwise, pointwise, BN
     assert [type(layer).__name__ for layer in body] == ["Conv", "Conv", "BatchNorm", "ReLU", "Conv", "Conv",

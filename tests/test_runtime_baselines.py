@@ -54,13 +54,9 @@ def test_script_times_a_pre_activation_network_with_and_without_the_fused_prolog
 
 
 def test_script_lowers_a_kernel_network_to_conv_layers_before_timing_it(
-        tmp_path, load_script, cheap_runtimes, capsys):
-    original = sn.nn.resnet((1, 1, 1, 1), width=8)
-    targets = sn.kas.conv_targets(original)
-    kernel = sn.kas.depthwise_separable()
-    solution = sn.kas.solve_budget(kernel.analyze(), targets, kernel.groups, sn.kas.Budget(flops=0.5))
+        tmp_path, load_script, cheap_runtimes, capsys, small_kernel_resnet):
     paths = [tmp_path / "orig.json", tmp_path / "kernels.json"]
-    for path, net in zip(paths, (original, sn.kas.replace_convs(original, kernel, solution, targets))):
+    for path, net in zip(paths, small_kernel_resnet(sn.kas.depthwise_separable())):
         path.write_text(pg.to_json_str(net))
     result = load_script(SCRIPT).main(["--pair", *map(str, paths), "--rounds", "1"])
     assert "kernels: 8 of 8 searched kernels lowered to conv layers" in capsys.readouterr().out
