@@ -8,9 +8,10 @@ Sub-commands (each prints its table; ``--json`` keeps the figures):
 - ``rediscover``: samples until depthwise-separable, spatially separable and involution-like
   kernels appear; prints each as a primitive list with its FLOPs, and shows the space holds the
   hand-written reference kernels (``space.encode``).
-- ``search``: Canvas's search on a CPU proxy task: kernels within the budget, screened by a
-  zero-cost proxy, trained briefly on a small ResNet and CIFAR-10 subset with Canvas's pruning;
-  the best is written to ``--export``.
+- ``search``: Canvas's search: kernels within the budget, screened by a zero-cost proxy, trained
+  briefly with Canvas's pruning, either on a small ResNet and CIFAR-10 subset on the CPU (``--task
+  proxy``) or as the whole backbone with ``train_cifar.py``'s recipe on a GPU (``--task backbone``),
+  beside ``--reference`` families trained the same way; the best is written to ``--export``.
 - ``networks``: candidate kernels (reference families or ``search`` exports, each at every
   ``--budgets`` value, plus with ``--per-layer`` a mix picking per conv shape the candidate that
   compiles fastest there) in place of a backbone's convs; whole-network latency at batch 1 beside
@@ -178,19 +179,46 @@ def cmd_rediscover(args) -> dict:
     return out
 
 
+def _search_task(args):
+    """(network the kernels replace convs of, its trainer, a one-line description): a small ResNet on a
+    CIFAR-10 subset on the CPU (``--task proxy``), or the backbone itself with ``train_cifar.py``'s recipe
+    (one-cycle SGD, crop and flip, bf16 and channels-last on a GPU: ``--task backbone``)."""
+    data = sn.data.CIFAR10(root=args.data)
+    subset = dict(train_size=args.train_size or None, eval_size=args.eval_size or None)
+    if args.task == "proxy":
+        net = sn.nn.resnet((1, 1, 1, 1), width=args.proxy_width)
+        trainer = sn.train.Trainer(model=net, data=data, epochs=args.epochs, batch_size=128,
+                                   optimizer=sn.train.SGD(0.05, momentum=0.9), weight_decay=5e-4,
+                                   device=args.device or "cpu", **subset)
+        return net, trainer, f"proxy task resnet(1,1,1,1) width {args.proxy_width}"
+    net = sn.nn.backbone(args.backbone)
+    gpu = (args.device or ("cuda" if _cuda() else "cpu")).startswith("cuda")
+    trainer = sn.train.Trainer(
+        model=net, data=data, epochs=args.epochs, batch_size=args.batch,
+        optimizer=sn.train.SGD(args.lr, momentum=0.9, nesterov=True), weight_decay=5e-4, decay_1d_params=False,
+        schedule=sn.train.OneCycle(pct_start=0.25, div_factor=10, final_div_factor=100),
+        augmentation=[sn.train.RandomCrop(4, padding_mode="reflect"), sn.train.HorizontalFlip()],
+        clip_grad_norm=2.0, mixed_precision=gpu, channels_last=gpu, init="by_name", seed=args.seed,
+        validation_size=0, drop_last=True, device=args.device, **subset)
+    return net, trainer, f"the whole {args.backbone} ({'GPU' if gpu else 'CPU'}, train_cifar.py's recipe)"
+
+
+def _cuda() -> bool:
+    import torch  # pylint: disable=import-outside-toplevel
+    return torch.cuda.is_available()
+
+
 def cmd_search(args) -> dict:
     space = _space(args)
-    proxy_net = sn.nn.resnet((1, 1, 1, 1), width=args.proxy_width)
-    trainer = sn.train.Trainer(model=proxy_net, data=sn.data.CIFAR10(), epochs=args.epochs, batch_size=128,
-                               optimizer=sn.train.SGD(0.05, momentum=0.9), train_size=args.train_size,
-                               eval_size=args.eval_size, weight_decay=5e-4, device="cpu")
-    task = sn.kas.ProxyTask(net=proxy_net, trainer=trainer, budget=sn.kas.Budget(flops=args.budget),
+    net, trainer, what = _search_task(args)
+    task = sn.kas.ProxyTask(net=net, trainer=trainer, budget=sn.kas.Budget(flops=args.budget),
                             screen=sn.kas.ProxyFilter(proxy=args.proxy, min_ratio=args.proxy_ratio))
     policy = sn.kas.CanvasPruning(max_step=args.epochs, theta=0.5, loss_milestones=[args.first_loss])
     start = time.time()
     baseline = trainer.train()
-    print(f"kas search: {_stamp()}; {args.backbone} kernels, proxy task resnet(1,1,1,1) width {args.proxy_width}, "
-          f"{args.train_size} CIFAR-10 images, {args.epochs} epochs; original convs: {baseline.accuracy:.4f}")
+    images = f"{args.train_size} CIFAR-10 images" if args.train_size else "CIFAR-10"
+    print(f"kas search: {_stamp()}; {args.backbone} kernels, {what}, {images}, {args.epochs} epochs; "
+          f"original convs: {baseline.accuracy:.4f} ({time.time() - start:.0f} s)")
     study = sn.search(space.search_space(), task.evaluate, sn.algorithms.Canvas(seed=args.seed),
                       num_trials=args.trials, storage=args.storage, early_stopping=policy, progress=False)
     trials = study.trials
@@ -199,8 +227,19 @@ def cmd_search(args) -> dict:
           f"{int((trials['status'] == 'rejected').sum())} rejected, {int((trials['status'] == 'failed').sum())} failed")
     for _, row in done.head(5).iterrows():
         print(f"    trial {int(_):3d}: accuracy {row['accuracy']:.4f}  FLOPs {row['flops_ratio']:.3f}")
-    result = {"when": _stamp(), "baseline_accuracy": float(baseline.accuracy), "trials": len(trials),
-              "trained": len(done)}
+    result = {"when": _stamp(), "task": what, "baseline_accuracy": float(baseline.accuracy), "trials": len(trials),
+              "trained": len(done), "references": {}}
+    for name in args.reference:
+        # a hand-written family under the same task, budget and training: what the search has to beat
+        try:
+            reference = space.clone(override={"min_primitives": 1})   # the families are short
+            decoded = reference.encode(_KERNELS[name]()).decode()
+            accuracy = float(task.evaluate(decoded)["accuracy"])
+        except Exception as error:  # pylint: disable=broad-except
+            print(f"    reference {name}: not evaluated ({error})")
+            continue
+        result["references"][name] = {"accuracy": accuracy, "flops_ratio": decoded.flops_ratio}
+        print(f"    reference {name}: accuracy {accuracy:.4f}  FLOPs {decoded.flops_ratio:.3f}")
     if len(done):
         best = study.best
         decoded = best.decode()
@@ -212,6 +251,7 @@ def cmd_search(args) -> dict:
             with open(path, "w") as f:
                 f.write(pg.to_json_str(decoded.kernel))
             print(f"  wrote {path}")
+    print(f"  {time.time() - start:.0f} s in all")
     return result
 
 
@@ -459,9 +499,18 @@ def main(argv=None) -> dict:
     p.add_argument("--samples", type=int, default=20000)
     p = sub.add_parser("search", parents=[common])
     p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--task", choices=["proxy", "backbone"], default="proxy",
+                   help="proxy: a small ResNet on a CIFAR-10 subset (CPU); backbone: the backbone itself with "
+                        "train_cifar.py's recipe (a GPU)")
+    p.add_argument("--device", default=None, help="torch device (default: proxy cpu, backbone cuda if present)")
+    p.add_argument("--data", default=None, help="cifar10_jpeg.npz (default: $SYMNAS_DATA)")
+    p.add_argument("--batch", type=int, default=512, help="--task backbone's batch size")
+    p.add_argument("--lr", type=float, default=0.2, help="--task backbone's peak learning rate")
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--train-size", type=int, default=5000)
-    p.add_argument("--eval-size", type=int, default=2000)
+    p.add_argument("--train-size", type=int, default=5000, help="training images (0: all)")
+    p.add_argument("--eval-size", type=int, default=2000, help="test images (0: all)")
+    p.add_argument("--reference", nargs="*", default=[], choices=sorted(_KERNELS),
+                   help="hand-written kernels trained the same way after the search, for comparison")
     p.add_argument("--proxy-width", type=int, default=16)
     p.add_argument("--proxy", default="snip")
     p.add_argument("--proxy-ratio", type=float, default=0.3)

@@ -39,6 +39,21 @@ def test_networks_export_loads_safely_and_rejects_bad_arguments(load_script, tmp
         bench.main(["networks", "--budget", "-1"])
 
 
+def test_search_trains_the_whole_backbone_and_the_reference_families_with_one_recipe(load_script, cifar10_file,
+                                                                                     tmp_path, capsys):
+    bench = load_script("benchmarks/kas_search.py")
+    result = bench.main(["search", "--task", "backbone", "--backbone", "resnet18", "--data", str(cifar10_file),
+                         "--trials", "1", "--epochs", "1", "--train-size", "80", "--eval-size", "32", "--batch", "16",
+                         "--first-loss", "10", "--proxy-ratio", "0", "--reference", "depthwise_separable",
+                         "--export", str(tmp_path)])
+    assert "the whole resnet18" in result["task"] and result["trials"] == 1
+    reference = result["references"]["depthwise_separable"]
+    assert 0 <= reference["accuracy"] <= 1 and 0 < reference["flops_ratio"] <= 0.25
+    assert "reference depthwise_separable: accuracy" in capsys.readouterr().out
+    if result["trained"]:
+        assert sn.load(tmp_path / "kernel_resnet18.json") is not None      # JSON only
+
+
 @pytest.mark.parametrize("name", ["resnet34_kas_bottleneck", "resnet34_kas_dws_pte", "resnext29_kas_bottleneck",
                                   "resnext29_kas_bottleneck_pte"])
 def test_shipped_kernel_networks_load_safely_and_run_with_a_fraction_of_the_weights(name):
