@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import datetime
 import json
@@ -221,13 +222,15 @@ def cmd_search(args) -> dict:
           f"original convs: {baseline.accuracy:.4f} ({time.time() - start:.0f} s)")
     study = sn.search(space.search_space(), task.evaluate, sn.algorithms.Canvas(seed=args.seed),
                       num_trials=args.trials, storage=args.storage, early_stopping=policy, progress=False)
-    trials = study.trials
-    done = trials[trials["status"] == "completed"].sort_values("accuracy", ascending=False)
-    print(f"  {len(trials)} trials in {time.time() - start:.0f} s: {len(done)} trained, "
-          f"{int((trials['status'] == 'rejected').sum())} rejected, {int((trials['status'] == 'failed').sum())} failed")
-    for _, row in done.head(5).iterrows():
-        print(f"    trial {int(_):3d}: accuracy {row['accuracy']:.4f}  FLOPs {row['flops_ratio']:.3f}")
-    result = {"when": _stamp(), "task": what, "baseline_accuracy": float(baseline.accuracy), "trials": len(trials),
+    records = study.records          # (not study.trials: the GPU machine may have no pandas)
+    statuses = collections.Counter(r.status for r in records)
+    done = sorted((r for r in records if r.status == "completed" and "accuracy" in r.metrics),
+                  key=lambda r: -r.metrics["accuracy"])
+    print(f"  {len(records)} trials in {time.time() - start:.0f} s: {len(done)} trained, "
+          f"{statuses['rejected']} rejected, {statuses['failed']} failed")
+    for r in done[:5]:
+        print(f"    trial {r.id:3d}: accuracy {r.metrics['accuracy']:.4f}  FLOPs {r.metrics['flops_ratio']:.3f}")
+    result = {"when": _stamp(), "task": what, "baseline_accuracy": float(baseline.accuracy), "trials": len(records),
               "trained": len(done), "references": {}}
     for name in args.reference:
         # a hand-written family under the same task, budget and training: what the search has to beat
@@ -244,7 +247,7 @@ def cmd_search(args) -> dict:
         best = study.best
         decoded = best.decode()
         print("  best:\n" + _describe(decoded, space.targets))
-        result.update(best_accuracy=float(done.iloc[0]["accuracy"]), best=decoded.names())
+        result.update(best_accuracy=float(done[0].metrics["accuracy"]), best=decoded.names())
         if args.export:
             os.makedirs(args.export, exist_ok=True)
             path = os.path.join(args.export, f"kernel_{args.backbone}.json")
