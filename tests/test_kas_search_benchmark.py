@@ -55,6 +55,7 @@ def test_search_trains_the_whole_backbone_and_the_reference_families_with_one_re
 
 
 @pytest.mark.parametrize("name", ["resnet34_kas_bottleneck", "resnet34_kas_dws_pte", "resnext29_kas_bottleneck",
+                                  "resnext29_kas_bottleneck_0197", "resnet34_kas_depthwise_separable",
                                   "resnext29_kas_bottleneck_pte"])
 def test_shipped_kernel_networks_load_safely_and_run_with_a_fraction_of_the_weights(name):
     import torch
