@@ -1,8 +1,11 @@
 """Canvas's micro-DAG random sampler (seed 003 §6.1) as a search algorithm."""
 import collections
 import gc
+import multiprocessing
+import queue
 import random
 import re
+from typing import Optional
 
 import pyglove as pg
 
@@ -17,6 +20,8 @@ __all__ = ["Canvas"]
     ("dedup", pg.typing.Bool(default=True), "Never propose a kernel structurally equal to an earlier one."),
     ("max_backtracks", pg.typing.Int(min_value=0, default=2),
      "Re-draws of an earlier step when a step has no legal application (0: discard the sample, as Canvas)."),
+    ("workers", pg.typing.Int(min_value=1, default=1),
+     "Processes drawing samples (forked; >1: proposals arrive in the order the workers finish them)."),
 ])
 class Canvas(DecisionAlgorithm):
     """Canvas's random sampler over a ``sn.kas.KernelSpace``: only valid, distinct, solved kernels.
@@ -29,6 +34,11 @@ class Canvas(DecisionAlgorithm):
     discarded here, so every proposal decodes to a new kernel within the budget. Decisions of the
     space outside kernel designs are drawn uniformly. ``rejections`` counts why samples were
     discarded.
+
+    With ``workers`` > 1, that many forked processes draw samples, each from its own seed stream,
+    and this process keeps the proposals distinct across them: several times the proposals per
+    second on as many free cores, but a seeded run is no longer repeatable (the order depends on
+    which worker finishes first), and where fork is unavailable it samples in this process.
 
     Example::
 
@@ -53,6 +63,7 @@ class Canvas(DecisionAlgorithm):
         self.samples = 0
         self.backtracks = 0
         self.last_decoded = None     # the Decoded kernel of the latest proposal (saves decoding it again)
+        self._workers = None         # the sampling processes (workers > 1), started by the first proposal
 
     def _state(self):   # the structures already proposed, so a resumed Canvas does not propose them again
         return {**super()._state(), "seen": sorted(self._seen)}
@@ -62,6 +73,16 @@ class Canvas(DecisionAlgorithm):
         self._seen = set(state.get("seen", ()))
 
     def _propose_values(self):
+        if self.workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            values = self._values_from_workers()
+        else:
+            values = self._draw_values()
+        rng = self._rng
+        return self._space.assemble(values, lambda slot, banned: self._space.uniform_choice(slot, banned, rng),
+                                    lambda dec: dec.from_unit(rng.random()))
+
+    def _draw_values(self, hashes: Optional[list] = None) -> list:
+        """One drawn assignment of every kernel design (each kernel's structural hash appended to ``hashes``)."""
         values = [None] * self._space.num_decisions
         # The sampler allocates many small objects and keeps large caches (shape inference, sizes):
         # the cyclic garbage collector's passes over those caches cost a sixth to a fifth of the time; the
@@ -71,12 +92,70 @@ class Canvas(DecisionAlgorithm):
         try:
             for design in self._designs:
                 self._sample_into(design, values)
+                if hashes is not None:
+                    hashes.append(self.last_decoded.hash)
         finally:
             if paused:
                 gc.enable()
-        rng = self._rng
-        return self._space.assemble(values, lambda slot, banned: self._space.uniform_choice(slot, banned, rng),
-                                    lambda dec: dec.from_unit(rng.random()))
+        return values
+
+    def _values_from_workers(self) -> list:
+        """The next drawn assignment whose kernels no earlier proposal had, from the worker processes."""
+        if getattr(self, "_workers", None) is None:
+            self._start_workers()
+        while True:
+            try:
+                item = self._results.get(timeout=5.0)
+            except queue.Empty:
+                if not any(p.is_alive() for p in self._workers):
+                    self._workers = None
+                    raise RuntimeError("Canvas: every sampling worker process has ended") from None
+                continue
+            if item[0] == "error":
+                self.close()
+                raise RuntimeError(item[1])
+            values, hashes, decoded, samples, backtracks, rejections = item
+            self.samples += samples
+            self.backtracks += backtracks
+            self.rejections.update(rejections)
+            if self.dedup and any(h in self._seen for h in hashes):
+                self.rejections["duplicate structure"] += 1     # drawn by two workers
+                continue
+            self._seen.update(hashes)
+            self.last_decoded = decoded
+            return values
+
+    def _start_workers(self) -> None:
+        context = multiprocessing.get_context("fork")
+        self._results = context.Queue(maxsize=2 * self.workers)
+        base = self._rng.getrandbits(64) if self.seed is not None else None
+        self._workers = []
+        for i in range(self.workers):
+            process = context.Process(target=self._work, args=(None if base is None else base + i,), daemon=True)
+            process.start()
+            self._workers.append(process)
+
+    def _work(self, seed) -> None:
+        """A worker process: draws assignments for ever (a daemon: it ends with its parent, or ``close``)."""
+        self._rng = random.Random(seed)
+        while True:
+            samples, backtracks = self.samples, self.backtracks
+            self.rejections.clear()
+            hashes = []
+            try:
+                values = self._draw_values(hashes)
+            except Exception as error:  # pylint: disable=broad-except
+                self._results.put(("error", str(error)))     # (no valid kernel left to find, ...)
+                return
+            self._results.put((values, hashes, self.last_decoded, self.samples - samples,
+                               self.backtracks - backtracks, dict(self.rejections)))
+
+    def close(self) -> None:
+        """Stops the worker processes (``workers`` > 1); a later proposal starts new ones."""
+        for process in getattr(self, "_workers", None) or ():
+            process.terminate()
+            process.join()
+        self._workers = None
 
     def _sample_into(self, d, values) -> None:
         from symnas.kas.kernel import KernelRejected  # pylint: disable=import-outside-toplevel

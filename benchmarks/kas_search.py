@@ -123,8 +123,9 @@ def cmd_sampler(args) -> dict:
 def _sampler(args) -> dict:
     space = _space(args)
     hyper = space.search_space()
-    algo = sn.algorithms.Canvas(seed=args.seed)
+    algo = sn.algorithms.Canvas(seed=args.seed, workers=args.workers)
     algo.setup(pg.dna_spec(hyper))
+    children = sum(os.times()[2:4])
     for _ in range(args.warmup):
         algo.propose()
     s0, b0 = algo.samples, algo.backtracks
@@ -132,10 +133,14 @@ def _sampler(args) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     dnas = [algo.propose() for _ in range(args.proposals)]
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    algo.close()
+    workers_cpu = sum(os.times()[2:4]) - children    # the worker processes' CPU, warm-up included
     # Proposals decode again (as sn.search's trials do) to distinct kernels.
     check = Materializer(hyper)
     hashes = {check.materialize(d).decode().hash for d in dnas[:args.verify]}
-    result = {"when": _stamp(), "backbone": args.backbone, "targets": len(space.targets),
+    if args.workers > 1:
+        cpu += workers_cpu          # every process's CPU: an upper bound (the workers ran during warm-up too)
+    result = {"when": _stamp(), "backbone": args.backbone, "targets": len(space.targets), "workers": args.workers,
               "proposals": args.proposals, "wall_s": wall, "cpu_s": cpu,
               "per_second_wall": args.proposals / wall, "per_second_cpu": args.proposals / cpu,
               "samples": algo.samples - s0, "backtracks": algo.backtracks - b0,
@@ -144,8 +149,9 @@ def _sampler(args) -> dict:
     print(f"kas sampler: {result['when']}")
     print(f"  {args.backbone}: {len(space.targets)} distinct 3x3 convs, budget {args.budget} of their FLOPs, "
           f"{space.min_primitives}-{space.max_primitives} primitives")
+    where = "one process" if args.workers == 1 else f"{args.workers} worker processes + this one, warm-up included"
     print(f"  {args.proposals} valid, distinct, solved kernels in {wall:.2f} s wall ({result['per_second_wall']:.1f}/s), "
-          f"{cpu:.2f} s CPU ({result['per_second_cpu']:.1f}/s of one core)")
+          f"{cpu:.2f} s CPU ({result['per_second_cpu']:.1f}/s of one core; {where})")
     print(f"  {result['samples']} samples drawn ({args.proposals / result['samples']:.1%} kept), "
           f"{result['backtracks']} backtracks; decoded again: {len(hashes)} distinct of {result['verified']}")
     for reason, count in algo.rejections.most_common(6):
@@ -496,6 +502,7 @@ def main(argv=None) -> dict:
     p.add_argument("--proposals", type=int, default=500)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--verify", type=int, default=100, help="proposals decoded again to check them")
+    p.add_argument("--workers", type=int, default=1, help="sampling processes (sn.algorithms.Canvas(workers=...))")
     p.add_argument("--baseline", default=None,
                    help="another symnas checkout (e.g. `git worktree add /tmp/base main`): its sampler runs first, "
                         "with the same arguments, and both rates are printed side by side")

@@ -118,6 +118,35 @@ def test_canvas_proposes_distinct_valid_solved_kernels_within_budget():
     assert algo.samples >= 25
 
 
+def test_canvas_with_worker_processes_proposes_distinct_valid_solved_kernels_and_stops_them():
+    space = small_space()
+    algo = sn.algorithms.Canvas(seed=0, workers=2)
+    seen = set()
+    limit = space.budget.limits(SMALL)["flops"]
+    try:
+        for design, feedback in pg.sample(space.search_space(), algo, num_examples=25):
+            decoded = design.decode()
+            assert decoded.hash not in seen and algo.last_decoded.hash == decoded.hash
+            seen.add(decoded.hash)
+            assert decoded.solution["flops"] <= limit
+            feedback(0.0)
+        workers = list(algo._workers)
+        assert len(workers) == 2 and all(p.is_alive() for p in workers)
+        assert algo.samples >= 25 and sum(algo.rejections.values()) == algo.samples - 25
+    finally:
+        algo.close()
+    assert not any(p.is_alive() for p in workers)
+
+
+def test_canvas_workers_that_find_no_kernel_raise_in_the_search_process_instead_of_hanging():
+    algo = sn.algorithms.Canvas(seed=0, workers=2, max_attempts=1)
+    algo.setup(pg.dna_spec(small_space(min_primitives=12, max_primitives=12).search_space()))
+    with pytest.raises(RuntimeError, match="no new valid kernel in 1 samples"):
+        for _ in range(50):
+            algo.propose()
+    assert algo._workers is None
+
+
 def test_generic_algorithms_search_the_space_and_record_rejections():
     space = small_space()
 
