@@ -11,7 +11,9 @@ Sub-commands (each prints its table; ``--json`` keeps the figures):
 - ``search``: Canvas's search: kernels within the budget, screened by a zero-cost proxy, trained
   briefly with Canvas's pruning, either on a small ResNet and CIFAR-10 subset on the CPU (``--task
   proxy``) or as the whole backbone with ``train_cifar.py``'s recipe on a GPU (``--task backbone``),
-  beside ``--reference`` families trained the same way; the best is written to ``--export``.
+  beside ``--reference`` families trained the same way; ``--algorithm`` swaps Canvas's sampler for any
+  symnas algorithm, ``--initial`` starts the study from hand-written families; the best is written to
+  ``--export``.
 - ``networks``: candidate kernels (reference families or ``search`` exports, each at every
   ``--budgets`` value, plus with ``--per-layer`` a mix picking per conv shape the candidate that
   compiles fastest there) in place of a backbone's convs; whole-network latency at batch 1 beside
@@ -68,7 +70,8 @@ _KERNELS = {"depthwise_separable": sn.kas.depthwise_separable, "bottleneck_separ
 def _space(args) -> sn.kas.KernelSpace:
     targets = sn.kas.conv_targets(sn.nn.backbone(args.backbone), kernel_size=tuple(args.kernel_sizes))
     return sn.kas.KernelSpace(targets=targets, budget=sn.kas.Budget(flops=args.budget),
-                              max_primitives=args.max_primitives, min_receptive=args.min_receptive)
+                              min_primitives=args.min_primitives, max_primitives=args.max_primitives,
+                              min_receptive=args.min_receptive)
 
 
 def _describe(decoded, targets) -> str:
@@ -217,6 +220,7 @@ def _cuda() -> bool:
 
 def cmd_search(args) -> dict:
     space = _space(args)
+    initial = [_encode(space, name) for name in args.initial]      # (a point outside the space: stop now)
     net, trainer, what = _search_task(args)
     task = sn.kas.ProxyTask(net=net, trainer=trainer, budget=sn.kas.Budget(flops=args.budget),
                             screen=sn.kas.ProxyFilter(proxy=args.proxy, min_ratio=args.proxy_ratio))
@@ -238,8 +242,9 @@ def cmd_search(args) -> dict:
             continue
         references[name] = {"accuracy": accuracy, "flops_ratio": decoded.flops_ratio}
         print(f"    reference {name}: accuracy {accuracy:.4f}  FLOPs {decoded.flops_ratio:.3f}")
-    study = sn.search(space.search_space(), task.evaluate, sn.algorithms.Canvas(seed=args.seed),
-                      num_trials=args.trials, storage=args.storage, early_stopping=policy, progress=False)
+    study = sn.search(space.search_space(), task.evaluate, _ALGORITHMS[args.algorithm](args.seed),
+                      num_trials=args.trials, storage=args.storage, early_stopping=policy, progress=False,
+                      initial=initial or None)
     records = study.records          # (not study.trials: the GPU machine may have no pandas)
     statuses = collections.Counter(r.status for r in records)
     done = sorted((r for r in records if r.status == "completed" and "accuracy" in r.metrics),
@@ -248,8 +253,11 @@ def cmd_search(args) -> dict:
           f"{statuses['rejected']} rejected, {statuses['failed']} failed")
     for r in done[:5]:
         print(f"    trial {r.id:3d}: accuracy {r.metrics['accuracy']:.4f}  FLOPs {r.metrics['flops_ratio']:.3f}")
-    result = {"when": _stamp(), "task": what, "baseline_accuracy": float(baseline.accuracy), "trials": len(records),
-              "trained": len(done), "references": references}
+    result = {"when": _stamp(), "task": what, "algorithm": args.algorithm, "initial": list(args.initial),
+              "baseline_accuracy": float(baseline.accuracy), "trials": len(records), "trained": len(done),
+              "references": references}
+    if args.initial:
+        print(f"  trials 1-{len(args.initial)} were {', '.join(args.initial)} (--initial)")
     if len(done):
         best = study.best
         decoded = best.decode()
@@ -263,6 +271,22 @@ def cmd_search(args) -> dict:
             print(f"  wrote {path}")
     print(f"  {time.time() - start:.0f} s in all")
     return result
+
+
+_ALGORITHMS = {"canvas": lambda seed: sn.algorithms.Canvas(seed=seed),
+               "evolution": lambda seed: sn.algorithms.RegularizedEvolution(population_size=16, tournament_size=4,
+                                                                           seed=seed),
+               "random": lambda seed: sn.algorithms.Random(seed=seed),
+               "reinforce": lambda seed: sn.algorithms.Reinforce(seed=seed)}
+
+
+def _encode(space, name: str):
+    """The hand-written kernel ``name`` as a point of ``space`` (for ``--initial``), or one clear error."""
+    try:
+        return space.encode(_KERNELS[name]())
+    except Exception as error:  # pylint: disable=broad-except
+        raise SystemExit(f"kas_search: --initial {name} is outside the search space ({error}); "
+                         f"lower --min-primitives or raise --budget") from None
 
 
 def _load(path: str):
@@ -492,6 +516,7 @@ def main(argv=None) -> dict:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--backbone", default="resnet34", choices=sorted(sn.nn.BACKBONES))
     common.add_argument("--budget", type=float, default=0.25, help="kernel FLOPs / replaced convs' multiply-adds")
+    common.add_argument("--min-primitives", type=int, default=5)
     common.add_argument("--max-primitives", type=int, default=25)
     common.add_argument("--kernel-sizes", type=int, nargs="+", default=[3],
                         help="replace the convs of these kernel sizes (1 3: the 1x1 convs too)")
@@ -521,7 +546,12 @@ def main(argv=None) -> dict:
     p.add_argument("--train-size", type=int, default=5000, help="training images (0: all)")
     p.add_argument("--eval-size", type=int, default=2000, help="test images (0: all)")
     p.add_argument("--reference", nargs="*", default=[], choices=sorted(_KERNELS),
-                   help="hand-written kernels trained the same way after the search, for comparison")
+                   help="hand-written kernels trained the same way before the search, for comparison")
+    p.add_argument("--algorithm", choices=sorted(_ALGORITHMS), default="canvas",
+                   help="what proposes the kernels (every symnas algorithm searches the same space)")
+    p.add_argument("--initial", nargs="*", default=[], choices=sorted(_KERNELS),
+                   help="hand-written kernels evaluated as the study's first trials (warm start: evolution "
+                        "mutates from them); they must fit the space (their primitive count >= --min-primitives)")
     p.add_argument("--proxy-width", type=int, default=16)
     p.add_argument("--proxy", default="snip")
     p.add_argument("--proxy-ratio", type=float, default=0.3)

@@ -54,6 +54,21 @@ def test_search_trains_the_whole_backbone_and_the_reference_families_with_one_re
         assert sn.load(tmp_path / "kernel_resnet18.json") is not None      # JSON only
 
 
+def test_search_swaps_the_algorithm_and_starts_from_a_hand_written_kernel(load_script, cifar10_file, tmp_path):
+    bench = load_script("benchmarks/kas_search.py")
+    common = ["search", "--task", "backbone", "--backbone", "resnet18", "--data", str(cifar10_file), "--epochs", "1",
+              "--train-size", "80", "--eval-size", "32", "--batch", "16", "--first-loss", "10", "--proxy-ratio", "0"]
+    with pytest.raises(SystemExit, match="--initial depthwise_separable is outside the search space"):
+        bench.main(common + ["--initial", "depthwise_separable"])        # 4 primitives, the space starts at 5
+    db = tmp_path / "kas.db"
+    result = bench.main(common + ["--algorithm", "evolution", "--initial", "depthwise_separable", "--min-primitives",
+                                  "3", "--trials", "2", "--storage", str(db)])
+    assert result["algorithm"] == "evolution" and result["trials"] == 2
+    first = sn.Study.load(str(db)).records[0]
+    assert first.status == "completed" and first.to_object().decode().names() == \
+        sn.kas.depthwise_separable().names()
+
+
 @pytest.mark.parametrize("name", ["resnet34_kas_bottleneck", "resnet34_kas_dws_pte", "resnext29_kas_bottleneck",
                                   "resnext29_kas_bottleneck_0197", "resnet34_kas_depthwise_separable",
                                   "resnext29_kas_bottleneck_pte"])
