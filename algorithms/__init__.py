@@ -15,5 +15,6 @@ from symnas.algorithms.reinforce import Reinforce
 from symnas.algorithms.bayesian import Bayesian
 from symnas.algorithms.nsga2 import NSGA2
 from symnas.algorithms.canvas import Canvas
+from symnas.algorithms.kernel_evolution import KernelEvolution
 
-__all__ = ["Random", "RegularizedEvolution", "AlternatingEvolution", "Reinforce", "Bayesian", "NSGA2", "Canvas"]
+__all__ = ["Random", "RegularizedEvolution", "AlternatingEvolution", "Reinforce", "Bayesian", "NSGA2", "Canvas", "KernelEvolution"]

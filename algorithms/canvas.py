@@ -50,11 +50,10 @@ class Canvas(DecisionAlgorithm):
     """
 
     def _init_state(self):
-        from symnas.kas.space import KAS_HINT  # pylint: disable=import-outside-toplevel
         from symnas.kas.primitives import WEIGHTED_KINDS  # pylint: disable=import-outside-toplevel
         self._rng = random.Random(self.seed)
         self._weighted_kinds = set(WEIGHTED_KINDS)
-        self._designs = _find_designs(self._space, KAS_HINT)
+        self._designs = find_designs(self._space)
         if not self._designs:
             raise ValueError("Canvas samples kernel designs: the search space holds no "
                              "sn.kas.KernelSpace(...).search_space()")
@@ -275,8 +274,9 @@ def _shuffler(rng: random.Random):
 _FAST_SHUFFLE_OK = None
 
 
-def _find_designs(space, hint):
+def find_designs(space):
     """The kernel designs of a DecisionSpace: decision indices by role, grouped by their path prefix."""
+    from symnas.kas.space import KAS_HINT as hint  # pylint: disable=import-outside-toplevel
     designs = {}
     for dec in space.decisions:
         hints = getattr(dec.spec, "hints", None)

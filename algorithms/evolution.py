@@ -77,7 +77,7 @@ class RegularizedEvolution(DecisionAlgorithm):
             if len(self._population) < self.population_size or attempt >= _MUTATION_TRIES:
                 # Also the way out when every mutation tried is a repeat (e.g. all neighbours
                 # of the best were seen): a new random point costs less than a re-evaluation.
-                values, _ = space.sample(self._random_choice, self._random_float, build=False)
+                values = self._random_values()
             else:
                 values, _ = space.assemble(self._mutate(self._select()), self._random_choice,
                                            self._random_float, build=False)
@@ -87,6 +87,10 @@ class RegularizedEvolution(DecisionAlgorithm):
         if record:
             self._seen.add(key)
         return space.assemble(values) if build else (values, None)
+
+    def _random_values(self) -> list:
+        """A random point (the population's first members, and the way out of repeats)."""
+        return self._space.sample(self._random_choice, self._random_float, build=False)[0]
 
     def _replay(self, trial_id, dna, reward):
         # The proposal is drawn again only to advance the random state as the original did; what

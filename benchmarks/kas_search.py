@@ -12,8 +12,11 @@ Sub-commands (each prints its table; ``--json`` keeps the figures):
   briefly with Canvas's pruning, either on a small ResNet and CIFAR-10 subset on the CPU (``--task
   proxy``) or as the whole backbone with ``train_cifar.py``'s recipe on a GPU (``--task backbone``),
   beside ``--reference`` families trained the same way; ``--algorithm`` swaps Canvas's sampler for any
-  symnas algorithm, ``--initial`` starts the study from hand-written families; the best is written to
+  symnas algorithm (``kernel-evolution``: mutations of what a kernel uses), ``--initial`` starts the study
+  from hand-written families; the best is written to
   ``--export``.
+- ``mutations``: children bred from the hand-written families by ``RegularizedEvolution`` and
+  ``KernelEvolution``: how many decode to new kernels (no training).
 - ``networks``: candidate kernels (reference families or ``search`` exports, each at every
   ``--budgets`` value, plus with ``--per-layer`` a mix picking per conv shape the candidate that
   compiles fastest there) in place of a backbone's convs; whole-network latency at batch 1 beside
@@ -242,7 +245,7 @@ def cmd_search(args) -> dict:
             continue
         references[name] = {"accuracy": accuracy, "flops_ratio": decoded.flops_ratio}
         print(f"    reference {name}: accuracy {accuracy:.4f}  FLOPs {decoded.flops_ratio:.3f}")
-    study = sn.search(space.search_space(), task.evaluate, _ALGORITHMS[args.algorithm](args.seed),
+    study = sn.search(space.search_space(), task.evaluate, _ALGORITHMS[args.algorithm](args),
                       num_trials=args.trials, storage=args.storage, early_stopping=policy, progress=False,
                       initial=initial or None)
     records = study.records          # (not study.trials: the GPU machine may have no pandas)
@@ -273,11 +276,13 @@ def cmd_search(args) -> dict:
     return result
 
 
-_ALGORITHMS = {"canvas": lambda seed: sn.algorithms.Canvas(seed=seed),
-               "evolution": lambda seed: sn.algorithms.RegularizedEvolution(population_size=16, tournament_size=4,
-                                                                           seed=seed),
-               "random": lambda seed: sn.algorithms.Random(seed=seed),
-               "reinforce": lambda seed: sn.algorithms.Reinforce(seed=seed)}
+_ALGORITHMS = {"canvas": lambda args: sn.algorithms.Canvas(seed=args.seed),
+               "evolution": lambda args: sn.algorithms.RegularizedEvolution(
+                   population_size=args.population, tournament_size=min(4, args.population), seed=args.seed),
+               "kernel-evolution": lambda args: sn.algorithms.KernelEvolution(
+                   population_size=args.population, tournament_size=min(4, args.population), seed=args.seed),
+               "random": lambda args: sn.algorithms.Random(seed=args.seed),
+               "reinforce": lambda args: sn.algorithms.Reinforce(seed=args.seed)}
 
 
 def _encode(space, name: str):
@@ -287,6 +292,39 @@ def _encode(space, name: str):
     except Exception as error:  # pylint: disable=broad-except
         raise SystemExit(f"kas_search: --initial {name} is outside the search space ({error}); "
                          f"lower --min-primitives or raise --budget") from None
+
+
+def cmd_mutations(args) -> dict:
+    """Children bred from the hand-written families by each evolution: how many decode to new kernels."""
+    space = _space(args)
+    hyper = space.search_space()
+    spec = pg.dna_spec(hyper)
+    parents = [space.encode(_KERNELS[name]()) for name in args.parents]
+    print(f"kas mutations: {_stamp()}; {args.backbone}, budget {args.budget}, {args.min_primitives}-"
+          f"{args.max_primitives} primitives; {args.children} children of {', '.join(args.parents)} (one population)")
+    result = {"when": _stamp(), "children": args.children, "parents": list(args.parents), "algorithms": {}}
+    for name in ("evolution", "kernel-evolution"):
+        args.population = len(parents)
+        algo = _ALGORITHMS[name](args)
+        algo.setup(spec)
+        for design in parents:
+            dna = pg.template(hyper).encode(design)
+            dna.use_spec(spec)
+            algo.feedback(dna, 1.0)
+        known = {design.decode().hash for design in parents}
+        valid, new, start = 0, set(), time.time()
+        for _ in range(args.children):
+            try:
+                decoded = pg.materialize(hyper, algo.propose()).decode()
+            except sn.kas.KernelRejected:
+                continue
+            valid += 1
+            if decoded.hash not in known:
+                new.add(decoded.hash)
+        result["algorithms"][name] = {"valid": valid, "new": len(new)}
+        print(f"  {name:17s} {valid:5d} children decode to solved kernels, {len(new):5d} distinct new kernels "
+              f"({time.time() - start:.1f} s)")
+    return result
 
 
 def _load(path: str):
@@ -549,6 +587,9 @@ def main(argv=None) -> dict:
                    help="hand-written kernels trained the same way before the search, for comparison")
     p.add_argument("--algorithm", choices=sorted(_ALGORITHMS), default="canvas",
                    help="what proposes the kernels (every symnas algorithm searches the same space)")
+    p.add_argument("--population", type=int, default=16,
+                   help="the evolutions' population (after --initial, evolution fills it with random points, "
+                        "kernel-evolution with Canvas's samples)")
     p.add_argument("--initial", nargs="*", default=[], choices=sorted(_KERNELS),
                    help="hand-written kernels evaluated as the study's first trials (warm start: evolution "
                         "mutates from them); they must fit the space (their primitive count >= --min-primitives)")
@@ -558,6 +599,10 @@ def main(argv=None) -> dict:
     p.add_argument("--first-loss", type=float, default=2.2, help="largest training loss after epoch 1")
     p.add_argument("--storage", default=None)
     p.add_argument("--export", default=None)
+    p = sub.add_parser("mutations", parents=[common])
+    p.add_argument("--parents", nargs="+", default=["depthwise_separable", "bottleneck_separable",
+                                                     "spatially_separable"], choices=sorted(_KERNELS))
+    p.add_argument("--children", type=int, default=300)
     p = sub.add_parser("networks", parents=[common])
     p.add_argument("--kernel", nargs="+", default=["depthwise_separable"],
                    help=f"candidates: names of {sorted(_KERNELS)} or kernel JSONs written by `search --export`")
@@ -606,7 +651,7 @@ def main(argv=None) -> dict:
     for path in getattr(args, "compare", []):
         if not os.path.isfile(path):
             parser.error(f"no such network file: {path}")
-    result = {"sampler": cmd_sampler, "rediscover": cmd_rediscover, "search": cmd_search,
+    result = {"sampler": cmd_sampler, "rediscover": cmd_rediscover, "search": cmd_search, "mutations": cmd_mutations,
               "networks": cmd_networks, "combine": cmd_combine, "layers": cmd_layers, "trainstep": cmd_trainstep}[args.command](args)
     if args.json:
         with open(args.json, "w") as f:

@@ -147,6 +147,48 @@ def test_canvas_workers_that_find_no_kernel_raise_in_the_search_process_instead_
     assert algo._workers is None
 
 
+def _children(algo, space, parents, n):
+    """Decoded kernels of ``n`` children bred from ``parents`` (hand-written kernels fed back as the population)."""
+    hyper = space.search_space()
+    spec = pg.dna_spec(hyper)
+    algo.setup(spec)
+    for kernel in parents:
+        dna = pg.template(hyper).encode(space.encode(kernel))
+        dna.use_spec(spec)
+        algo.feedback(dna, 1.0)
+    out = []
+    for _ in range(n):
+        try:
+            out.append(pg.materialize(hyper, algo.propose()).decode())
+        except sn.kas.KernelRejected:
+            out.append(None)
+    return out
+
+
+def test_kernel_evolution_mutates_what_the_kernels_use_so_children_are_new_kernels_far_more_often():
+    space = small_space(min_primitives=3, max_primitives=25)       # the default range: most steps unused
+    parents = [sn.kas.depthwise_separable(), sn.kas.bottleneck_separable()]
+    known = {space.encode(k).decode().hash for k in parents}
+
+    def new_kernels(algo):
+        return len({d.hash for d in _children(algo, space, parents, 60) if d is not None} - known)
+
+    plain = new_kernels(sn.algorithms.RegularizedEvolution(population_size=2, tournament_size=2, seed=0))
+    ours = new_kernels(sn.algorithms.KernelEvolution(population_size=2, tournament_size=2, seed=0))
+    assert ours >= 2 * plain and ours >= 10
+
+
+def test_kernel_evolution_fills_its_population_with_canvas_samples():
+    space = small_space()
+    algo = sn.algorithms.KernelEvolution(population_size=6, seed=0)
+    for design, feedback in pg.sample(space.search_space(), algo, num_examples=6):
+        decoded = design.decode()                # every sampled member is a valid, solved kernel
+        assert decoded.flops_ratio <= 0.5
+        feedback(-decoded.flops_ratio)
+    with pytest.raises(ValueError, match="holds no sn.kas.KernelSpace"):
+        sn.algorithms.KernelEvolution(seed=0).setup(pg.dna_spec(pg.List([pg.oneof([1, 2])])))
+
+
 def test_generic_algorithms_search_the_space_and_record_rejections():
     space = small_space()
 

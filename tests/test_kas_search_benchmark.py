@@ -61,12 +61,26 @@ def test_search_swaps_the_algorithm_and_starts_from_a_hand_written_kernel(load_s
     with pytest.raises(SystemExit, match="--initial depthwise_separable is outside the search space"):
         bench.main(common + ["--initial", "depthwise_separable"])        # 4 primitives, the space starts at 5
     db = tmp_path / "kas.db"
-    result = bench.main(common + ["--algorithm", "evolution", "--initial", "depthwise_separable", "--min-primitives",
-                                  "3", "--trials", "2", "--storage", str(db)])
-    assert result["algorithm"] == "evolution" and result["trials"] == 2
-    first = sn.Study.load(str(db)).records[0]
-    assert first.status == "completed" and first.to_object().decode().names() == \
+    result = bench.main(common + ["--algorithm", "kernel-evolution", "--population", "2", "--initial", "depthwise_separable",
+                                  "bottleneck_separable", "--min-primitives", "3", "--trials", "6", "--storage", str(db)])
+    assert result["algorithm"] == "kernel-evolution" and result["trials"] == 6
+    records = sn.Study.load(str(db)).records
+    assert records[0].status == "completed" and records[0].to_object().decode().names() == \
         sn.kas.depthwise_separable().names()
+    # the children mutate the two families; a mutation that leaves the kernel as it was is not trained again
+    trained = [r.to_object().decode().hash for r in records if r.status == "completed"]
+    assert len(trained) == len(set(trained)) >= 2
+    assert all(r.error for r in records if r.status == "rejected")          # each with its reason
+
+
+def test_mutations_counts_the_new_kernels_each_evolution_breeds_from_the_families(load_script, capsys):
+    bench = load_script("benchmarks/kas_search.py")
+    result = bench.main(["mutations", "--backbone", "resnet18", "--min-primitives", "3", "--children", "40"])
+    counts = result["algorithms"]
+    assert set(counts) == {"evolution", "kernel-evolution"}
+    assert all(0 <= c["new"] <= c["valid"] <= 40 for c in counts.values())
+    assert counts["kernel-evolution"]["new"] > counts["evolution"]["new"]
+    assert "distinct new kernels" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["resnet34_kas_bottleneck", "resnet34_kas_dws_pte", "resnext29_kas_bottleneck",

@@ -66,6 +66,8 @@ def rediscover(space, seed: int = 0, max_samples: int = 20000, families: Sequenc
     ("budget", pg.typing.Any(), "The budget (fractions) the kernel is solved for on this network."),
     ("screen", pg.typing.Object(ProxyFilter).noneable(), "A zero-cost pre-filter, or None."),
     ("screen_batch", pg.typing.Int(min_value=2, default=64), "Images the proxy scores on."),
+    ("dedup", pg.typing.Bool(default=True),
+     "Reject a kernel structurally equal to one evaluated before (mutations that leave it unchanged)."),
 ])
 class ProxyTask(pg.Object):
     """A kernel's accuracy on a small network: the reduced training Canvas's search spends per candidate."""
@@ -74,6 +76,7 @@ class ProxyTask(pg.Object):
         super()._on_bound()
         self._targets = conv_targets(self.net)
         self._batch = None
+        self._seen = set()
 
     def network(self, decoded):
         """The small network with the kernel in place of its 3x3 convs (sizes solved for them)."""
@@ -84,10 +87,14 @@ class ProxyTask(pg.Object):
         return replace_convs(self.net, kernel, solution, self._targets)
 
     def evaluate(self, design) -> Dict[str, float]:
-        """Trains the kernel's network; raises KernelRejected (recorded as rejected) when it does not
-        decode, solve, build or pass the screen."""
+        """Trains the kernel's network; raises KernelRejected (recorded as rejected) when it was evaluated
+        before (``dedup``) or does not decode, solve, build or pass the screen."""
         import torch  # pylint: disable=import-outside-toplevel
         decoded = design.decode() if hasattr(design, "decode") else design
+        if self.dedup:
+            if decoded.hash in self._seen:
+                raise KernelRejected(f"the kernel {decoded.hash} was evaluated before")
+            self._seen.add(decoded.hash)
         net = self.network(decoded)
         trainer = self.trainer.clone(override={"model": net})
         metrics = {"flops_ratio": decoded.flops_ratio, "params_ratio": decoded.params_ratio}
