@@ -1,13 +1,10 @@
 """Regularized evolution over Canvas kernel designs: sampled population, mutations of what a kernel uses."""
-import pyglove as pg
-
 from symnas.algorithms.canvas import Canvas, find_designs
 from symnas.algorithms.evolution import RegularizedEvolution
 
 __all__ = ["KernelEvolution"]
 
 
-@pg.members([])
 class KernelEvolution(RegularizedEvolution):
     """Regularized evolution for a ``sn.kas.KernelSpace``: the population's first members are drawn by
     Canvas's sampler (valid, distinct, solved kernels, instead of uniform decisions that rarely close),

@@ -13,8 +13,7 @@ Sub-commands (each prints its table; ``--json`` keeps the figures):
   proxy``) or as the whole backbone with ``train_cifar.py``'s recipe on a GPU (``--task backbone``),
   beside ``--reference`` families trained the same way; ``--algorithm`` swaps Canvas's sampler for any
   symnas algorithm (``kernel-evolution``: mutations of what a kernel uses), ``--initial`` starts the study
-  from hand-written families; the best is written to
-  ``--export``.
+  from hand-written families; the best is written to ``--export``.
 - ``mutations``: children bred from the hand-written families by ``RegularizedEvolution`` and
   ``KernelEvolution``: how many decode to new kernels (no training).
 - ``networks``: candidate kernels (reference families or ``search`` exports, each at every
@@ -100,7 +99,7 @@ def _baseline_sampler(args) -> dict:
                "--max-primitives", str(args.max_primitives), "--kernel-sizes", *map(str, args.kernel_sizes),
                "--min-receptive", str(args.min_receptive), "--seed", str(args.seed),
                "--proposals", str(args.proposals), "--warmup", str(args.warmup), "--verify", str(args.verify),
-               "--json", path]
+               "--json", path] + (["--min-primitives", str(args.min_primitives)] if args.min_primitives != 5 else [])
         env = dict(os.environ, PYTHONPATH=os.path.abspath(args.baseline))
         subprocess.run(cmd, check=True, env=env, cwd=args.baseline)
         with open(path) as f:
