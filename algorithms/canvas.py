@@ -38,7 +38,8 @@ class Canvas(DecisionAlgorithm):
     With ``workers`` > 1, that many forked processes draw samples, each from its own seed stream,
     and this process keeps the proposals distinct across them: several times the proposals per
     second on as many free cores, but a seeded run is no longer repeatable (the order depends on
-    which worker finishes first), and where fork is unavailable it samples in this process.
+    which worker finishes first), and where fork is unavailable it samples in this process. The forked
+    children run only the sampler's Python code, never torch or TVM.
 
     Example::
 

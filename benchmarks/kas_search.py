@@ -246,7 +246,7 @@ def cmd_search(args) -> dict:
         print(f"    reference {name}: accuracy {accuracy:.4f}  FLOPs {decoded.flops_ratio:.3f}")
     study = sn.search(space.search_space(), task.evaluate, _ALGORITHMS[args.algorithm](args),
                       num_trials=args.trials, storage=args.storage, early_stopping=policy, progress=False,
-                      initial=initial or None)
+                      initial=initial or None, workers=args.workers)
     records = study.records          # (not study.trials: the GPU machine may have no pandas)
     statuses = collections.Counter(r.status for r in records)
     done = sorted((r for r in records if r.status == "completed" and "accuracy" in r.metrics),
@@ -586,6 +586,8 @@ def main(argv=None) -> dict:
                    help="hand-written kernels trained the same way before the search, for comparison")
     p.add_argument("--algorithm", choices=sorted(_ALGORITHMS), default="canvas",
                    help="what proposes the kernels (every symnas algorithm searches the same space)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="candidates trained at once, each in its own process (several fit on one GPU)")
     p.add_argument("--population", type=int, default=16,
                    help="the evolutions' population (after --initial, evolution fills it with random points, "
                         "kernel-evolution with Canvas's samples)")

@@ -45,7 +45,7 @@ def test_search_trains_the_whole_backbone_and_the_reference_families_with_one_re
     result = bench.main(["search", "--task", "backbone", "--backbone", "resnet18", "--data", str(cifar10_file),
                          "--trials", "1", "--epochs", "1", "--train-size", "80", "--eval-size", "32", "--batch", "16",
                          "--first-loss", "10", "--proxy-ratio", "0", "--reference", "depthwise_separable",
-                         "--export", str(tmp_path)])
+                         "--export", str(tmp_path), "--workers", "2"])     # candidates in worker processes
     assert "the whole resnet18" in result["task"] and result["trials"] == 1
     reference = result["references"]["depthwise_separable"]
     assert 0 <= reference["accuracy"] <= 1 and 0 < reference["flops_ratio"] <= 0.25

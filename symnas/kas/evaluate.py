@@ -67,7 +67,8 @@ def rediscover(space, seed: int = 0, max_samples: int = 20000, families: Sequenc
     ("screen", pg.typing.Object(ProxyFilter).noneable(), "A zero-cost pre-filter, or None."),
     ("screen_batch", pg.typing.Int(min_value=2, default=64), "Images the proxy scores on."),
     ("dedup", pg.typing.Bool(default=True),
-     "Reject a kernel structurally equal to one evaluated before (mutations that leave it unchanged)."),
+     "Reject a kernel structurally equal to one this process evaluated before (mutations that leave it "
+     "unchanged; with sn.search's worker processes, each worker remembers its own)."),
 ])
 class ProxyTask(pg.Object):
     """A kernel's accuracy on a small network: the reduced training Canvas's search spends per candidate."""
