@@ -101,7 +101,7 @@ class Canvas(DecisionAlgorithm):
 
     def _values_from_workers(self) -> list:
         """The next drawn assignment whose kernels no earlier proposal had, from the worker processes."""
-        if getattr(self, "_workers", None) is None:
+        if self._workers is None:
             self._start_workers()
         while True:
             try:
@@ -152,7 +152,7 @@ class Canvas(DecisionAlgorithm):
 
     def close(self) -> None:
         """Stops the worker processes (``workers`` > 1); a later proposal starts new ones."""
-        for process in getattr(self, "_workers", None) or ():
+        for process in getattr(self, "_workers", None) or ():   # (also before setup)
             process.terminate()
             process.join()
         self._workers = None

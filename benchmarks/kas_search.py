@@ -302,9 +302,9 @@ def cmd_mutations(args) -> dict:
     print(f"kas mutations: {_stamp()}; {args.backbone}, budget {args.budget}, {args.min_primitives}-"
           f"{args.max_primitives} primitives; {args.children} children of {', '.join(args.parents)} (one population)")
     result = {"when": _stamp(), "children": args.children, "parents": list(args.parents), "algorithms": {}}
+    one_generation = argparse.Namespace(**{**vars(args), "population": len(parents)})   # the parents
     for name in ("evolution", "kernel-evolution"):
-        args.population = len(parents)
-        algo = _ALGORITHMS[name](args)
+        algo = _ALGORITHMS[name](one_generation)
         algo.setup(spec)
         for design in parents:
             dna = pg.template(hyper).encode(design)
